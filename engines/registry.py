@@ -1,0 +1,118 @@
+"""Engine registry: every engine the studio knows, by name, loaded on first use.
+
+The registry is the only place engines are constructed. It answers "what can run here and what is
+missing" without loading anything, hands out loaded engines, and unloads the least recently used
+ones when memory runs low before another engine loads.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from engines.base import Capability, Engine, EngineState, EngineUnavailable, VoiceInfo
+from engines.gpu import GpuAllocator
+
+
+@dataclass(frozen=True)
+class EngineReport:
+    """What `/api/v1/engines` and the Engines tab show for one engine."""
+
+    name: str
+    display_name: str
+    description: str
+    capabilities: list[str]
+    languages: list[str]
+    license: str
+    sample_rate: int
+    state: str
+    missing: list[str]
+    device: str
+
+
+class EngineRegistry:
+    def __init__(self, weights_dir: Path, allocator: GpuAllocator, reserve_mb: int = 1024) -> None:
+        self.weights_dir = weights_dir
+        self.allocator = allocator
+        self.reserve_mb = reserve_mb  # keep this much RAM free when loading another engine
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+
+    def add(self, engine: Engine) -> Engine:
+        self._engines[engine.info.name] = engine
+        return engine
+
+    def names(self) -> list[str]:
+        return list(self._engines)
+
+    def engine(self, name: str) -> Engine:
+        """The engine called `name` (not loaded yet); KeyError names the registered engines."""
+        try:
+            return self._engines[name]
+        except KeyError:
+            raise KeyError(f"unknown engine '{name}'; engines: {', '.join(self._engines)}") from None
+
+    def loaded(self, name: str) -> Engine:
+        """The engine, loaded (once, thread-safe), making room in memory first if needed."""
+        engine = self.engine(name)
+        if not engine.is_loaded:
+            with self._lock:
+                self._make_room(engine)
+            engine.ensure_loaded()
+        return engine
+
+    def unload(self, name: str) -> None:
+        self.engine(name).unload()
+
+    def with_capability(self, capability: Capability) -> list[Engine]:
+        return [e for e in self._engines.values() if capability in e.info.capabilities]
+
+    def available(self, capability: Capability) -> list[Engine]:
+        """Engines with the capability that can run here now."""
+        return [
+            e
+            for e in self.with_capability(capability)
+            if e.status().state in (EngineState.READY, EngineState.LOADED)
+        ]
+
+    def voices(self) -> list[VoiceInfo]:
+        """Built-in voices of every engine that can run here."""
+        return [voice for engine in self.available(Capability.TTS) for voice in engine.voices()]
+
+    def reports(self) -> list[EngineReport]:
+        out = []
+        for engine in self._engines.values():
+            status = engine.status()
+            info = engine.info
+            out.append(
+                EngineReport(
+                    name=info.name,
+                    display_name=info.display_name,
+                    description=info.description,
+                    capabilities=sorted(c.value for c in info.capabilities),
+                    languages=list(info.languages),
+                    license=info.license,
+                    sample_rate=info.sample_rate,
+                    state=status.state.value,
+                    missing=list(status.missing),
+                    device=engine.device,
+                )
+            )
+        return out
+
+    def any_loaded(self) -> bool:
+        return any(e.is_loaded for e in self._engines.values())
+
+    def _make_room(self, incoming: Engine) -> None:
+        """Unload least recently used engines while free RAM is below what `incoming` needs."""
+        needed_mb = incoming.info.memory_mb + self.reserve_mb
+        loaded = sorted((e for e in self._engines.values() if e.is_loaded), key=lambda e: e.last_used)
+        while loaded and psutil.virtual_memory().available / 2**20 < needed_mb:
+            loaded.pop(0).unload()
+        if psutil.virtual_memory().available / 2**20 < incoming.info.memory_mb:
+            raise EngineUnavailable(
+                f"{incoming.info.name}: not enough free memory to load it (needs ~{incoming.info.memory_mb} MB)"
+            )

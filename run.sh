@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (first time) and start Speech Studio on its embedded engines.
+#   ./run.sh                   http://127.0.0.1:7860
+#   ./run.sh --host 0.0.0.0    LAN demo;  --port N;  --share
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/setup.sh
+exec .venv/bin/python app.py "$@"

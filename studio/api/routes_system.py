@@ -1,0 +1,48 @@
+"""Health, engines and the voice list."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import psutil
+from fastapi import APIRouter, Depends
+
+from studio.api.deps import caller, get_studio
+from studio.api.schemas import EngineOut, VoiceOut
+from studio.core import Studio
+
+router = APIRouter()
+
+
+@router.get("/health", tags=["system"])
+def health(studio: Studio = Depends(get_studio)) -> dict:
+    memory = psutil.virtual_memory()
+    process = psutil.Process()
+    return {
+        "status": "healthy",
+        "version": studio.version,
+        "model_loaded": studio.registry.any_loaded(),
+        "gpu_available": studio.allocator.gpu_available,
+        "memory_usage": {
+            "total": f"{memory.total / 2**30:.1f}GB",
+            "used": f"{(memory.total - memory.available) / 2**30:.1f}GB",
+            "free": f"{memory.available / 2**30:.1f}GB",
+            "process_rss": f"{process.memory_info().rss / 2**20:.0f}MB",
+        },
+        "engines": [{"name": r.name, "state": r.state} for r in studio.registry.reports()],
+    }
+
+
+@router.get("/api/v1/engines", tags=["system"], dependencies=[Depends(caller)])
+def engines(studio: Studio = Depends(get_studio)) -> dict[str, list[EngineOut]]:
+    return {"engines": [EngineOut(**dataclasses.asdict(r)) for r in studio.registry.reports()]}
+
+
+@router.get("/api/v1/voices", tags=["voices"], dependencies=[Depends(caller)])
+def voices(studio: Studio = Depends(get_studio)) -> dict[str, list[VoiceOut]]:
+    return {
+        "voices": [
+            VoiceOut(type="builtin", **{k: v for k, v in dataclasses.asdict(voice).items()})
+            for voice in studio.registry.voices()
+        ]
+    }

@@ -1,0 +1,111 @@
+"""Task routes (GPT-SoVITS training-service style), shared by every long job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, UploadFile
+from fastapi.responses import FileResponse, PlainTextResponse
+from pathvalidate import sanitize_filename
+
+from studio.api.deps import caller, get_studio
+from studio.api.schemas import StepRequest, TaskCreate, TaskOut
+from studio.core import Studio
+from studio.errors import BadInput, Conflict, NotFound, TooLarge
+from studio.tasks.store import Task
+
+router = APIRouter(tags=["tasks"], dependencies=[Depends(caller)])
+
+
+def task_out(studio: Studio, task: Task) -> TaskOut:
+    return TaskOut(
+        **{k: v for k, v in task.to_dict().items() if k in TaskOut.model_fields},
+        queue_position=studio.runner.queue_position(task.task_id),
+        files=studio.store.files(task.task_id),
+    )
+
+
+def _task(studio: Studio, task_id: str) -> Task:
+    try:
+        task = studio.store.get(task_id)
+    except KeyError:
+        task = None
+    if task is None:
+        raise NotFound(f"no task '{task_id}'", "task_not_found")
+    return task
+
+
+@router.post("/api/v1/task/create")
+def create_task(
+    body: TaskCreate, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+) -> TaskOut:
+    kind = body.kind or body.config.get("kind")
+    if not kind or kind not in studio.runner.kinds:
+        raise BadInput(f"kind must be one of {', '.join(studio.runner.kinds)} (got {kind!r})", "unknown_kind")
+    config = {k: v for k, v in body.config.items() if k != "kind"}
+    return task_out(studio, studio.runner.submit(kind, body.task_name, config, owner))
+
+
+@router.get("/api/v1/tasks")
+def list_tasks(studio: Studio = Depends(get_studio)) -> dict[str, list[TaskOut]]:
+    return {"tasks": [task_out(studio, task) for task in studio.store.list()]}
+
+
+@router.get("/api/v1/task/{task_id}")
+def get_task(task_id: str, studio: Studio = Depends(get_studio)) -> TaskOut:
+    return task_out(studio, _task(studio, task_id))
+
+
+@router.post("/api/v1/task/{task_id}/step/{step}")
+def run_step(task_id: str, step: str, body: StepRequest, studio: Studio = Depends(get_studio)) -> TaskOut:
+    """Run one named step of a stepwise task (training). Kinds without steps run as a whole."""
+    task = _task(studio, task_id)
+    raise Conflict(f"task kind '{task.kind}' has no step '{step}': it runs as a whole", "no_steps")
+
+
+@router.post("/api/v1/task/{task_id}/cancel")
+def cancel_task(task_id: str, studio: Studio = Depends(get_studio)) -> TaskOut:
+    _task(studio, task_id)
+    return task_out(studio, studio.runner.cancel(task_id))
+
+
+@router.delete("/api/v1/task/{task_id}")
+def delete_task(task_id: str, studio: Studio = Depends(get_studio)) -> dict[str, str]:
+    _task(studio, task_id)
+    studio.runner.delete(task_id)
+    return {"task_id": task_id, "status": "deleted"}
+
+
+@router.post("/api/v1/task/{task_id}/files/upload")
+async def upload_file(
+    task_id: str, file: UploadFile, studio: Studio = Depends(get_studio)
+) -> dict[str, object]:
+    _task(studio, task_id)
+    name = sanitize_filename(Path(file.filename or "").name, replacement_text="_").lstrip(".")
+    if not name:
+        raise BadInput("the uploaded file needs a name", "bad_filename")
+    limit = studio.settings.max_upload_mb * 2**20
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"file is larger than the {studio.settings.max_upload_mb} MB limit")
+    target = studio.store.folder(task_id) / "inputs" / name
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes(data)
+    studio.store.append_log(task_id, f"uploaded inputs/{name} ({len(data)} bytes)")
+    return {"task_id": task_id, "filename": f"inputs/{name}", "size": len(data)}
+
+
+@router.get("/api/v1/task/{task_id}/files/download/{filename:path}", response_class=FileResponse)
+def download_file(task_id: str, filename: str, studio: Studio = Depends(get_studio)) -> FileResponse:
+    _task(studio, task_id)
+    folder = studio.store.folder(task_id).resolve()
+    path = (folder / filename).resolve()
+    if not path.is_relative_to(folder) or not path.is_file() or filename not in studio.store.files(task_id):
+        raise NotFound(f"task '{task_id}' has no file '{filename}'", "file_not_found")
+    return FileResponse(path, filename=path.name)
+
+
+@router.get("/api/v1/task/{task_id}/logs", response_class=PlainTextResponse)
+def task_logs(task_id: str, studio: Studio = Depends(get_studio)) -> PlainTextResponse:
+    _task(studio, task_id)
+    return PlainTextResponse(studio.store.read_log(task_id))

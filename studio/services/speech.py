@@ -1,0 +1,198 @@
+"""Speech service: text + voice id -> audio, for the UI, the REST routes and tasks alike.
+
+It resolves a voice id to the engine that owns it (studio ids like `jf_alpha` or `joe`, blends,
+OpenAI voice names), validates the request, streams sentence chunks from the engine with natural
+gaps between them, and applies pitch. Long text can also run as a resumable "speech" task that
+keeps each finished sentence on disk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from engines.base import AudioChunk, Capability, EngineUnavailable, SynthesisOptions, UnknownVoice
+from engines.registry import EngineRegistry
+from engines.text import split_sentences
+from studio import audio as audio_io
+from studio.errors import BadInput, NotFound, TooLarge, Unavailable
+from studio.subtitles import Cue, to_srt
+from studio.tasks.runner import TaskContext, TaskKind
+
+DEFAULT_ENGINE = "kokoro"
+DEFAULT_VOICE = "jf_alpha"
+SENTENCE_GAP_S = 0.18
+
+# OpenAI's voice names -> built-in voices, chosen to keep their gender and spread the timbres.
+OPENAI_VOICES = {
+    "alloy": "jf_alpha",
+    "ash": "jm_kumo",
+    "ballad": "jm_kumo*0.7+jf_gongitsune*0.3",
+    "coral": "jf_nezumi",
+    "echo": "jm_kumo",
+    "fable": "jf_gongitsune",
+    "onyx": "joe",
+    "nova": "jf_nezumi",
+    "sage": "jf_tebukuro",
+    "shimmer": "jf_tebukuro",
+    "verse": "jm_kumo*0.5+jf_alpha*0.5",
+}
+OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    text: str
+    voice: str = DEFAULT_VOICE
+    engine: str | None = None
+    speed: float = 1.0
+    pitch: float = 1.0
+    language: str | None = None
+
+
+@dataclass
+class Speech:
+    audio: np.ndarray
+    sample_rate: int
+    cues: list[Cue]
+
+
+class SpeechService:
+    def __init__(self, registry: EngineRegistry, max_text_chars: int = 20_000) -> None:
+        self.registry = registry
+        self.max_text_chars = max_text_chars
+
+    def resolve(self, voice: str, engine: str | None = None) -> tuple[str, str]:
+        """(engine name, engine voice id) for a studio voice id, a blend or an OpenAI voice name."""
+        voice = OPENAI_VOICES.get(voice, voice)
+        if engine in OPENAI_MODELS:
+            engine = None
+        if engine:
+            try:
+                candidate = self.registry.engine(engine)
+            except KeyError as error:
+                raise NotFound(str(error.args[0]), "unknown_engine") from None
+            try:
+                candidate.check_voice(voice)
+            except UnknownVoice as error:
+                raise NotFound(str(error), "unknown_voice") from None
+            return engine, voice
+        for candidate in self.registry.available(Capability.TTS):
+            try:
+                candidate.check_voice(voice)
+            except UnknownVoice:
+                continue
+            return candidate.info.name, voice
+        known = [v.id for v in self.registry.voices()]
+        raise NotFound(
+            f"unknown voice '{voice}'; voices: {', '.join(known)}, OpenAI names ({', '.join(OPENAI_VOICES)}) "
+            "or a Kokoro blend like jf_alpha*0.7+jm_kumo*0.3",
+            "unknown_voice",
+        )
+
+    def validate(self, request: SpeechRequest) -> None:
+        if not request.text or not request.text.strip():
+            raise BadInput("text is empty: give the words to speak", "empty_text")
+        if len(request.text) > self.max_text_chars:
+            raise TooLarge(
+                f"text is {len(request.text)} characters; the limit is {self.max_text_chars} per request "
+                "(split it, or run it as a speech task)",
+                "text_too_long",
+            )
+        if not 0.25 <= request.speed <= 4.0:
+            raise BadInput(f"speed {request.speed} is out of range 0.25..4.0", "bad_speed")
+        if not 0.5 <= request.pitch <= 2.0:
+            raise BadInput(f"pitch {request.pitch} is out of range 0.5..2.0", "bad_pitch")
+
+    def stream(self, request: SpeechRequest) -> Iterator[AudioChunk]:
+        """Sentence chunks as they are made; every chunk after the first starts with a short gap."""
+        self.validate(request)
+        engine_name, voice = self.resolve(request.voice, request.engine)
+        try:
+            engine = self.registry.loaded(engine_name)
+            options = SynthesisOptions(speed=request.speed, language=request.language)
+            chunks = engine.synthesize(request.text, voice, options)
+            for chunk in chunks:
+                audio = audio_io.change_pitch(chunk.audio, chunk.sample_rate, request.pitch)
+                if chunk.index > 0:
+                    audio = np.concatenate(
+                        [np.zeros(int(SENTENCE_GAP_S * chunk.sample_rate), np.float32), audio]
+                    )
+                yield AudioChunk(audio, chunk.sample_rate, chunk.text, chunk.index)
+        except EngineUnavailable as error:
+            raise Unavailable(str(error)) from None
+
+    def synthesize(self, request: SpeechRequest) -> Speech:
+        """The whole text as one array, with a cue per sentence."""
+        pieces: list[np.ndarray] = []
+        cues: list[Cue] = []
+        rate, position = 0, 0.0
+        for chunk in self.stream(request):
+            rate = chunk.sample_rate
+            gap = SENTENCE_GAP_S if chunk.index > 0 else 0.0
+            cues.append(Cue(position + gap, position + chunk.duration, chunk.text))
+            position += chunk.duration
+            pieces.append(chunk.audio)
+        return Speech(np.concatenate(pieces) if pieces else np.zeros(0, np.float32), rate, cues)
+
+    # ---- the "speech" task: long text to a file, resumable ------------------------------------
+    def task_kind(self) -> TaskKind:
+        return TaskKind("speech", self._run_task, resumable=True)
+
+    def _run_task(self, context: TaskContext) -> dict[str, Any]:
+        config = context.config
+        fmt = str(config.get("format", "wav"))
+        if fmt not in audio_io.FORMATS:
+            raise BadInput(f"format '{fmt}' is not one of {', '.join(audio_io.FORMATS)}")
+        request = SpeechRequest(
+            text=str(config.get("text", "")),
+            voice=str(config.get("voice", DEFAULT_VOICE)),
+            engine=config.get("engine"),
+            speed=float(config.get("speed", 1.0)),
+            pitch=float(config.get("pitch", 1.0)),
+            language=config.get("language"),
+        )
+        self.validate(request)
+        engine_name, voice = self.resolve(request.voice, request.engine)
+        engine = self.registry.loaded(engine_name)
+        sentences = split_sentences(request.text)
+        parts = context.folder / "_parts"
+        parts.mkdir(exist_ok=True)
+        done = sum(1 for i in range(len(sentences)) if (parts / f"{i:05d}.wav").exists())
+        if done:
+            context.log(f"resuming: {done} of {len(sentences)} sentences already made")
+        options = SynthesisOptions(speed=request.speed, language=request.language)
+        for i, sentence in enumerate(sentences):
+            part = parts / f"{i:05d}.wav"
+            if part.exists():
+                continue
+            context.progress(100.0 * i / len(sentences), f"sentence {i + 1}/{len(sentences)}")
+            chunk = next(iter(engine.synthesize(sentence, voice, options)))
+            audio = audio_io.change_pitch(chunk.audio, chunk.sample_rate, request.pitch)
+            tmp = part.with_suffix(".tmp.wav")
+            sf.write(tmp, audio, chunk.sample_rate, subtype="FLOAT")
+            tmp.replace(part)  # a part exists only once it is whole
+        context.progress(99.0, "joining")
+        pieces, cues, position = [], [], 0.0
+        rate = engine.info.sample_rate
+        gap = np.zeros(int(SENTENCE_GAP_S * rate), np.float32)
+        for i, sentence in enumerate(sentences):
+            audio, rate = sf.read(parts / f"{i:05d}.wav", dtype="float32")
+            if i > 0:
+                pieces.append(gap)
+                position += SENTENCE_GAP_S
+            cues.append(Cue(position, position + len(audio) / rate, sentence))
+            position += len(audio) / rate
+            pieces.append(audio)
+        (context.folder / f"speech.{fmt}").write_bytes(audio_io.encode(np.concatenate(pieces), rate, fmt))
+        (context.folder / "speech.srt").write_text(to_srt(cues), encoding="utf-8")
+        (context.folder / "timing.json").write_text(
+            json.dumps([{"start": c.start, "end": c.end, "text": c.text} for c in cues], indent=1),
+            encoding="utf-8",
+        )
+        return {"duration": position, "sentences": len(sentences), "engine": engine_name, "voice": voice}

@@ -1,0 +1,276 @@
+"""Task runner: worker threads that run queued tasks, report progress, cancel and recover.
+
+A task kind is a `TaskKind`: a function that does the work given a `TaskContext`, and whether it can
+resume after a restart (it finds its own finished pieces in its folder and skips them). The runner
+owns the lifecycle: pending -> running -> completed | failed | cancelled, the log, the ETA, and the
+release of every GPU lease a task held, whatever way it ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engines.gpu import GpuAllocator, Lease
+from studio.tasks.store import Task, TaskStatus, TaskStore
+
+log = logging.getLogger("studio.tasks")
+
+
+class TaskCancelled(Exception):
+    """Raised inside a task when its cancel was asked for."""
+
+
+class TaskFailed(Exception):
+    """A task's own, user-facing reason for failing (no stack trace is shown for these)."""
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    name: str
+    run: Callable[[TaskContext], dict[str, Any] | None]  # returns the task's result
+    resumable: bool = False
+    steps: tuple[str, ...] = ()
+
+
+class TaskContext:
+    """What a running task sees: its config and folder, and ways to report and to stop."""
+
+    def __init__(self, runner: TaskRunner, task: Task) -> None:
+        self._runner = runner
+        self.task_id = task.task_id
+        self.config = task.config
+        self.folder: Path = runner.store.folder(task.task_id)
+        self._cancel = runner._cancel_event(task.task_id)
+        self._started = time.monotonic()
+        self._last_write = 0.0
+        self._last_step: str | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise TaskCancelled()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep that wakes up (and raises) on cancel."""
+        if self._cancel.wait(seconds):
+            raise TaskCancelled()
+
+    def log(self, message: str) -> None:
+        self._runner.store.append_log(self.task_id, message)
+
+    def progress(self, percent: float, step: str | None = None, force: bool = False) -> None:
+        """Report progress (0..100); the ETA follows from the rate so far. Cheap to call often:
+        writes are throttled unless the step changes."""
+        self.check_cancelled()
+        now = time.monotonic()
+        if not force and step == self._last_step and now - self._last_write < 0.2 and percent < 100:
+            return
+        self._last_write, self._last_step = now, step
+        elapsed = now - self._started
+        eta = elapsed * (100 - percent) / percent if percent > 0 else None
+        changes: dict[str, Any] = {"progress": round(min(max(percent, 0.0), 100.0), 2), "eta_seconds": eta}
+        if step is not None:
+            changes["current_step"] = step
+        self._runner.store.update(self.task_id, **changes)
+
+    def set_step_state(self, step: str, state: str) -> None:
+        task = self._runner.store.get(self.task_id)
+        assert task is not None
+        self._runner.store.update(self.task_id, steps=task.steps | {step: state})
+
+    def lease(self, count: int = 1, **kwargs: Any) -> Lease:
+        """Lease devices for this task; released automatically when the task ends."""
+        return self._runner.allocator.acquire(self.task_id, count, **kwargs)
+
+
+class TaskRunner:
+    def __init__(self, store: TaskStore, allocator: GpuAllocator, workers: int = 1) -> None:
+        self.store = store
+        self.allocator = allocator
+        self.kinds: dict[str, TaskKind] = {}
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._cancels: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"task-worker-{i}", daemon=True) for i in range(workers)
+        ]
+        self._started = False
+        self._stopping = False
+
+    def register(self, kind: TaskKind) -> None:
+        self.kinds[kind.name] = kind
+
+    def start(self) -> None:
+        """Recover what a previous run left behind, then start the workers."""
+        if self._started:
+            return
+        self._started = True
+        self._recover()
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop running tasks at their next check: resumable ones go back to pending (they resume on the
+        next start), others fail as interrupted. Then end the workers."""
+        self._stopping = True
+        with self._lock:
+            events = list(self._cancels.values())
+        for event in events:
+            event.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def submit(self, kind: str, task_name: str, config: dict[str, Any], owner: str = "") -> Task:
+        if kind not in self.kinds:
+            raise KeyError(f"unknown task kind '{kind}'; kinds: {', '.join(self.kinds)}")
+        task = self.store.create(kind, task_name, config, owner, list(self.kinds[kind].steps))
+        self.store.append_log(task.task_id, f"created ({kind})")
+        self._queue.put(task.task_id)
+        return task
+
+    def cancel(self, task_id: str) -> Task:
+        task = self._require(task_id)
+        if task.status.finished:
+            return task
+        self._cancel_event(task_id).set()
+        if task.status == TaskStatus.PENDING:
+            self.store.append_log(task_id, "cancelled before it started")
+            return self.store.update(
+                task_id, status=TaskStatus.CANCELLED, finished_at=time.time(), eta_seconds=None
+            )
+        self.store.append_log(task_id, "cancel requested")
+        return task
+
+    def delete(self, task_id: str) -> None:
+        self._require(task_id)
+        self.cancel(task_id)
+        self.store.delete(task_id)
+
+    def wait(self, task_id: str, timeout: float | None = None) -> Task:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            task = self._require(task_id)
+            if task.status.finished or (deadline is not None and time.monotonic() > deadline):
+                return task
+            time.sleep(0.05)
+
+    def queue_position(self, task_id: str) -> int:
+        pending = [t.task_id for t in reversed(self.store.list(status=TaskStatus.PENDING))]
+        return pending.index(task_id) + 1 if task_id in pending else 0
+
+    # ---- internals -------------------------------------------------------------------------------
+    def _require(self, task_id: str) -> Task:
+        task = self.store.get(task_id)
+        if task is None:
+            raise KeyError(f"no task '{task_id}'")
+        return task
+
+    def _cancel_event(self, task_id: str) -> threading.Event:
+        with self._lock:
+            return self._cancels.setdefault(task_id, threading.Event())
+
+    def _recover(self) -> None:
+        for task in self.store.list():
+            if task.status == TaskStatus.RUNNING:
+                kind = self.kinds.get(task.kind)
+                if kind and kind.resumable:
+                    self.store.append_log(
+                        task.task_id, "server restarted: resuming from the last finished piece"
+                    )
+                    self.store.update(task.task_id, status=TaskStatus.PENDING)
+                    self._queue.put(task.task_id)
+                else:
+                    self.store.append_log(task.task_id, "server restarted while this task ran: interrupted")
+                    self.store.update(
+                        task.task_id,
+                        status=TaskStatus.FAILED,
+                        error_message="interrupted by a server restart; create the task again",
+                        finished_at=time.time(),
+                    )
+            elif task.status == TaskStatus.PENDING:
+                self._queue.put(task.task_id)
+
+    def _work(self) -> None:
+        while True:
+            task_id = self._queue.get()
+            if task_id is None:
+                return
+            task = self.store.get(task_id)
+            if task is None or task.status != TaskStatus.PENDING or self._stopping:
+                continue
+            try:
+                self._run(task)
+            except KeyError:
+                log.info("task %s was deleted while it ran", task_id)
+
+    def _run(self, task: Task) -> None:
+        kind = self.kinds.get(task.kind)
+        if kind is None:
+            self.store.update(
+                task.task_id, status=TaskStatus.FAILED, error_message=f"unknown task kind '{task.kind}'"
+            )
+            return
+        self.store.update(task.task_id, status=TaskStatus.RUNNING, started_at=task.started_at or time.time())
+        self.store.append_log(task.task_id, "started")
+        context = TaskContext(self, task)
+        try:
+            result = kind.run(context) or {}
+        except TaskCancelled:
+            if self._stopping and kind.resumable:
+                self.store.append_log(task.task_id, "server shutting down: paused, resumes on the next start")
+                self.store.update(task.task_id, status=TaskStatus.PENDING)
+            elif self._stopping:
+                self.store.append_log(task.task_id, "server shutting down: interrupted")
+                self.store.update(
+                    task.task_id,
+                    status=TaskStatus.FAILED,
+                    error_message="interrupted by a server shutdown; create the task again",
+                    finished_at=time.time(),
+                )
+            else:
+                self.store.append_log(task.task_id, "cancelled")
+                self.store.update(
+                    task.task_id, status=TaskStatus.CANCELLED, finished_at=time.time(), eta_seconds=None
+                )
+        except Exception as error:
+            reason = str(error) or type(error).__name__
+            self.store.append_log(task.task_id, f"failed: {reason}")
+            if not isinstance(error, TaskFailed):
+                self.store.append_log(task.task_id, traceback.format_exc())
+            log.warning("task %s failed: %s", task.task_id, reason)
+            self.store.update(
+                task.task_id,
+                status=TaskStatus.FAILED,
+                error_message=reason,
+                finished_at=time.time(),
+                eta_seconds=None,
+            )
+        else:
+            self.store.append_log(task.task_id, "completed")
+            self.store.update(
+                task.task_id,
+                status=TaskStatus.COMPLETED,
+                progress=100.0,
+                eta_seconds=0.0,
+                result=result,
+                finished_at=time.time(),
+            )
+        finally:
+            released = self.allocator.release_owner(task.task_id)
+            if released:
+                self.store.append_log(task.task_id, f"released {released} device lease(s)")
+            with self._lock:
+                self._cancels.pop(task.task_id, None)

@@ -1,0 +1,19 @@
+"""The Gradio UI: one Blocks app whose tabs call the same services as the REST API."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from studio.core import Studio
+from studio.ui.engines_tab import build_engines_tab
+from studio.ui.speech_tab import build_speech_tab
+
+
+def build_ui(studio: Studio) -> gr.Blocks:
+    with gr.Blocks(title="Speech Studio") as blocks:
+        gr.Markdown("# Speech Studio\nSpeech, dialogue, voices and talking video — on your own machine.")
+        with gr.Tab("Speech", id="speech"):
+            build_speech_tab(studio)
+        with gr.Tab("Engines", id="engines"):
+            build_engines_tab(studio)
+    return blocks

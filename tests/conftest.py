@@ -1,0 +1,108 @@
+"""Shared fixtures: an in-process studio (TestClient), a live server process, the bundled ASR."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One engine cache for the whole run (the assembled Kokoro model is 92 MB)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def make_settings(data_dir: Path, **overrides: object):  # type: ignore[no-untyped-def]
+    from studio.config import Settings
+
+    return Settings(data_dir=data_dir, weights_dir=data_dir / "weights", rate_limit_per_minute=0, **overrides)
+
+
+@pytest.fixture(scope="session")
+def studio_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The whole app in-process, shared by API tests (engines load once)."""
+    from studio.server import create_app
+
+    app = create_app(make_settings(tmp_path_factory.mktemp("studio")))
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def transcriber():  # type: ignore[no-untyped-def]
+    from studio.services.asr import Transcriber
+
+    return Transcriber()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """`python app.py` in a subprocess on a free loopback port, as a user runs it."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.env = {
+            **os.environ,
+            "STUDIO_DATA_DIR": str(data_dir),
+            "STUDIO_RATE_LIMIT_PER_MINUTE": "0",
+            **(env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90.0) -> LiveServer:
+        log = (self.data_dir / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "app.py", "--port", str(self.port)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {(self.data_dir / 'server.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("server did not answer /health in time")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = LiveServer(tmp_path_factory.mktemp("live")).start()
+    yield server
+    server.stop()

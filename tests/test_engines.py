@@ -1,0 +1,120 @@
+"""The embedded engines speak real words; the registry loads lazily, once, and reports the truth."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines.base import EngineState, SynthesisOptions, UnknownVoice
+from engines.gpu import GpuAllocator
+from engines.kokoro_onnx import KokoroOnnxEngine, parse_blend
+from engines.piper import PiperEngine
+from engines.registry import EngineRegistry
+from studio.services.asr import word_error_rate
+
+SENTENCES = "The weather is lovely today. Let us walk to the park."
+
+
+@pytest.fixture(scope="module")
+def kokoro(shared_cache: Path) -> KokoroOnnxEngine:
+    return KokoroOnnxEngine(Path("weights"), GpuAllocator([]), cache_dir=shared_cache / "kokoro")
+
+
+@pytest.fixture(scope="module")
+def piper() -> PiperEngine:
+    return PiperEngine(Path("weights"), GpuAllocator([]))
+
+
+def spoken(chunks: list) -> tuple[np.ndarray, int]:  # type: ignore[type-arg]
+    return np.concatenate([c.audio for c in chunks]), chunks[0].sample_rate
+
+
+@pytest.mark.parametrize("voice", ["jf_alpha", "jm_kumo", "jf_tebukuro*0.6+jm_kumo*0.4"])
+def test_kokoro_speaks_the_words(kokoro: KokoroOnnxEngine, transcriber, voice: str) -> None:  # type: ignore[no-untyped-def]
+    chunks = list(kokoro.synthesize(SENTENCES, voice))
+    assert [c.text for c in chunks] == ["The weather is lovely today.", "Let us walk to the park."]
+    audio, rate = spoken(chunks)
+    assert rate == 24000 and 2.0 < len(audio) / rate < 8.0
+    assert np.sqrt(np.mean(audio**2)) > 0.02
+    assert word_error_rate(SENTENCES, transcriber.transcribe(audio, rate).text) <= 0.2
+
+
+def test_kokoro_speaks_japanese(kokoro: KokoroOnnxEngine) -> None:
+    chunks = list(
+        kokoro.synthesize("こんにちは。今日はいい天気ですね。", "jf_alpha", SynthesisOptions(language="ja"))
+    )
+    audio, rate = spoken(chunks)
+    assert len(chunks) == 2 and len(audio) / rate > 1.5 and np.sqrt(np.mean(audio**2)) > 0.02
+
+
+def test_kokoro_speed_changes_duration(kokoro: KokoroOnnxEngine) -> None:
+    normal, _ = spoken(list(kokoro.synthesize(SENTENCES, "jf_alpha")))
+    fast, _ = spoken(list(kokoro.synthesize(SENTENCES, "jf_alpha", SynthesisOptions(speed=1.5))))
+    assert len(fast) < 0.8 * len(normal)
+
+
+def test_blends_are_weighted_sums_of_packs(kokoro: KokoroOnnxEngine) -> None:
+    assert parse_blend("jf_alpha*3+jm_kumo") == [("jf_alpha", 0.75), ("jm_kumo", 0.25)]
+    blend = kokoro.style("jf_alpha+jm_kumo")
+    assert np.allclose(blend, (kokoro.style("jf_alpha") + kokoro.style("jm_kumo")) / 2, atol=1e-6)
+    for bad in ["nobody", "jf_alpha*0", "jf_alpha+", "jf_alpha*x"]:
+        with pytest.raises(UnknownVoice):
+            kokoro.check_voice(bad)
+
+
+def test_piper_speaks_the_words(piper: PiperEngine, transcriber) -> None:  # type: ignore[no-untyped-def]
+    audio, rate = spoken(list(piper.synthesize(SENTENCES, "en_US-joe-medium")))
+    assert rate == 22050 and 2.0 < len(audio) / rate < 8.0
+    assert word_error_rate(SENTENCES, transcriber.transcribe(audio, rate).text) <= 0.2
+
+
+def test_first_chunk_arrives_before_the_rest_is_made(kokoro: KokoroOnnxEngine) -> None:
+    kokoro.ensure_loaded()
+    stream = kokoro.synthesize(
+        "One short line. " + "A much longer sentence follows it here. " * 6, "jf_alpha"
+    )
+    first = next(stream)
+    assert first.index == 0 and first.text == "One short line."
+    assert len(list(stream)) == 6
+
+
+class CountingPiper(PiperEngine):
+    """The real Piper engine, counting how often it loads."""
+
+    loads = 0
+
+    def _load(self) -> None:
+        type(self).loads += 1
+        super()._load()
+
+
+def test_registry_loads_lazily_once_under_concurrency_and_unloads(tmp_path: Path) -> None:
+    registry = EngineRegistry(tmp_path, GpuAllocator([]))
+    engine = registry.add(CountingPiper(tmp_path, registry.allocator))
+    assert engine.status().state == EngineState.READY and not engine.is_loaded
+    assert CountingPiper.loads == 0  # listing voices and states loads nothing
+    assert [v.id for v in registry.voices()] == ["joe"]
+
+    threads = [threading.Thread(target=registry.loaded, args=("piper",)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert CountingPiper.loads == 1 and engine.is_loaded
+    assert registry.reports()[0].state == "loaded"
+
+    registry.unload("piper")
+    assert not engine.is_loaded and registry.reports()[0].state == "ready"
+    with pytest.raises(KeyError, match="unknown engine 'nope'"):
+        registry.engine("nope")
+
+
+def test_kokoro_torch_reports_needs_weights_with_the_path(tmp_path: Path) -> None:
+    from engines.kokoro_torch import KokoroTorchEngine
+
+    status = KokoroTorchEngine(tmp_path, GpuAllocator([])).status()
+    assert status.state == EngineState.NEEDS_WEIGHTS
+    assert any(str(tmp_path / "Kokoro-82M" / "kokoro-v1_0.pth") in line for line in status.missing)
