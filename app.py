@@ -25,6 +25,18 @@ def lan_address() -> str:
             return "127.0.0.1"
 
 
+def share_link(port: int) -> str:
+    """Open a Gradio share tunnel to this server; needs internet access to Gradio's share server."""
+    import secrets
+
+    from gradio.networking import setup_tunnel
+
+    try:
+        return f"Public share link: {setup_tunnel('127.0.0.1', port, secrets.token_urlsafe(32), None, None)}"
+    except Exception as error:  # no internet, no frpc binary, server refused: the studio still runs locally
+        return f"--share failed ({error}); the studio still serves locally"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Speech Studio: UI at / and REST API (docs at /docs)")
     parser.add_argument(

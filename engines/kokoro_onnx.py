@@ -57,7 +57,7 @@ class KokoroOnnxEngine(Engine):
     info = EngineInfo(
         name="kokoro",
         display_name="Kokoro-82M (ONNX, embedded)",
-        capabilities=frozenset({Capability.TTS, Capability.DIALOGUE, Capability.CLONE}),
+        capabilities=frozenset({Capability.TTS, Capability.DIALOGUE}),
         languages=("en-us", "en-gb", "ja"),
         license="Apache-2.0 (model), MIT (kokoro-onnx)",
         sample_rate=24000,

@@ -29,7 +29,12 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_settings(data_dir: Path, **overrides: object):  # type: ignore[no-untyped-def]
     from studio.config import Settings
 
-    return Settings(data_dir=data_dir, weights_dir=data_dir / "weights", rate_limit_per_minute=0, **overrides)
+    values = {
+        "data_dir": data_dir,
+        "weights_dir": data_dir / "weights",
+        "rate_limit_per_minute": 0,
+    } | overrides
+    return Settings(**values)
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,12 @@ def build_engines_tab(studio: Studio) -> None:
         f"`{studio.settings.weights_dir}/` (see `weights/README.md`)."
     )
     table = gr.Dataframe(
-        engine_rows(studio), headers=COLUMNS, interactive=False, wrap=True, elem_id="engines-table"
+        engine_rows(studio),
+        headers=COLUMNS,
+        interactive=False,
+        wrap=True,
+        column_widths=["16%", "9%", "12%", "9%", "14%", "6%", "34%"],
+        elem_id="engines-table",
     )
     refresh = gr.Button("Refresh")
     refresh.click(lambda: engine_rows(studio), None, table)

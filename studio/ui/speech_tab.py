@@ -36,7 +36,7 @@ def build_speech_tab(studio: Studio) -> None:
                     value=DEFAULT_VOICE,
                     label="Voice",
                     allow_custom_value=True,
-                    info="Kokoro voices blend: jf_alpha*0.7+jm_kumo*0.3",
+                    info="Kokoro voices blend: `jf_alpha*0.7+jm_kumo*0.3`",
                     elem_id="speech-voice",
                 )
             with gr.Row():
@@ -75,7 +75,8 @@ def build_speech_tab(studio: Studio) -> None:
         audio = np.concatenate(pieces)
         path = outputs / f"speech-{uuid.uuid4().hex[:10]}.{fmt}"
         path.write_bytes(audio_io.encode(audio, rate, fmt))
-        return str(path), f"{len(audio) / rate:.1f} s of audio from **{engine}** / `{voice}`"
+        name = studio.registry.engine(engine).info.display_name
+        return str(path), f"{len(audio) / rate:.1f} s of audio from **{name}**, voice `{voice}`"
 
     engine.change(on_engine, engine, voice)
     generate.click(on_generate, [text, engine, voice, speed, pitch, fmt], [player, info], concurrency_limit=2)

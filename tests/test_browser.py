@@ -1,0 +1,145 @@
+"""The studio as a user sees it: a real headless Chromium (Debian's, driven by Playwright) against `python app.py`.
+
+Never `playwright install` (it downloads browsers); the system chromium is used instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin
+
+import httpx
+import numpy as np
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(
+        f"{CHROMIUM} is missing: run scripts/ensure_chromium.sh (or apt-get install chromium) for the browser tests",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pip package is not installed")
+
+from studio.audio import decode  # noqa: E402
+from studio.services.asr import Transcriber, word_error_rate  # noqa: E402
+
+if TYPE_CHECKING:
+    from conftest import LiveServer
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+SENTENCE = "The quick brown fox jumps over the lazy dog."
+GENERATE_TIMEOUT_MS = 120_000
+UI_TIMEOUT_MS = 30_000
+STATE = 1  # the engines table's state column
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[sync_api.Browser]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: sync_api.Browser, live_server: LiveServer) -> Iterator[sync_api.Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(live_server.url + "/", wait_until="domcontentloaded")
+    # The Speech tab is the first one: its text box is what a user sees first.
+    sync_api.expect(page.locator("#speech-text textarea")).to_be_visible()
+    yield page
+    context.close()
+
+
+def pick_voice(page: sync_api.Page, voice: str) -> None:
+    """Gradio dropdowns are custom inputs: click, type, Enter."""
+    box = page.locator("#speech-voice input")
+    box.click()
+    box.fill(voice)
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")  # blur: the dropdown commits its value
+    sync_api.expect(box).to_have_value(re.compile(re.escape(voice)))
+
+
+def test_speech_tab_generates_audio_that_says_the_typed_text(
+    page: sync_api.Page, transcriber: Transcriber, tmp_path: Path
+) -> None:
+    sync_api.expect(page.get_by_role("tab", name="Speech")).to_have_attribute("aria-selected", "true")
+    text = page.locator("#speech-text textarea")
+    text.fill("")
+    text.press_sequentially(SENTENCE)
+    sync_api.expect(text).to_have_value(SENTENCE)
+    pick_voice(page, "jm_kumo")
+
+    page.locator("#speech-generate").click()
+    link = page.locator("#speech-audio a[download]")
+    link.wait_for(state="attached", timeout=GENERATE_TIMEOUT_MS)
+    info = page.locator("#speech-info")
+    sync_api.expect(info).to_contain_text("s of audio", timeout=GENERATE_TIMEOUT_MS)
+    sync_api.expect(info).to_contain_text("jm_kumo")
+    page.screenshot(path=tmp_path / "speech_tab.png", full_page=True)
+
+    href = link.get_attribute("href")
+    assert href, "the download link has no href"
+    response = httpx.get(urljoin(page.url, href), timeout=30)
+    assert response.status_code == 200, response.text[:500]
+    audio, rate = decode(response.content)
+
+    duration = len(audio) / rate
+    assert 1.5 <= duration <= 10.0, f"{duration:.2f} s of audio for one sentence"
+    rms = float(np.sqrt(np.mean(np.square(audio))))
+    assert rms > 0.01, f"the audio is (nearly) silent: RMS {rms:.4f}"
+    shown = re.search(r"([\d.]+) s of audio", info.inner_text())
+    assert shown and abs(float(shown.group(1)) - duration) < 0.2, info.inner_text()
+    heard = transcriber.transcribe(audio, rate).text
+    assert word_error_rate(SENTENCE, heard) <= 0.35, f"Whisper heard {heard!r}"
+
+
+def test_engines_tab_shows_states_and_what_is_missing(page: sync_api.Page) -> None:
+    page.get_by_role("tab", name="Engines").click()
+    table = page.locator("#engines-table")
+    sync_api.expect(table).to_be_visible()
+    sync_api.expect(table.get_by_role("columnheader").nth(STATE)).to_have_attribute("title", "state")
+
+    # Data rows are role="row" divs; Gradio also keeps an aria-hidden <tr> that only sizes the columns.
+    onnx = table.get_by_role("row").filter(has_text="Kokoro-82M (ONNX")
+    sync_api.expect(onnx).to_have_count(1)
+    sync_api.expect(onnx.get_by_role("gridcell").nth(STATE)).to_have_text(
+        re.compile(r"^\s*(ready|loaded)\s*$")
+    )
+
+    torch = table.get_by_role("row").filter(has_text="Kokoro-82M (torch)")
+    sync_api.expect(torch).to_have_count(1)
+    sync_api.expect(torch.get_by_role("gridcell").nth(STATE)).to_have_text("needs-weights")
+    sync_api.expect(torch).to_contain_text("Kokoro-82M/kokoro-v1_0.pth")
+
+
+def test_empty_text_shows_an_error_and_the_server_stays_up(
+    page: sync_api.Page, live_server: LiveServer, tmp_path: Path
+) -> None:
+    text = page.locator("#speech-text textarea")
+    text.fill("")
+    sync_api.expect(text).to_have_value("")
+    page.locator("#speech-generate").click()
+
+    sync_api.expect(page.get_by_text("text is empty").first).to_be_visible(timeout=GENERATE_TIMEOUT_MS)
+    page.wait_for_timeout(500)  # the toast slides in: let the screenshot show it
+    page.screenshot(path=tmp_path / "empty_text_error.png")
+    assert page.locator("#speech-audio a[download]").count() == 0
+    assert httpx.get(live_server.url + "/health", timeout=10).status_code == 200

@@ -1,0 +1,210 @@
+"""Task store and runner: real speech tasks, cancel, restart recovery, file safety, the task routes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from engines.gpu import GpuAllocator, GpuDevice
+from studio.audio import decode
+from studio.core import Studio
+from studio.tasks.runner import TaskContext, TaskKind, TaskRunner
+from studio.tasks.store import TaskStatus, TaskStore
+from tests.conftest import make_settings
+
+LONG_TEXT = " ".join(f"This is sentence number {n} of the story." for n in range(1, 9))
+
+
+def wait_for(client: TestClient, task_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = client.get(f"/api/v1/task/{task_id}").json()
+        if task["status"] in ("completed", "failed", "cancelled"):
+            return task
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not finish: {task}")
+
+
+def test_speech_task_through_the_task_routes(studio_client: TestClient) -> None:
+    created = studio_client.post(
+        "/api/v1/task/create",
+        json={
+            "task_name": "story",
+            "config": {"kind": "speech", "text": LONG_TEXT, "voice": "joe", "format": "mp3"},
+        },
+    ).json()
+    assert created["status"] in ("pending", "running") and created["kind"] == "speech"
+    task = wait_for(studio_client, created["task_id"])
+    assert task["status"] == "completed" and task["progress"] == 100
+    assert {"speech.mp3", "speech.srt", "timing.json"} <= set(task["files"])
+    assert not any(name.startswith("_parts") for name in task["files"])  # working files stay private
+
+    base = f"/api/v1/task/{task['task_id']}"
+    audio, rate = decode(studio_client.get(f"{base}/files/download/speech.mp3").content)
+    assert abs(len(audio) / rate - task["result"]["duration"]) < 0.2
+    srt = studio_client.get(f"{base}/files/download/speech.srt").text
+    assert srt.count(" --> ") == 8 and "sentence number 8" in srt
+    logs = studio_client.get(f"{base}/logs").text
+    assert "started" in logs and "completed" in logs
+    assert any(t["task_id"] == task["task_id"] for t in studio_client.get("/api/v1/tasks").json()["tasks"])
+
+    assert studio_client.delete(base).json()["status"] == "deleted"
+    assert studio_client.get(base).status_code == 404
+
+
+def test_task_route_errors(studio_client: TestClient) -> None:
+    response = studio_client.post("/api/v1/task/create", json={"config": {"kind": "alchemy"}})
+    assert response.status_code == 422 and "speech" in response.json()["error"]["message"]
+    assert studio_client.get("/api/v1/task/0123456789abcdef").status_code == 404
+    assert studio_client.get("/api/v1/task/..%2F..%2Fetc").status_code == 404
+    failed = studio_client.post(
+        "/api/v1/task/create", json={"kind": "speech", "config": {"text": "hi", "voice": "nobody"}}
+    )
+    task = wait_for(studio_client, failed.json()["task_id"])
+    assert task["status"] == "failed" and "unknown voice 'nobody'" in task["error_message"]
+    step = studio_client.post(f"/api/v1/task/{task['task_id']}/step/train_gpt", json={"params": {}})
+    assert step.status_code == 409 and "runs as a whole" in step.json()["error"]["message"]
+
+
+def test_uploads_stay_inside_the_task_folder(studio_client: TestClient) -> None:
+    task = studio_client.post(
+        "/api/v1/task/create", json={"kind": "speech", "config": {"text": "Hi.", "voice": "joe"}}
+    ).json()
+    base = f"/api/v1/task/{task['task_id']}"
+    hostile = {"file": ("../../../../etc/passwd", b"root:x:0:0", "text/plain")}
+    uploaded = studio_client.post(f"{base}/files/upload", files=hostile).json()
+    assert uploaded["filename"] == "inputs/passwd"
+    folder = Path(studio_client.app.state.studio.store.folder(task["task_id"]))
+    assert (folder / "inputs" / "passwd").read_bytes() == b"root:x:0:0"
+    assert studio_client.get(f"{base}/files/download/inputs/passwd").content == b"root:x:0:0"
+    for sneaky in ["../tasks.db", "..%2F..%2Ftasks.db", "%2Fetc%2Fpasswd", "task.log"]:
+        assert studio_client.get(f"{base}/files/download/{sneaky}").status_code == 404, sneaky
+    assert studio_client.post(f"{base}/files/upload", files={}).status_code == 422
+    assert studio_client.get("/health").status_code == 200
+
+
+def test_upload_size_limit(tmp_path: Path) -> None:
+    from studio.server import create_app
+
+    with TestClient(create_app(make_settings(tmp_path, max_upload_mb=1))) as client:
+        task = client.post(
+            "/api/v1/task/create", json={"kind": "speech", "config": {"text": "Hi.", "voice": "joe"}}
+        ).json()
+        big = {"file": ("big.wav", b"\0" * (2 * 2**20), "audio/wav")}
+        response = client.post(f"/api/v1/task/{task['task_id']}/files/upload", files=big)
+        assert response.status_code == 413 and "1 MB" in response.json()["error"]["message"]
+
+
+def slow_kind(seconds: float) -> TaskKind:
+    def run(context: TaskContext) -> dict:
+        for i in range(int(seconds * 10)):
+            context.progress(100 * i / (seconds * 10), f"tick {i}")
+            context.wait(0.1)
+        return {"ticks": int(seconds * 10)}
+
+    return TaskKind("slow", run)
+
+
+def test_cancel_stops_a_running_task_promptly_and_releases_its_gpus(tmp_path: Path) -> None:
+    allocator = GpuAllocator([GpuDevice(0, "A", 10_000, 10_000)])
+
+    def run(context: TaskContext) -> dict:
+        context.lease(1, exclusive=True)
+        while True:
+            context.progress(50, "holding the GPU")
+            context.wait(0.05)
+
+    runner = TaskRunner(TaskStore(tmp_path), allocator)
+    runner.register(TaskKind("gpu-job", run))
+    runner.start()
+    task = runner.submit("gpu-job", "holder", {})
+    while runner.store.get(task.task_id).status != TaskStatus.RUNNING:  # type: ignore[union-attr]
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert allocator.leases()
+    started = time.monotonic()
+    runner.cancel(task.task_id)
+    done = runner.wait(task.task_id, timeout=5)
+    assert done.status == TaskStatus.CANCELLED and time.monotonic() - started < 1.0
+    assert allocator.leases() == []
+    assert "released 1 device lease" in runner.store.read_log(task.task_id)
+    runner.stop()
+
+
+def test_failures_carry_the_real_reason(tmp_path: Path) -> None:
+    def run(context: TaskContext) -> dict:
+        raise MemoryError("CUDA out of memory: tried to allocate 20 GiB")
+
+    runner = TaskRunner(TaskStore(tmp_path), GpuAllocator([]))
+    runner.register(TaskKind("oom", run))
+    runner.start()
+    task = runner.wait(runner.submit("oom", "x", {}).task_id, timeout=5)
+    assert task.status == TaskStatus.FAILED and "out of memory" in task.error_message
+    assert "MemoryError" in runner.store.read_log(task.task_id)  # the trace is in the log, not the API
+    runner.stop()
+
+
+def test_pending_tasks_cancel_at_once_and_queue_positions(tmp_path: Path) -> None:
+    runner = TaskRunner(TaskStore(tmp_path), GpuAllocator([]))
+    runner.register(slow_kind(0.5))
+    runner.start()
+    first, second, third = (runner.submit("slow", f"t{i}", {}) for i in range(3))
+    time.sleep(0.1)
+    assert runner.queue_position(second.task_id) == 1 and runner.queue_position(third.task_id) == 2
+    assert runner.cancel(third.task_id).status == TaskStatus.CANCELLED
+    assert runner.wait(second.task_id, timeout=5).status == TaskStatus.COMPLETED
+    assert runner.store.get(third.task_id).status == TaskStatus.CANCELLED  # type: ignore[union-attr]
+    assert runner.store.get(first.task_id).progress == 100  # type: ignore[union-attr]
+    runner.stop()
+
+
+def test_restart_resumes_speech_without_redoing_sentences_and_keeps_finished_work(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    studio = Studio(settings)
+    studio.start()
+    done = studio.runner.submit("speech", "done before", {"text": "Finished work.", "voice": "joe"})
+    assert studio.runner.wait(done.task_id, timeout=60).status == TaskStatus.COMPLETED
+
+    # A long task runs until some sentences are on disk, then the server goes away mid-task.
+    task = studio.runner.submit("speech", "long", {"text": LONG_TEXT, "voice": "joe", "format": "wav"})
+    parts = studio.store.folder(task.task_id) / "_parts"
+    while len(list(parts.glob("0*.wav"))) < 3:
+        time.sleep(0.01)
+    studio.runner._stopping = True  # like a killed process: the worker stops at its next check
+    studio.runner._cancel_event(task.task_id).set()
+    studio.runner.wait(task.task_id, timeout=0.1)
+    studio.store.update(task.task_id, status=TaskStatus.RUNNING)  # what a crash leaves in the database
+    kept = {p.name: p.stat().st_mtime_ns for p in parts.glob("0*.wav")}
+
+    restarted = Studio(settings)  # a new process on the same data folder
+    restarted.start()
+    resumed = restarted.runner.wait(task.task_id, timeout=120)
+    assert resumed.status == TaskStatus.COMPLETED and resumed.result["sentences"] == 8
+    assert all((parts / name).stat().st_mtime_ns == mtime for name, mtime in kept.items())
+    assert "resuming" in restarted.store.read_log(task.task_id)
+    assert restarted.store.get(done.task_id).status == TaskStatus.COMPLETED  # type: ignore[union-attr]
+    assert "speech.wav" in restarted.store.files(done.task_id)
+    restarted.stop()
+
+
+def test_restart_marks_non_resumable_running_tasks_interrupted(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path)
+    task = store.create("slow", "t", {})
+    store.update(task.task_id, status=TaskStatus.RUNNING)
+    runner = TaskRunner(store, GpuAllocator([]))
+    runner.register(slow_kind(0.1))
+    runner.start()
+    recovered = store.get(task.task_id)
+    assert recovered is not None and recovered.status == TaskStatus.FAILED
+    assert "interrupted by a server restart" in recovered.error_message
+    assert "interrupted" in store.read_log(task.task_id)
+    runner.stop()
+
+
+@pytest.mark.parametrize("bad_id", ["../x", "a/b", "", "x.y"])
+def test_store_never_builds_paths_from_bad_ids(tmp_path: Path, bad_id: str) -> None:
+    with pytest.raises(KeyError):
+        TaskStore(tmp_path).folder(bad_id)
