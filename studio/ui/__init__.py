@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.core import Studio
+from studio.ui.dialogue_tab import build_dialogue_tab
 from studio.ui.engines_tab import build_engines_tab
 from studio.ui.speech_tab import build_speech_tab
 
@@ -14,6 +15,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
         gr.Markdown("# Speech Studio\nSpeech, dialogue, voices and talking video — on your own machine.")
         with gr.Tab("Speech", id="speech"):
             build_speech_tab(studio)
+        with gr.Tab("Dialogue", id="dialogue"):
+            build_dialogue_tab(studio)
         with gr.Tab("Engines", id="engines"):
             build_engines_tab(studio)
     return blocks

@@ -1,0 +1,53 @@
+"""Dialogue route: a script becomes a "dialogue" task (or, with "wait": true, its finished result)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from studio.api.deps import get_studio, rate_limited_caller
+from studio.api.routes_tasks import task_out
+from studio.api.schemas import TaskOut
+from studio.core import Studio
+from studio.services.dialogue import DialogueRequest
+
+router = APIRouter(tags=["dialogue"])
+
+
+class TurnOverrideBody(BaseModel):
+    speed: float | None = Field(None, ge=0.25, le=4.0)
+    pause_ms: int | None = Field(None, ge=0, le=10_000)
+
+
+class DialogueBody(BaseModel):
+    script: str = Field(..., description="[S1]/(s1)/Speaker 1:/Name: turns; untagged lines alternate S1, S2")
+    voices: dict[str, str] = Field(default_factory=dict, description='speaker ("S1" or its name) -> voice id')
+    format: Literal["wav", "mp3", "flac"] = "wav"
+    pause_ms: int = Field(350, ge=0, le=10_000, description="silence between turns")
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    normalize: bool = Field(False, description="spell out numbers and abbreviations before synthesis")
+    overrides: dict[int, TurnOverrideBody] = Field(
+        default_factory=dict, description="turn index (0-based) -> speed/pause"
+    )
+    engine: Literal["moss-ttsd"] | None = Field(
+        None,
+        description="moss-ttsd: the whole script in one pass (GPU + weights); default: each voice's engine",
+    )
+    task_name: str = ""
+    wait: bool = Field(False, description="answer when the task has finished")
+
+
+@router.post("/api/v1/dialogue")
+def create_dialogue(
+    body: DialogueBody, studio: Studio = Depends(get_studio), owner: str = Depends(rate_limited_caller)
+) -> TaskOut:
+    config = body.model_dump(exclude={"wait", "task_name"}, exclude_none=True)
+    studio.dialogue.plan(
+        DialogueRequest.from_config(config)
+    )  # bad scripts and voices: 4xx now, not a failed task
+    task = studio.runner.submit("dialogue", body.task_name or "dialogue", config, owner)
+    if body.wait:
+        task = studio.runner.wait(task.task_id)
+    return task_out(studio, task)

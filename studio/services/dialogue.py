@@ -1,0 +1,376 @@
+"""Dialogue service: a multi-speaker script -> one mixed track, subtitles, timing and stems.
+
+Each turn is synthesized with its speaker's voice (any engine; mixed engines are resampled to one
+rate) and kept on disk as soon as it is made, so a long script runs as a resumable task whose
+memory does not grow with its length: the mix, the per-speaker stems and the per-turn stems are
+written by streaming the turn files, after one pass that measures each speaker's loudness.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import imageio_ffmpeg
+import numpy as np
+import soundfile as sf
+
+from engines.base import EngineState
+from engines.text import detect_language, split_sentences
+from studio import audio as audio_io
+from studio.errors import BadInput, Unavailable
+from studio.services.script import Script, Turn, normalize_text, parse_script
+from studio.services.speech import SENTENCE_GAP_S, SpeechRequest, SpeechService
+from studio.subtitles import Cue, to_srt, to_vtt
+from studio.tasks.runner import TaskContext, TaskKind
+
+MIX_RATE = 24000
+# Distinct by default: two speakers never share a timbre by accident.
+DEFAULT_VOICES = {"S1": "jm_kumo", "S2": "jf_alpha", "S3": "joe", "S4": "jf_tebukuro", "S5": "jf_nezumi"}
+TARGET_RMS = 0.08  # about -22 dBFS of speech, the same for every speaker
+FADE_S = 0.005  # short fades at every join: no clicks
+OUTPUT_FORMATS = ("wav", "mp3", "flac")
+WHOLE_SCRIPT_ENGINE = "moss-ttsd"  # makes the whole script in one pass instead of turn by turn
+
+
+@dataclass(frozen=True)
+class TurnOverride:
+    speed: float | None = None
+    pause_ms: int | None = None
+
+
+@dataclass
+class DialogueRequest:
+    script: str
+    voices: dict[str, str] = field(default_factory=dict)  # "S1" or the label as written -> voice id
+    format: str = "wav"
+    pause_ms: int = 350  # between turns; sentences within a turn get the speech service's shorter gap
+    speed: float = 1.0
+    normalize: bool = False
+    overrides: dict[int, TurnOverride] = field(default_factory=dict)  # turn index (0-based) -> override
+    engine: str | None = (
+        None  # None: each speaker's voice picks its engine; "moss-ttsd": the whole script at once
+    )
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DialogueRequest:
+        overrides = {int(k): TurnOverride(**v) for k, v in (config.get("overrides") or {}).items()}
+        return cls(
+            script=str(config.get("script", "")),
+            voices={str(k): str(v) for k, v in (config.get("voices") or {}).items()},
+            format=str(config.get("format", "wav")),
+            pause_ms=int(config.get("pause_ms", 350)),
+            speed=float(config.get("speed", 1.0)),
+            normalize=bool(config.get("normalize", False)),
+            overrides=overrides,
+            engine=config.get("engine") or None,
+        )
+
+
+@dataclass(frozen=True)
+class PlannedTurn:
+    index: int
+    turn: Turn
+    voice: str
+    engine: str
+    speed: float
+    pause_s: float  # silence before this turn (0 for the first)
+
+
+class DialogueService:
+    def __init__(self, speech: SpeechService) -> None:
+        self.speech = speech
+
+    # ---- planning: everything that can be wrong is found before any audio is made ----------
+    def plan(self, request: DialogueRequest) -> tuple[Script, list[PlannedTurn]]:
+        if request.format not in OUTPUT_FORMATS:
+            raise BadInput(f"format must be one of {', '.join(OUTPUT_FORMATS)}", "bad_format")
+        if not 0 <= request.pause_ms <= 10_000:
+            raise BadInput("pause_ms must be between 0 and 10000", "bad_pause")
+        if len(request.script) > self.speech.max_text_chars * 10:
+            raise BadInput(
+                f"script is longer than {self.speech.max_text_chars * 10} characters", "script_too_long"
+            )
+        script = parse_script(request.script)
+        if request.engine == WHOLE_SCRIPT_ENGINE:
+            return script, self._plan_whole_script(script, request)
+        if request.engine:
+            raise BadInput(
+                f"engine must be '{WHOLE_SCRIPT_ENGINE}' or left out (each voice's engine)", "bad_engine"
+            )
+        voices = self.voices_for(script, request.voices)
+        planned = []
+        for index, turn in enumerate(script.turns):
+            override = request.overrides.get(index, TurnOverride())
+            engine, voice = self.speech.resolve(voices[turn.speaker])
+            pause = override.pause_ms if override.pause_ms is not None else request.pause_ms
+            planned.append(
+                PlannedTurn(
+                    index,
+                    turn,
+                    voice,
+                    engine,
+                    override.speed or request.speed,
+                    pause / 1000 if index else 0.0,
+                )
+            )
+        return script, planned
+
+    def _plan_whole_script(self, script: Script, request: DialogueRequest) -> list[PlannedTurn]:
+        engine = self.speech.registry.engine(WHOLE_SCRIPT_ENGINE)
+        status = engine.status()
+        if status.state not in (EngineState.READY, EngineState.LOADED):
+            raise Unavailable(f"{WHOLE_SCRIPT_ENGINE} is not available here: " + "; ".join(status.missing))
+        if len(script.speakers) > 2:
+            raise BadInput(
+                f"{WHOLE_SCRIPT_ENGINE} speaks two speakers; this script has {len(script.speakers)}"
+            )
+        return [
+            PlannedTurn(i, turn, "default", WHOLE_SCRIPT_ENGINE, 1.0, 0.0)
+            for i, turn in enumerate(script.turns)
+        ]
+
+    def voices_for(self, script: Script, chosen: dict[str, str]) -> dict[str, str]:
+        """Speaker id -> voice id: the chosen voice (by id or label), else a default no other speaker uses."""
+        known = {s.id for s in script.speakers} | {s.label for s in script.speakers}
+        unknown = sorted(set(chosen) - known)
+        if unknown:
+            raise BadInput(
+                f"voices given for speakers not in the script: {', '.join(unknown)}; "
+                f"speakers: {', '.join(f'{s.id} ({s.label})' for s in script.speakers)}",
+                "unknown_speaker",
+            )
+        voices = {s.id: chosen.get(s.id) or chosen.get(s.label) for s in script.speakers}
+        spare = [v for v in DEFAULT_VOICES.values() if v not in voices.values()]
+        for speaker_id, voice in voices.items():
+            if not voice:
+                preferred = DEFAULT_VOICES[speaker_id]
+                voices[speaker_id] = preferred if preferred in spare else spare[0]
+                spare.remove(voices[speaker_id])
+        return voices  # type: ignore[return-value]
+
+    # ---- the "dialogue" task ---------------------------------------------------------------
+    def task_kind(self) -> TaskKind:
+        return TaskKind("dialogue", self.run_task, resumable=True)
+
+    def run_task(self, context: TaskContext) -> dict[str, Any]:
+        request = DialogueRequest.from_config(context.config)
+        _, planned = self.plan(request)
+        return self.render(planned, request, context.folder, context)
+
+    def render(
+        self,
+        planned: list[PlannedTurn],
+        request: DialogueRequest,
+        folder: Path,
+        context: TaskContext | None = None,
+    ) -> dict[str, Any]:
+        """Make every missing turn, then mix. Writes dialogue.* , .srt, .vtt, timing.json, stems."""
+        turns_dir = folder / "_turns"
+        turns_dir.mkdir(parents=True, exist_ok=True)
+        if request.engine == WHOLE_SCRIPT_ENGINE:
+            if context:
+                context.progress(5, f"{WHOLE_SCRIPT_ENGINE}: the whole script at once")
+            self._render_whole_script(planned, turns_dir)
+        total_chars = sum(len(p.turn.text) for p in planned) or 1
+        done_chars = 0
+        reused = 0
+        for p in planned:
+            if (
+                turns_dir / f"{p.index:05d}.json"
+            ).exists():  # made before a restart, or by the whole-script engine
+                reused += 1
+            else:
+                if context:
+                    context.progress(
+                        95 * done_chars / total_chars, f"turn {p.index + 1}/{len(planned)} ({p.turn.label})"
+                    )
+                self._render_turn(p, request.normalize, turns_dir, context)
+            done_chars += len(p.turn.text)
+        if context and reused:
+            context.log(f"kept {reused} turn(s) made before; made {len(planned) - reused}")
+        if context:
+            context.progress(96, "mixing")
+        return self._mix(planned, request.format, folder, turns_dir)
+
+    def _render_turn(
+        self, p: PlannedTurn, normalize: bool, turns_dir: Path, context: TaskContext | None
+    ) -> None:
+        language = detect_language(p.turn.text)
+        text = normalize_text(p.turn.text, language or "en") if normalize else p.turn.text
+        request = SpeechRequest(text=text, voice=p.voice, engine=p.engine, speed=p.speed, language=language)
+        pieces, sentences, position = [], [], 0.0
+        for chunk in self.speech.stream(request):
+            if context:
+                context.check_cancelled()
+            audio = audio_io.resample(chunk.audio, chunk.sample_rate, MIX_RATE)
+            gap = SENTENCE_GAP_S if chunk.index else 0.0
+            sentences.append(
+                {"start": position + gap, "end": position + len(audio) / MIX_RATE, "text": chunk.text}
+            )
+            position += len(audio) / MIX_RATE
+            pieces.append(audio)
+        audio = _fade(np.concatenate(pieces) if pieces else np.zeros(0, np.float32))
+        sentences = _as_written(sentences, p.turn.text)
+        wav, meta = turns_dir / f"{p.index:05d}.wav", turns_dir / f"{p.index:05d}.json"
+        sf.write(wav, audio, MIX_RATE, subtype="FLOAT")
+        # The .json is written last and atomically: a turn counts as done only when both exist.
+        tmp = meta.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps({"sentences": sentences, "voice": p.voice, "engine": p.engine}), encoding="utf-8"
+        )
+        tmp.replace(meta)
+
+    def _render_whole_script(self, planned: list[PlannedTurn], turns_dir: Path) -> None:
+        """One pass through a whole-script engine (MOSS-TTSD), cut into turns at the longest silences.
+
+        The model gives no turn timing, so each turn's boundary is placed at the longest pause near
+        where its share of the characters ends; timing.json marks these turns as `estimated`.
+        """
+        if (turns_dir / f"{planned[-1].index:05d}.json").exists():
+            return
+        engine = self.speech.registry.loaded(WHOLE_SCRIPT_ENGINE)
+        script_text = "".join(f"[{p.turn.speaker}]{p.turn.text}" for p in planned)
+        audio = engine.synthesize_dialogue(script_text)  # type: ignore[attr-defined]
+        audio = audio_io.resample(audio, engine.info.sample_rate, MIX_RATE)
+        for p, piece in zip(
+            planned, _split_at_pauses(audio, [len(p.turn.text) for p in planned]), strict=True
+        ):
+            sf.write(turns_dir / f"{p.index:05d}.wav", _fade(piece), MIX_RATE, subtype="FLOAT")
+            meta = {
+                "sentences": [{"start": 0.0, "end": len(piece) / MIX_RATE, "text": p.turn.text}],
+                "estimated": True,
+            }
+            (turns_dir / f"{p.index:05d}.json").write_text(json.dumps(meta), encoding="utf-8")
+
+    def _mix(self, planned: list[PlannedTurn], fmt: str, folder: Path, turns_dir: Path) -> dict[str, Any]:
+        speakers = sorted({p.turn.speaker for p in planned})
+        gains = self._speaker_gains(planned, turns_dir)
+        stems_dir = folder / "stems"
+        stems_dir.mkdir(exist_ok=True)
+        cues: list[Cue] = []
+        timing = []
+        position = 0.0
+        mix_path = folder / "dialogue.wav"
+        with (
+            sf.SoundFile(mix_path, "w", MIX_RATE, 1, subtype="PCM_16") as mix,
+            zipfile.ZipFile(folder / "turns.zip", "w", zipfile.ZIP_DEFLATED) as turn_zip,
+        ):
+            stems = {
+                s: sf.SoundFile(stems_dir / f"{s}.wav", "w", MIX_RATE, 1, subtype="PCM_16") for s in speakers
+            }
+            try:
+                for p in planned:
+                    audio, _ = sf.read(turns_dir / f"{p.index:05d}.wav", dtype="float32")
+                    audio = np.clip(audio * gains[p.turn.speaker], -0.99, 0.99)
+                    silence = np.zeros(round(p.pause_s * MIX_RATE), np.float32)
+                    start = position + p.pause_s
+                    for s, stem in stems.items():
+                        stem.write(silence)
+                        stem.write(audio if s == p.turn.speaker else np.zeros_like(audio))
+                    mix.write(silence)
+                    mix.write(audio)
+                    turn_zip.writestr(
+                        f"{p.index + 1:04d}_{p.turn.speaker}.wav", audio_io.encode(audio, MIX_RATE, "wav")
+                    )
+                    meta = json.loads((turns_dir / f"{p.index:05d}.json").read_text(encoding="utf-8"))
+                    for sentence in meta["sentences"]:
+                        cues.append(
+                            Cue(
+                                start + sentence["start"],
+                                start + sentence["end"],
+                                f"[{p.turn.label}] {sentence['text']}",
+                            )
+                        )
+                    end = start + len(audio) / MIX_RATE
+                    timing.append(
+                        {
+                            "index": p.index,
+                            "speaker": p.turn.speaker,
+                            "label": p.turn.label,
+                            "line": p.turn.line,
+                            "text": p.turn.text,
+                            "voice": p.voice,
+                            "engine": p.engine,
+                            "start": round(start, 3),
+                            "end": round(end, 3),
+                        }
+                    )
+                    position = end
+            finally:
+                for stem in stems.values():
+                    stem.close()
+        (folder / "dialogue.srt").write_text(to_srt(cues), encoding="utf-8")
+        (folder / "dialogue.vtt").write_text(to_vtt(cues), encoding="utf-8")
+        (folder / "timing.json").write_text(
+            json.dumps(timing, ensure_ascii=False, indent=1), encoding="utf-8"
+        )
+        if fmt != "wav":
+            _convert(mix_path, folder / f"dialogue.{fmt}")
+        return {
+            "duration": round(position, 3),
+            "turns": len(planned),
+            "speakers": {
+                p.turn.speaker: {"label": p.turn.label, "voice": p.voice, "engine": p.engine} for p in planned
+            },
+            "audio": f"dialogue.{fmt}",
+        }
+
+    def _speaker_gains(self, planned: list[PlannedTurn], turns_dir: Path) -> dict[str, float]:
+        """One gain per speaker that brings its speech to TARGET_RMS (peaks are limited at mix time)."""
+        energy: dict[str, float] = {}
+        samples: dict[str, int] = {}
+        for p in planned:
+            audio, _ = sf.read(turns_dir / f"{p.index:05d}.wav", dtype="float32")
+            voiced = audio[np.abs(audio) > 0.01]  # speech, not the pauses between sentences
+            energy[p.turn.speaker] = energy.get(p.turn.speaker, 0.0) + float(np.sum(voiced**2))
+            samples[p.turn.speaker] = samples.get(p.turn.speaker, 0) + len(voiced)
+        return {s: TARGET_RMS / max(np.sqrt(energy[s] / max(samples[s], 1)), 1e-4) for s in energy}
+
+
+def _split_at_pauses(audio: np.ndarray, weights: list[int]) -> list[np.ndarray]:
+    """Cut `audio` into len(weights) pieces, each cut at the quietest 50 ms near its expected place."""
+    frame = int(0.05 * MIX_RATE)
+    energy = np.convolve(audio**2, np.ones(frame) / frame, mode="same")
+    total, cuts, acc = sum(weights) or 1, [0], 0
+    for weight in weights[:-1]:
+        acc += weight
+        expected = int(len(audio) * acc / total)
+        window = int(1.5 * MIX_RATE)
+        low, high = max(cuts[-1] + 1, expected - window), min(len(audio) - 1, expected + window)
+        cuts.append(low + int(np.argmin(energy[low:high])) if high > low else expected)
+    cuts.append(len(audio))
+    return [audio[a:b].copy() for a, b in itertools.pairwise(cuts)]
+
+
+def _as_written(sentences: list[dict[str, Any]], original: str) -> list[dict[str, Any]]:
+    """Subtitles show the words as written, not as normalised for the engine ("$5", not "five dollars")."""
+    written = split_sentences(original)
+    if len(written) == len(sentences):
+        return [s | {"text": text} for s, text in zip(sentences, written, strict=True)]
+    if not sentences:
+        return []
+    return [{"start": sentences[0]["start"], "end": sentences[-1]["end"], "text": original}]
+
+
+def _fade(audio: np.ndarray) -> np.ndarray:
+    n = min(int(FADE_S * MIX_RATE), len(audio) // 2)
+    if n:
+        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        audio[:n] *= ramp
+        audio[-n:] *= ramp[::-1]
+    return audio
+
+
+def _convert(source: Path, target: Path) -> None:
+    """wav file -> mp3/flac file with the bundled ffmpeg (file to file: memory stays flat)."""
+    codec = {"mp3": ["-c:a", "libmp3lame", "-b:a", "160k"], "flac": ["-c:a", "flac"]}[target.suffix[1:]]
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(source), *codec, str(target)]
+    result = subprocess.run(cmd, capture_output=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not write {target.name}: {result.stderr.decode(errors='replace')}")

@@ -1,0 +1,301 @@
+"""Dialogue scripts: the one parser (UI, API, batch) from script text to speaker turns, and the
+text normalisation engines need before speaking a turn.
+
+Formats, mixed freely in one script:
+- inline tags `[S1] text [S2] text` or `(s1) text (s2) text`: case-insensitive, spaces optional,
+  glued to the text (`[S1]Hey`) and many turns on one line, as in MOSS-TTSD's data;
+- `Speaker 1: text` and `S1: text`;
+- `Name: text`, `角色1：text`, `A: text` with an ASCII or full-width colon;
+- plain lines with no tag.
+
+Each non-blank line is its own turn (or turns, when it holds inline tags); blank lines are ignored.
+
+Numbering: explicit numbered tags (`[Sn]`, `(sn)`, `Speaker n:`, `Sn:`) keep their number n, so
+MOSS-TTSD scripts mean what they say. Named speakers take, in order of first appearance, the lowest
+number that no explicit tag anywhere in the script claims and no earlier speaker holds. Names match
+case-insensitively; a turn's label is the tag as written ("S1" for numbered tags).
+
+Plain lines alternate between S1 and S2: a plain line goes to S2 when the turn before it is S1's,
+and to S1 otherwise (first line, after S2, after S3..S5), so an untagged reply to a tagged line
+goes to the other of the first two speakers.
+
+A name must start the line and look like a name, so that "Note the time: 5 pm" stays text: at most
+24 characters (CJK characters count double), at most 3 words, each starting with a capital letter,
+a digit or a caseless letter (CJK), letters/digits/`-'_·` only (titles like "Dr." allowed), at
+least one letter, and not a time ("At 9:30"). "Note: ..." still reads as a speaker named Note; tag
+such a line (`[S1] Note: ...`) to keep it as text.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, replace
+
+from num2words import num2words
+
+from studio.errors import BadInput
+
+
+@dataclass(frozen=True)
+class Speaker:
+    id: str  # "S1".."S5"
+    label: str  # as first written: "S1", "Alice", "角色1"
+
+
+@dataclass(frozen=True)
+class Turn:
+    speaker: str  # "S1".."S5"
+    label: str  # the tag as written: "S1" for [S1]/(s1)/Speaker 1, else the name ("Alice", "角色1", "A")
+    text: str
+    line: int  # 1-based line of the script where the turn starts
+
+
+@dataclass(frozen=True)
+class Script:
+    turns: list[Turn]
+    speakers: list[Speaker]  # in order of first appearance
+
+
+# ---- parsing --------------------------------------------------------------------------------
+
+_INLINE_TAG = re.compile(r"(\[\s*[Ss]\s*(\d+)\s*\]|\(\s*[Ss]\s*(\d+)\s*\))\s*[:：]?")
+_LEADING_NUMBER = re.compile(r"((?:speaker|s)\s*(\d+))\s*[:：]", re.IGNORECASE)
+_LEADING_NAME = re.compile(r"([^:：]+?)\s*[:：]")
+_TITLES = frozenset({"Mr.", "Mrs.", "Ms.", "Dr.", "Prof.", "St."})
+_NAME_EXTRA_CHARS = "-'’_·・"
+_MAX_NAME_WIDTH = 24
+_MAX_NAME_WORDS = 3
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """One turn as found on a line, before speakers get numbers."""
+
+    line: int
+    text: str
+    number: int | None = None  # explicit tag
+    tag: str = ""  # the explicit tag as written, for error messages
+    name: str | None = None  # named speaker; neither number nor name: a plain line
+
+
+def parse_script(text: str, max_speakers: int = 5) -> Script:
+    """Turns and speakers of a dialogue script; raises BadInput naming the line on any mistake."""
+    segments = [
+        seg for number, line in enumerate(text.splitlines(), 1) for seg in _line_segments(number, line)
+    ]
+    if not segments:
+        raise BadInput("script is empty: write one turn per line, e.g. [S1] Hello", "empty_script")
+    # Names must not take a number an explicit tag uses later in the script.
+    reserved = {s.number for s in segments if s.number is not None and 1 <= s.number <= max_speakers}
+    speakers: dict[int, Speaker] = {}
+    named: dict[str, int] = {}
+    turns: list[Turn] = []
+    previous: int | None = None
+    for seg in segments:
+        if seg.number is not None and not 1 <= seg.number <= max_speakers:
+            raise BadInput(
+                f"line {seg.line}: {seg.tag} — speaker tags go from S1 to S{max_speakers}", "bad_speaker_tag"
+            )
+        if not _has_words(seg.text):  # only a tagged turn can be empty: plain ones need words to exist
+            raise BadInput(
+                f"line {seg.line}: speaker {seg.name or f'S{seg.number}'} has no text", "empty_turn"
+            )
+        if seg.number is not None:
+            number, label = seg.number, f"S{seg.number}"
+        elif seg.name is not None:
+            number = named.get(seg.name.casefold()) or _free_number(seg, speakers, reserved, max_speakers)
+            named[seg.name.casefold()] = number
+            label = seg.name
+        else:
+            number = 2 if previous == 1 and max_speakers >= 2 else 1
+            label = speakers[number].label if number in speakers else f"S{number}"
+        speakers.setdefault(number, Speaker(f"S{number}", label))
+        turns.append(Turn(f"S{number}", label, seg.text, seg.line))
+        previous = number
+    return Script(turns=turns, speakers=list(speakers.values()))
+
+
+def _line_segments(number: int, line: str) -> list[_Segment]:
+    line = line.strip()
+    lead: _Segment | None = None
+    rest = line
+    if m := _LEADING_NUMBER.match(line):
+        lead, rest = _Segment(number, "", int(m.group(2)), m.group(1)), line[m.end() :]
+    elif (m := _LEADING_NAME.match(line)) and _is_name(m.group(1), line[m.end() :]):
+        lead, rest = _Segment(number, "", name=" ".join(m.group(1).split())), line[m.end() :]
+    tags = list(_INLINE_TAG.finditer(rest))
+    head = rest[: tags[0].start() if tags else len(rest)].strip()
+    segments = []
+    if lead:
+        segments.append(replace(lead, text=head))
+    elif _has_words(head):  # stray punctuation before a first tag is not a turn
+        segments.append(_Segment(number, head))
+    for i, tag in enumerate(tags):
+        body = rest[tag.end() : tags[i + 1].start() if i + 1 < len(tags) else len(rest)].strip()
+        segments.append(_Segment(number, body, int(tag.group(2) or tag.group(3)), tag.group(1)))
+    return segments
+
+
+def _is_name(candidate: str, after: str) -> bool:
+    words = candidate.split()
+    width = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in " ".join(words))
+    if not words or len(words) > _MAX_NAME_WORDS or width > _MAX_NAME_WIDTH:
+        return False
+    if candidate[-1].isdigit() and after[:1].isdigit():  # a time or ratio, "At 9:30"
+        return False
+    for word in words:
+        if word not in _TITLES and not all(
+            ch.isalnum() or ch in _NAME_EXTRA_CHARS or unicodedata.category(ch).startswith("M") for ch in word
+        ):
+            return False
+        if word[0].islower() or not word[0].isalnum():
+            return False
+    return any(ch.isalpha() for ch in candidate)
+
+
+def _free_number(seg: _Segment, speakers: dict[int, Speaker], reserved: set[int], max_speakers: int) -> int:
+    for number in range(1, max_speakers + 1):
+        if number not in speakers and number not in reserved:
+            return number
+    count = len(speakers.keys() | reserved) + 1
+    raise BadInput(
+        f"line {seg.line}: a {_ordinal(count)} speaker '{seg.name}' — at most {max_speakers} speakers",
+        "too_many_speakers",
+    )
+
+
+def _has_words(text: str) -> bool:
+    # Punctuation alone is not speakable: engines would make nothing of "..." either.
+    return any(ch.isalnum() for ch in text)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+# ---- normalisation --------------------------------------------------------------------------
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_INVISIBLE = re.compile(r"[\u200b\ufeff]")
+_LATIN_PUNCTUATION = str.maketrans(
+    {
+        **{chr(c): chr(c - 0xFEE0) for c in range(0xFF01, 0xFF5F)},  # full-width ASCII forms
+        "\u3000": " ",
+        **dict.fromkeys("‘’‚‛′", "'"),
+        **dict.fromkeys("“”„‟″", '"'),
+        **dict.fromkeys("‐‑‒–−", "-"),
+        **dict.fromkeys("—―", " - "),
+        "…": "...",
+    }
+)
+_TITLE_WORDS = {"Mr": "Mister", "Mrs": "Missus", "Dr": "Doctor", "Prof": "Professor", "St": "Saint"}
+_TITLE = re.compile(r"\b(Mrs|Mr|Dr|Prof|St)\b\.?(?=\s+[A-Z])")
+_NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
+# a.m./p.m.; the final dot stays when it also ends the sentence.
+_AM_PM = r"\s?([AaPp])\.?[Mm](?![A-Za-z])(?:\.(?!\s+[A-Z]|\s*$))?"
+_SCALES = "thousand|million|billion|trillion"
+_MONEY_UNITS = {
+    "$": ("dollar", "dollars", "cent", "cents"),
+    "€": ("euro", "euros", "cent", "cents"),
+    "£": ("pound", "pounds", "penny", "pence"),
+}
+
+
+def normalize_text(text: str, language: str = "en") -> str:
+    """`text` as engines read it best, saying the same words.
+
+    Everywhere: invisible characters go and whitespace collapses. Text without CJK characters also
+    gets straight quotes, ASCII dashes and ellipsis, and ASCII for full-width forms (CJK text keeps
+    its own punctuation). English text also gets titles (Dr. Smith -> Doctor Smith) and numbers,
+    money, percentages, times, ordinals and years spelled out.
+    """
+    text = _INVISIBLE.sub("", text)
+    if not _CJK.search(text):
+        text = text.translate(_LATIN_PUNCTUATION)
+        if language.lower().startswith("en"):
+            text = _expand_english(text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _expand_english(text: str) -> str:
+    text = _TITLE.sub(_title, text)
+    # Order matters: the specific number forms go first, and each leaves words, never digits.
+    for pattern, spell in _NUMBER_FORMS:
+        text = pattern.sub(spell, text)
+    return text
+
+
+def _title(m: re.Match[str]) -> str:
+    before = m.string[: m.start()].split()
+    if m.group(1) == "St" and before and before[-1][:1].isupper():  # "Baker St. London" is a street
+        return m.group(0)
+    return _TITLE_WORDS[m.group(1)]
+
+
+def _cardinal(number: str) -> str:
+    whole, _, fraction = number.replace(",", "").partition(".")
+    if len(whole) > 1 and whole.startswith("0"):  # "007" is read digit by digit
+        words = " ".join(_digits(whole))
+    else:
+        words = num2words(int(whole)).replace(",", "")
+    return f"{words} point {' '.join(_digits(fraction))}" if fraction else words
+
+
+def _digits(digits: str) -> list[str]:
+    return [num2words(int(d)) for d in digits]
+
+
+def _money(m: re.Match[str]) -> str:
+    one, many, one_cent, many_cents = _MONEY_UNITS[m.group(1)]
+    amount, scale = m.group(2), m.group(3)
+    whole, _, fraction = amount.replace(",", "").partition(".")
+    if scale or len(fraction) > 2:
+        return f"{_cardinal(amount)}{f' {scale}' if scale else ''} {many}"
+    units, cents = int(whole), int(fraction.ljust(2, "0")) if fraction else 0
+    parts = []
+    if units or not cents:
+        parts.append(f"{_cardinal(whole)} {one if units == 1 else many}")
+    if cents:
+        parts.append(f"{_cardinal(str(cents))} {one_cent if cents == 1 else many_cents}")
+    return " and ".join(parts)
+
+
+def _time(m: re.Match[str]) -> str:
+    hour, minute, am_pm = int(m.group(1)), int(m.group(2)), m.group(3)
+    if minute == 0:
+        spoken = "" if am_pm else " o'clock" if 1 <= hour <= 12 else " hundred"
+    else:
+        spoken = f" oh {num2words(minute)}" if minute < 10 else f" {num2words(minute)}"
+    return f"{num2words(hour)}{spoken}{_am_pm(am_pm)}"
+
+
+def _am_pm(letter: str | None) -> str:
+    return f" {letter.upper()}M" if letter else ""
+
+
+def _decade(m: re.Match[str]) -> str:
+    words = num2words(int(m.group(1)), to="year")
+    return f"{words[:-1]}ies" if words.endswith("y") else f"{words}s"
+
+
+_NUMBER_FORMS = (
+    (re.compile(rf"([$€£])\s?({_NUMBER})(?:\s+({_SCALES})\b)?"), _money),
+    (re.compile(rf"\b({_NUMBER})\s?%"), lambda m: f"{_cardinal(m.group(1))} percent"),
+    (re.compile(rf"\b([01]?\d|2[0-3]):([0-5]\d)(?!\d)(?:{_AM_PM})?"), _time),
+    (
+        re.compile(rf"\b(1[0-2]|0?[1-9]){_AM_PM}"),
+        lambda m: f"{num2words(int(m.group(1)))}{_am_pm(m.group(2))}",
+    ),
+    (
+        re.compile(r"\b(\d+)(?:st|nd|rd|th)\b", re.IGNORECASE),
+        lambda m: num2words(int(m.group(1)), to="ordinal"),
+    ),
+    (re.compile(r"\b(1[1-9]\d0|20\d0)s\b"), _decade),
+    (
+        re.compile(r"(?<![\d.,])\b(1[1-9]\d\d|20\d\d)\b(?![.,]\d)"),
+        lambda m: num2words(int(m.group(1)), to="year"),
+    ),
+    (re.compile(rf"\b({_NUMBER})\b"), lambda m: _cardinal(m.group(1))),
+)

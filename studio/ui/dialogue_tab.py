@@ -1,0 +1,180 @@
+"""The "Dialogue" tab: script -> speaker table -> a dialogue task with progress, cancel and results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from studio import audio as audio_io
+from studio.core import Studio
+from studio.errors import StudioError
+from studio.services.dialogue import DEFAULT_VOICES, DialogueRequest
+from studio.services.script import parse_script
+from studio.services.speech import SpeechRequest
+from studio.tasks.store import TaskStatus
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "dialogue_examples"
+MAX_SPEAKERS = len(DEFAULT_VOICES)
+
+
+def examples() -> dict[str, str]:
+    return {
+        p.stem.split("_", 1)[1].replace("_", " "): p.read_text(encoding="utf-8")
+        for p in sorted(EXAMPLES_DIR.glob("*.txt"))
+    }
+
+
+def all_voices(studio: Studio) -> list[tuple[str, str]]:
+    return [(f"{v.name} ({v.id}, {v.engine})", v.id) for v in studio.registry.voices()]
+
+
+def speaker_title(speaker_id: str, label: str) -> str:
+    return speaker_id if label == speaker_id else f"{speaker_id} · {label}"
+
+
+def build_dialogue_tab(studio: Studio) -> None:
+    samples = examples()
+    first = next(iter(samples.values()), "")
+    voice_choices = all_voices(studio)
+    initial = {s.id: s.label for s in parse_script(first).speakers} if first else {}
+
+    with gr.Row():
+        with gr.Column(scale=3):
+            example = gr.Dropdown(list(samples), value=next(iter(samples), None), label="Example scripts")
+            script = gr.Textbox(
+                first,
+                label="Script",
+                lines=10,
+                max_lines=40,
+                info="[S1] text, (s1) text, Speaker 1: text, Name: text; untagged lines alternate S1, S2",
+                elem_id="dialogue-script",
+            )
+            parsed = gr.Markdown(elem_id="dialogue-parsed")
+        with gr.Column(scale=2):
+            rows = []
+            for n in range(1, MAX_SPEAKERS + 1):
+                sid = f"S{n}"
+                with gr.Row(visible=sid in initial) as row:
+                    voice = gr.Dropdown(
+                        voice_choices,
+                        value=DEFAULT_VOICES[sid],
+                        label=speaker_title(sid, initial.get(sid, sid)),
+                        allow_custom_value=True,
+                        scale=3,
+                        elem_id=f"dialogue-voice-s{n}",
+                    )
+                    preview = gr.Button("▶ Preview", scale=1, size="sm")
+                    preview_audio = gr.Audio(type="filepath", show_label=False, scale=2, interactive=False)
+                rows.append((row, voice, preview, preview_audio))
+            with gr.Row():
+                pause = gr.Slider(0, 2000, value=350, step=50, label="Pause between turns (ms)")
+                fmt = gr.Dropdown(["wav", "mp3", "flac"], value="wav", label="Format")
+            normalize = gr.Checkbox(False, label="Spell out numbers and abbreviations")
+            with gr.Row():
+                generate = gr.Button("Generate dialogue", variant="primary", elem_id="dialogue-generate")
+                cancel = gr.Button("Cancel", variant="stop", elem_id="dialogue-cancel")
+
+    status = gr.Markdown(elem_id="dialogue-status")
+    player = gr.Audio(label="Dialogue", type="filepath", interactive=False, elem_id="dialogue-audio")
+    with gr.Row():
+        subtitles = gr.Textbox(label="Subtitles (SRT)", lines=8, max_lines=20, elem_id="dialogue-srt")
+        downloads = gr.File(
+            label="Downloads: subtitles, timing, stems", file_count="multiple", elem_id="dialogue-files"
+        )
+    task_id = gr.State("")
+
+    def on_script(text: str) -> list[Any]:
+        try:
+            parsed_script = parse_script(text)
+        except StudioError as error:
+            return [f"⚠️ {error.message}"] + [gr.Row(visible=False), gr.Dropdown()] * MAX_SPEAKERS
+        labels = {s.id: s.label for s in parsed_script.speakers}
+        summary = f"{len(parsed_script.turns)} turns, {len(labels)} speakers: " + ", ".join(
+            f"{sid} = {label}" for sid, label in labels.items()
+        )
+        updates: list[Any] = [summary]
+        for n in range(1, MAX_SPEAKERS + 1):
+            sid = f"S{n}"
+            updates += [
+                gr.Row(visible=sid in labels),
+                gr.Dropdown(label=speaker_title(sid, labels.get(sid, sid))),
+            ]
+        return updates
+
+    def on_preview(voice: str, n: int) -> str:
+        try:
+            speech = studio.speech.synthesize(SpeechRequest(text=f"Hello, I am speaker {n}.", voice=voice))
+        except StudioError as error:
+            raise gr.Error(error.message) from None
+        path = studio.settings.data_dir / "ui_outputs" / f"preview-s{n}-{time.time_ns()}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(audio_io.encode(speech.audio, speech.sample_rate, "wav"))
+        return str(path)
+
+    def on_generate(
+        text: str, pause_ms: float, out_fmt: str, spell: bool, *voices: str
+    ) -> Iterator[list[Any]]:
+        config = {
+            "script": text,
+            "voices": {f"S{n}": v for n, v in enumerate(voices, 1) if v},
+            "format": out_fmt,
+            "pause_ms": int(pause_ms),
+            "normalize": spell,
+        }
+        try:
+            script_obj, _ = studio.dialogue.plan(DialogueRequest.from_config(config))
+        except StudioError as error:
+            raise gr.Error(error.message) from None
+        present = {s.id for s in script_obj.speakers}
+        config["voices"] = {k: v for k, v in config["voices"].items() if k in present}
+        task = studio.runner.submit("dialogue", "dialogue (UI)", config)
+        yield [task.task_id, "Queued…", None, "", None]
+        while True:
+            task = studio.store.get(task.task_id)
+            assert task is not None
+            if task.status.finished:
+                break
+            eta = f", about {task.eta_seconds:.0f} s left" if task.eta_seconds else ""
+            yield [
+                task.task_id,
+                f"**{task.progress:.0f}%** · {task.current_step or 'starting'}{eta}",
+                None,
+                "",
+                None,
+            ]
+            time.sleep(0.5)
+        if task.status != TaskStatus.COMPLETED:
+            reason = task.error_message or "cancelled"
+            yield [task.task_id, f"**{task.status.value}**: {reason}", None, "", None]
+            return
+        folder = studio.store.folder(task.task_id)
+        files = [str(folder / name) for name in ("dialogue.srt", "dialogue.vtt", "timing.json", "turns.zip")]
+        files += [str(p) for p in sorted((folder / "stems").glob("*.wav"))]
+        yield [
+            task.task_id,
+            f"Done: {task.result['duration']:.1f} s, {task.result['turns']} turns (task `{task.task_id}`)",
+            str(folder / task.result["audio"]),
+            (folder / "dialogue.srt").read_text(encoding="utf-8"),
+            files,
+        ]
+
+    def on_cancel(current: str) -> str:
+        if current:
+            studio.runner.cancel(current)
+            return "Cancelling…"
+        return "Nothing is running."
+
+    example.change(lambda name: samples[name], example, script)
+    row_outputs = [item for row, voice, _, _ in rows for item in (row, voice)]
+    script.change(on_script, script, [parsed, *row_outputs])
+    for n, (_, voice, preview, preview_audio) in enumerate(rows, 1):
+        preview.click(lambda v, n=n: on_preview(v, n), voice, preview_audio)
+    voices = [voice for _, voice, _, _ in rows]
+    generate.click(
+        on_generate, [script, pause, fmt, normalize, *voices], [task_id, status, player, subtitles, downloads]
+    )
+    cancel.click(on_cancel, task_id, status)
