@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.resources
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from engines.base import (
     UnknownVoice,
     VoiceInfo,
 )
+from engines.gpu import GpuAllocator
 
 PACKS = {
     "jf_alpha": ("Alpha", "female"),
@@ -70,10 +72,17 @@ class KokoroOnnxEngine(Engine):
     )
 
     def __init__(
-        self, weights_dir: Path, allocator, cache_dir: Path | None = None, threads: int | None = None
-    ):  # type: ignore[no-untyped-def]
+        self,
+        weights_dir: Path,
+        allocator: GpuAllocator,
+        cache_dir: Path | None = None,
+        threads: int | None = None,
+        extra_styles: Callable[[str], np.ndarray | None] | None = None,
+    ) -> None:
         super().__init__(weights_dir, allocator)
         self.cache_dir = cache_dir
+        # Styles beyond the packs (fitted library voices), looked up by voice id.
+        self.extra_styles: Callable[[str], np.ndarray | None] = extra_styles or (lambda voice: None)
         self.threads = threads or os.cpu_count() or 1
         self._kokoro = None
         self._ja_g2p = None
@@ -85,15 +94,24 @@ class KokoroOnnxEngine(Engine):
         ]
 
     def check_voice(self, voice: str) -> None:
-        parse_blend(voice)
+        if self.extra_styles(voice) is None:
+            parse_blend(voice)
 
     def style(self, voice: str) -> np.ndarray:
-        """The style array for a pack or a blend of packs (shape [510, 1, 256])."""
+        """The style array of a pack, a blend of packs or a fitted voice (shape [510, 1, 256])."""
+        extra = self.extra_styles(voice)
+        if extra is not None:
+            return extra
         self.ensure_loaded()
         assert self._kokoro is not None
-        return sum(weight * self._kokoro.voices[pack] for pack, weight in parse_blend(voice)).astype(
-            np.float32
-        )
+        blend = sum(weight * self._kokoro.voices[pack] for pack, weight in parse_blend(voice))
+        return np.asarray(blend, dtype=np.float32)
+
+    def speak(self, text: str, style: np.ndarray, speed: float = 1.0, language: str = "en-us") -> np.ndarray:
+        """One utterance with an explicit style array (voice fitting tries many without naming them)."""
+        self.ensure_loaded()
+        with self._run_lock:
+            return self._render(text, style, speed, language)
 
     def _load(self) -> None:
         import onnxruntime as ort
@@ -115,15 +133,15 @@ class KokoroOnnxEngine(Engine):
         self._ja_g2p = None
 
     def _synthesize_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
+        return self._render(sentence, self.style(voice), options.speed, options.language or "en-us")
+
+    def _render(self, sentence: str, style: np.ndarray, speed: float, language: str) -> np.ndarray:
         assert self._kokoro is not None
-        language = options.language or "en-us"
-        style = self.style(voice)
         if language.startswith("ja"):
-            audio, _ = self._kokoro.create(
-                self._japanese_phonemes(sentence), style, options.speed, is_phonemes=True
-            )
-        else:
-            audio, _ = self._kokoro.create(sentence, style, options.speed, lang=language)
+            audio, _ = self._kokoro.create(self._japanese_phonemes(sentence), style, speed, is_phonemes=True)
+        else:  # espeak names Mandarin "cmn"
+            espeak_language = "cmn" if language.startswith("zh") else language
+            audio, _ = self._kokoro.create(sentence, style, speed, lang=espeak_language)
         return audio
 
     def _japanese_phonemes(self, text: str) -> str:

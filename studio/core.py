@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+
+import numpy as np
 
 from engines.gpu import GpuAllocator
 from engines.kokoro_onnx import KokoroOnnxEngine
 from engines.kokoro_torch import KokoroTorchEngine
+from engines.megatts3 import MegaTts3Engine
 from engines.moss_ttsd import MossTtsdEngine
 from engines.piper import PiperEngine
 from engines.registry import EngineRegistry
 from studio import __version__
 from studio.config import Settings
+from studio.services.asr import Transcriber
+from studio.services.cloning import CloningService
 from studio.services.dialogue import DialogueService
-from studio.services.speech import SpeechService
+from studio.services.speech import OPENAI_VOICES, SpeechService
+from studio.services.voices import VoiceLibrary
 from studio.tasks.runner import TaskRunner
 from studio.tasks.store import TaskStore
 
@@ -27,13 +34,20 @@ class Studio:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.allocator = allocator or GpuAllocator()
-        self.registry = build_registry(settings, self.allocator)
+        # Kokoro asks the cloning service for voices beyond its packs (bound late: built below).
+        self.registry = build_registry(settings, self.allocator, lambda voice: self.cloning.style_for(voice))
         self.store = TaskStore(settings.tasks_dir)
         self.runner = TaskRunner(self.store, self.allocator, workers=settings.task_workers)
+        self.transcriber = Transcriber(settings.onnx_threads)
         self.speech = SpeechService(self.registry, settings.max_text_chars)
+        builtin_ids = {v.id for v in self.registry.voices()} | set(OPENAI_VOICES)
+        self.library = VoiceLibrary(settings.data_dir / "voices", self.transcriber, builtin_ids)
+        self.cloning = CloningService(
+            self.library, self.speech, self.transcriber, settings.cache_dir, settings.max_upload_mb * 2**20
+        )
         self.dialogue = DialogueService(self.speech)
-        self.runner.register(self.speech.task_kind())
-        self.runner.register(self.dialogue.task_kind())
+        for kind in (self.speech.task_kind(), self.dialogue.task_kind(), self.cloning.task_kind()):
+            self.runner.register(kind)
 
     def start(self) -> None:
         self.runner.start()
@@ -42,15 +56,19 @@ class Studio:
         self.runner.stop()
 
 
-def build_registry(settings: Settings, allocator: GpuAllocator) -> EngineRegistry:
+def build_registry(
+    settings: Settings,
+    allocator: GpuAllocator,
+    extra_styles: Callable[[str], np.ndarray | None] | None = None,
+) -> EngineRegistry:
     """Every engine the studio knows; the embedded ones first (they are the defaults)."""
     weights = settings.weights_dir
     registry = EngineRegistry(weights, allocator)
     threads = settings.onnx_threads or os.cpu_count() or 1
-    registry.add(
-        KokoroOnnxEngine(weights, allocator, cache_dir=settings.cache_dir / "kokoro", threads=threads)
-    )
+    kokoro_cache = settings.cache_dir / "kokoro"
+    registry.add(KokoroOnnxEngine(weights, allocator, kokoro_cache, threads, extra_styles))
     registry.add(PiperEngine(weights, allocator, extra_voice_dirs=(settings.data_dir / "piper_voices",)))
     registry.add(KokoroTorchEngine(weights, allocator))
     registry.add(MossTtsdEngine(weights, allocator))
+    registry.add(MegaTts3Engine(weights, allocator))
     return registry

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from studio import __version__
-from studio.api import routes_dialogue, routes_speech, routes_system, routes_tasks
+from studio.api import routes_dialogue, routes_speech, routes_system, routes_tasks, routes_voices
 from studio.api.errors import install_error_handlers
 from studio.api.security import ApiKeys, RateLimiter
 from studio.config import Settings
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     install_error_handlers(app)
-    for module in (routes_system, routes_speech, routes_dialogue, routes_tasks):
+    for module in (routes_system, routes_speech, routes_voices, routes_dialogue, routes_tasks):
         app.include_router(module.router)
 
     users = [tuple(pair.split(":", 1)) for pair in settings.ui_users if ":" in pair]

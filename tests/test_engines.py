@@ -118,3 +118,11 @@ def test_kokoro_torch_reports_needs_weights_with_the_path(tmp_path: Path) -> Non
     status = KokoroTorchEngine(tmp_path, GpuAllocator([])).status()
     assert status.state == EngineState.NEEDS_WEIGHTS
     assert any(str(tmp_path / "Kokoro-82M" / "kokoro-v1_0.pth") in line for line in status.missing)
+
+
+def test_kokoro_speaks_mandarin(kokoro: KokoroOnnxEngine) -> None:
+    chunks = list(
+        kokoro.synthesize("你好，欢迎来到我们的节目。", "jf_alpha", SynthesisOptions(language="zh"))
+    )
+    audio, rate = spoken(chunks)
+    assert len(audio) / rate > 1.0 and np.sqrt(np.mean(audio**2)) > 0.02

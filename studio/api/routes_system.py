@@ -8,7 +8,7 @@ import psutil
 from fastapi import APIRouter, Depends
 
 from studio.api.deps import caller, get_studio
-from studio.api.schemas import EngineOut, VoiceOut
+from studio.api.schemas import EngineOut
 from studio.core import Studio
 
 router = APIRouter()
@@ -36,13 +36,3 @@ def health(studio: Studio = Depends(get_studio)) -> dict:
 @router.get("/api/v1/engines", tags=["system"], dependencies=[Depends(caller)])
 def engines(studio: Studio = Depends(get_studio)) -> dict[str, list[EngineOut]]:
     return {"engines": [EngineOut(**dataclasses.asdict(r)) for r in studio.registry.reports()]}
-
-
-@router.get("/api/v1/voices", tags=["voices"], dependencies=[Depends(caller)])
-def voices(studio: Studio = Depends(get_studio)) -> dict[str, list[VoiceOut]]:
-    return {
-        "voices": [
-            VoiceOut(type="builtin", **{k: v for k, v in dataclasses.asdict(voice).items()})
-            for voice in studio.registry.voices()
-        ]
-    }

@@ -1,0 +1,176 @@
+"""Voice cloning: library voices fitted to their references, and zero-shot speech from a clip.
+
+On CPU a voice is cloned by fitting a Kokoro style to the clip (`voice_fit.py`): "quick" as part of a
+request, "thorough" as a task with progress and a live similarity curve. With MegaTTS3's weights and
+a GPU, a clip plus its latent is spoken by MegaTTS3 directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.base import EngineState
+from engines.kokoro_onnx import KokoroOnnxEngine
+from studio.errors import BadInput
+from studio.services.asr import Transcriber
+from studio.services.speaker import SpeakerEncoder
+from studio.services.speech import Speech, SpeechRequest, SpeechService
+from studio.services.voice_fit import MODES, FitResult, VoiceFitter
+from studio.services.voices import RATE, VoiceLibrary, VoiceRecord, clean_reference
+from studio.subtitles import Cue
+from studio.tasks.runner import TaskContext, TaskKind
+
+CLONE_PREFIX = "clone-"  # zero-shot styles, cached by the clip's hash
+
+
+class CloningService:
+    def __init__(
+        self,
+        library: VoiceLibrary,
+        speech: SpeechService,
+        transcriber: Transcriber,
+        cache_dir: Path,
+        max_upload_bytes: int,
+    ) -> None:
+        self.library = library
+        self.speech = speech
+        self.transcriber = transcriber
+        self.cache_dir = cache_dir
+        self.max_upload_bytes = max_upload_bytes
+        self._fitter: VoiceFitter | None = None
+        self._clones: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def fitter(self) -> VoiceFitter:
+        with self._lock:
+            if self._fitter is None:
+                kokoro = self.speech.registry.loaded("kokoro")
+                assert isinstance(kokoro, KokoroOnnxEngine)
+                self._fitter = VoiceFitter(kokoro, SpeakerEncoder(), self.transcriber)
+            return self._fitter
+
+    def style_for(self, voice_id: str) -> np.ndarray | None:
+        """Kokoro's hook for voices beyond its packs: fitted library voices and zero-shot clones."""
+        if voice_id.startswith(CLONE_PREFIX):
+            cached = self._clones.get(voice_id)
+            return cached if cached is not None else self._load_clone(voice_id)
+        return self.library.style(voice_id)
+
+    # ---- library voices ----------------------------------------------------------------------
+    def fit_voice(self, voice_id: str, mode: str, context: TaskContext | None = None) -> VoiceRecord:
+        if mode not in MODES:
+            raise BadInput(f"mode must be one of {', '.join(MODES)}", "bad_mode")
+        reference = self.library.reference(voice_id)
+        progress = None
+        if context:
+            curve_file = context.folder / "curve.json"
+
+            def progress(percent: float, step: str, curve: list[tuple[int, float]]) -> None:
+                curve_file.write_text(json.dumps(curve))
+                context.progress(percent, step)
+
+        result = self.fitter.fit(reference, RATE, mode, progress=progress)
+        if context:
+            context.log(_describe(result))
+        return self.library.save_style(voice_id, result.style, fit_report(result, mode))
+
+    def task_kind(self) -> TaskKind:
+        return TaskKind("voice_fit", self._run_fit_task)
+
+    def _run_fit_task(self, context: TaskContext) -> dict[str, Any]:
+        voice_id = str(context.config.get("voice_id", ""))
+        record = self.fit_voice(voice_id, str(context.config.get("mode", "thorough")), context)
+        return {"voice_id": voice_id, **record.fit}
+
+    # ---- zero-shot -----------------------------------------------------------------------------
+    def synthesize_from_clip(
+        self, text: str, clip: bytes, filename: str, speed: float = 1.0, latent: bytes | None = None
+    ) -> tuple[Speech, dict[str, Any]]:
+        """Speech in the voice of `clip`: MegaTTS3 when it can run and a latent is given, else a quick fit."""
+        self.speech.validate(SpeechRequest(text=text, speed=speed))
+        if latent is not None and self._megatts3_ready():
+            return self._megatts3(text, clip, filename, speed, latent)
+        voice_id = CLONE_PREFIX + hashlib.sha256(clip).hexdigest()[:20]
+        info: dict[str, Any] = {"engine": "kokoro", "method": "quick fit", "cached": True}
+        if self.style_for(voice_id) is None:
+            reference = clean_reference(clip, filename, self.max_upload_bytes)
+            result = self.fitter.fit(reference.audio, RATE, "quick")
+            self._save_clone(voice_id, result.style)
+            info |= {"cached": False, **fit_report(result, "quick"), "warnings": reference.warnings}
+        return self.speech.synthesize(
+            SpeechRequest(text=text, voice=voice_id, engine="kokoro", speed=speed)
+        ), info
+
+    def _megatts3_ready(self) -> bool:
+        names = self.speech.registry.names()
+        return "megatts3" in names and self.speech.registry.engine("megatts3").status().state in (
+            EngineState.READY,
+            EngineState.LOADED,
+        )
+
+    def _megatts3(
+        self, text: str, clip: bytes, filename: str, speed: float, latent: bytes
+    ) -> tuple[Speech, dict[str, Any]]:
+        from engines.base import SynthesisOptions
+
+        folder = self.cache_dir / "megatts3_inputs"
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(clip).hexdigest()[:20]
+        wav, npy = folder / f"{digest}.wav", folder / f"{digest}.npy"
+        wav.write_bytes(clip)
+        npy.write_bytes(latent)
+        engine = self.speech.registry.loaded("megatts3")
+        audio = engine.clone(text, wav, npy, SynthesisOptions(speed=speed))  # type: ignore[attr-defined]
+        rate = engine.info.sample_rate
+        return Speech(audio, rate, [Cue(0.0, len(audio) / rate, text)]), {
+            "engine": "megatts3",
+            "method": "zero-shot",
+        }
+
+    def _save_clone(self, voice_id: str, style: np.ndarray) -> None:
+        folder = self.cache_dir / "clones"
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / f"{voice_id}.npy", style)
+        with self._lock:
+            self._clones[voice_id] = style
+
+    def _load_clone(self, voice_id: str) -> np.ndarray | None:
+        path = self.cache_dir / "clones" / f"{voice_id}.npy"
+        if not path.exists() or not voice_id[len(CLONE_PREFIX) :].isalnum():
+            return None
+        style = np.load(path)
+        with self._lock:
+            self._clones[voice_id] = style
+        return style
+
+
+def fit_report(result: FitResult, mode: str) -> dict[str, Any]:
+    """What the library keeps about a fit, and what the UI shows next to the default voice."""
+    return {
+        "mode": mode,
+        "similarity": round(result.check["similarity"], 4),
+        "wer": round(result.check["wer"], 4),
+        "baseline_voice": result.baseline_voice,
+        "baseline_similarity": round(result.check["baseline_similarity"], 4),
+        "baseline_wer": round(result.check["baseline_wer"], 4),
+        "probe_similarity": round(result.similarity, 4),
+        "start_voice": result.start_voice,
+        "trials": result.trials,
+        "seconds": round(result.seconds, 1),
+    }
+
+
+def _describe(result: FitResult) -> str:
+    check = result.check
+    return (
+        f"fitted in {result.seconds:.1f} s, {result.trials} trials ({result.accepted} kept) from {result.start_voice}; "
+        f"held-out similarity {check['similarity']:.3f} (nearest built-in {result.baseline_voice}: "
+        f"{check['baseline_similarity']:.3f}), WER {check['wer']:.2f} vs {check['baseline_wer']:.2f}"
+    )

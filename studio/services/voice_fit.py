@@ -1,0 +1,230 @@
+"""Voice fitting: a Kokoro style vector that sounds like a reference clip (CPU, no cloning model).
+
+Kokoro's voice is a style array; the shipped packs span a space of timbres. The fitter starts from
+the shipped pack or blend whose speech is most like the reference (speaker-embedding cosine with
+resemblyzer), then refines it with a (1+1) evolution strategy on one 256-d offset added to every row
+of the pack, timbre half first, step size adapted by the one-fifth rule. A step is kept only if it
+raises the score AND the bundled Whisper hears the probe sentence no worse than at the start: an
+unchecked search trades words for voice. The score is the similarity minus a small penalty for
+drifting from the reference's median pitch (pyworld). The method and its measured gains are in
+shared/notes/voice-fitting.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyworld
+
+from engines.kokoro_onnx import PACKS, KokoroOnnxEngine
+from studio.services.asr import Transcriber, word_error_rate
+from studio.services.speaker import SpeakerEncoder, similarity
+
+PROBES = (
+    "The quick brown fox jumps over the lazy dog by the river.",
+    "Please call me back when you have a moment this afternoon.",
+)
+HELD_OUT = (
+    "We went to the market early and bought fresh bread and fruit.",
+    "Could you tell me how to get to the train station from here?",
+    "The meeting has been moved to Thursday at three o'clock.",
+)
+PITCH_PENALTY = 0.05  # similarity points per octave away from the reference's median pitch
+GRID_SENTENCE = "Hello there, this is a short sentence to hear what my voice sounds like."
+GRID_FILE = Path(__file__).resolve().parents[2] / "assets" / "kokoro_blend_grid.npz"
+
+
+def blend_grid() -> list[str]:
+    """Every blend of the shipped packs with weights on a 1/3 grid (35 voices, the 5 packs among them)."""
+    packs = list(PACKS)
+    names = []
+    for weights in itertools.product(range(4), repeat=len(packs)):
+        if sum(weights) == 3:
+            parts = [f"{pack}*{w}" for pack, w in zip(packs, weights, strict=True) if w]
+            names.append("+".join(parts))
+    return names
+
+
+@dataclass(frozen=True)
+class FitMode:
+    name: str
+    probes: int
+    seconds: float  # time budget for the search (candidates are scored first)
+    max_trials: int
+    step: float = 0.07
+
+
+MODES = {
+    "quick": FitMode("quick", probes=1, seconds=14.0, max_trials=18),
+    "thorough": FitMode("thorough", probes=2, seconds=300.0, max_trials=110),
+}
+
+
+@dataclass
+class FitResult:
+    style: np.ndarray  # [510, 1, 256] float32, usable wherever Kokoro takes a style
+    start_voice: str  # the blend of shipped packs the search started from
+    similarity: float  # on the probe sentence(s)
+    trials: int
+    accepted: int
+    seconds: float
+    reference_f0: float
+    baseline_voice: str  # the shipped pack nearest to the reference
+    check: dict[str, float]  # similarity/WER of fitted vs baseline on sentences the search never used
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (trial, best similarity so far)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    similarity: float
+    score: float
+    wer: float
+
+
+ProgressCallback = Callable[[float, str, list[tuple[int, float]]], None]
+
+
+class VoiceFitter:
+    """Fits Kokoro styles to references; also measures voices on held-out sentences, honestly."""
+
+    def __init__(self, kokoro: KokoroOnnxEngine, encoder: SpeakerEncoder, transcriber: Transcriber) -> None:
+        self.kokoro = kokoro
+        self.encoder = encoder
+        self.transcriber = transcriber
+        self._grid: dict[str, np.ndarray] | None = None
+
+    def fit(
+        self,
+        reference: np.ndarray,
+        sample_rate: int,
+        mode: str = "quick",
+        seed: int = 0,
+        progress: ProgressCallback | None = None,
+    ) -> FitResult:
+        settings = MODES[mode]
+        started = time.monotonic()
+        rng = np.random.default_rng(seed)
+        target = self.encoder.embed(reference, sample_rate)
+        reference_f0 = median_f0(reference, sample_rate)
+        probes = PROBES[: settings.probes]
+        report = progress or (lambda percent, step, curve: None)
+
+        def evaluate(style: np.ndarray, check_words: bool) -> Evaluation:
+            sims, wers, pitches = [], [], []
+            for text in probes:
+                audio = self.kokoro.speak(text, style)
+                sims.append(similarity(self.encoder.embed(audio, 24000), target))
+                pitches.append(median_f0(audio, 24000))
+                if check_words:
+                    wers.append(word_error_rate(text, self.transcriber.transcribe(audio, 24000).text))
+            sim = float(np.mean(sims))
+            drift = (
+                abs(np.log2(max(np.median(pitches), 1.0) / max(reference_f0, 1.0)))
+                if reference_f0 > 0
+                else 0.0
+            )
+            return Evaluation(sim, sim - PITCH_PENALTY * drift, float(np.mean(wers)) if wers else 0.0)
+
+        # 1. Start from the blend whose (precomputed) embedding is nearest the reference: no synthesis.
+        grid = self.grid()
+        closeness = {name: similarity(embedding, target) for name, embedding in grid.items()}
+        start_voice = max(closeness, key=lambda name: closeness[name])
+        baseline_voice = max(PACKS, key=lambda pack: closeness[f"{pack}*3"])
+        base = self.kokoro.style(start_voice)
+        best = evaluate(base, True)
+        start_wer = best.wer
+        curve = [(0, best.similarity)]
+        report(10, f"starting from {start_voice} (similarity {best.similarity:.3f})", curve)
+
+        # 2. (1+1)-ES on an offset broadcast over the pack's rows; timbre half (first 128 dims) first.
+        offset = np.zeros(base.shape[-1], np.float32)
+        step, trials, accepted = settings.step, 0, 0
+        search_started = time.monotonic()
+        while trials < settings.max_trials and time.monotonic() - search_started < settings.seconds:
+            trials += 1
+            dims = 128 if trials <= settings.max_trials // 2 else base.shape[-1]
+            proposal = offset.copy()
+            proposal[:dims] += rng.normal(0.0, step, dims).astype(np.float32)
+            candidate = evaluate(base + proposal, False)
+            if candidate.score > best.score:
+                checked = evaluate(base + proposal, True)
+                if checked.wer <= start_wer + 1e-9:
+                    offset, best, accepted = proposal, checked, accepted + 1
+                    step = min(step * 1.5, 0.25)
+                else:
+                    step = max(step * 0.8, 0.02)
+            else:
+                step = max(step * 0.8, 0.02)
+            curve.append((trials, best.similarity))
+            elapsed_share = (time.monotonic() - search_started) / settings.seconds
+            percent = 10 + 88 * min(max(trials / settings.max_trials, elapsed_share), 1.0)
+            report(percent, f"trial {trials}, similarity {best.similarity:.3f}", curve)
+        style = (base + offset).astype(np.float32)
+        report(98, "checking on sentences the search never heard", curve)
+        sentences = HELD_OUT if mode == "thorough" else HELD_OUT[:1]
+        fitted_sim, fitted_wer = self.held_out(style, reference, sample_rate, sentences)
+        baseline_sim, baseline_wer = self.held_out(
+            self.kokoro.style(baseline_voice), reference, sample_rate, sentences
+        )
+        return FitResult(
+            style=style,
+            start_voice=start_voice,
+            similarity=best.similarity,
+            trials=trials,
+            accepted=accepted,
+            seconds=time.monotonic() - started,
+            reference_f0=reference_f0,
+            baseline_voice=baseline_voice,
+            check={
+                "similarity": fitted_sim,
+                "wer": fitted_wer,
+                "baseline_similarity": baseline_sim,
+                "baseline_wer": baseline_wer,
+            },
+            curve=curve,
+        )
+
+    def held_out(
+        self,
+        style: np.ndarray,
+        reference: np.ndarray,
+        sample_rate: int,
+        sentences: tuple[str, ...] = HELD_OUT,
+    ) -> tuple[float, float]:
+        """(similarity to the reference, WER) on sentences the fit never used."""
+        target = self.encoder.embed(reference, sample_rate)
+        sims, wers = [], []
+        for text in sentences:
+            audio = self.kokoro.speak(text, style)
+            sims.append(similarity(self.encoder.embed(audio, 24000), target))
+            wers.append(word_error_rate(text, self.transcriber.transcribe(audio, 24000).text))
+        return float(np.mean(sims)), float(np.mean(wers))
+
+    def grid(self) -> dict[str, np.ndarray]:
+        """Embeddings of every grid blend speaking GRID_SENTENCE (shipped in assets/; computed if stale)."""
+        if self._grid is None:
+            names = blend_grid()
+            stored = np.load(GRID_FILE) if GRID_FILE.exists() else None
+            if stored is not None and list(stored["names"]) == names:
+                self._grid = dict(zip(names, stored["embeddings"], strict=True))
+            else:
+                self._grid = self.build_grid()
+        return self._grid
+
+    def build_grid(self) -> dict[str, np.ndarray]:
+        speak = self.kokoro.speak
+        return {
+            n: self.encoder.embed(speak(GRID_SENTENCE, self.kokoro.style(n)), 24000) for n in blend_grid()
+        }
+
+
+def median_f0(audio: np.ndarray, sample_rate: int) -> float:
+    """Median pitch of the voiced frames in Hz (0 when nothing is voiced)."""
+    f0, _ = pyworld.dio(np.asarray(audio, np.float64), sample_rate, frame_period=10.0)
+    voiced = f0[f0 > 0]
+    return float(np.median(voiced)) if voiced.size else 0.0
