@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import queue
+import threading
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Depends
@@ -55,11 +57,42 @@ def openai_speech(body: OpenAISpeechRequest, studio: Studio = Depends(get_studio
     request = SpeechRequest(text=body.input, voice=body.voice, engine=body.model, speed=body.speed)
     chunks = studio.speech.stream(request)
     first = next(chunks)  # errors (unknown voice, engine missing) surface here as JSON, before streaming
-    everything = itertools.chain([first], chunks)
+    everything = itertools.chain([first], _ahead(chunks))
     return StreamingResponse(
         _encode_stream(everything, first.sample_rate, body.response_format),
         media_type=audio_io.media_type(body.response_format),
     )
+
+
+def _ahead(chunks: Iterator[AudioChunk], depth: int = 2) -> Iterator[AudioChunk]:
+    """Keep synthesizing in a thread while earlier chunks are sent, instead of one sentence per pull;
+    stops when the client goes away (the response closes this generator)."""
+    buffer: queue.Queue[AudioChunk | BaseException | None] = queue.Queue(depth)
+    stopped = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stopped.is_set():
+                    try:
+                        buffer.put(chunk, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stopped.is_set():
+                    return
+            buffer.put(None)
+        except BaseException as error:  # surfaced to the consumer
+            buffer.put(error)
+
+    threading.Thread(target=produce, name="speech-ahead", daemon=True).start()
+    try:
+        while (item := buffer.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stopped.set()
 
 
 def _encode_stream(chunks: Iterator[AudioChunk], sample_rate: int, fmt: str) -> Iterator[bytes]:
