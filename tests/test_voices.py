@@ -87,6 +87,8 @@ def test_edit_and_reference_download(studio_client: TestClient, uploaded: dict) 
     assert patched["name"] == "Walker" and patched["transcript"] == "edited"
     reference, rate = sf.read(io.BytesIO(studio_client.get("/api/v1/voices/walker/reference").content))
     assert rate == 24000 and abs(len(reference) / rate - uploaded["duration"]) < 0.05
+    preview, rate = sf.read(io.BytesIO(studio_client.get("/api/v1/voices/walker/preview").content))
+    assert len(preview) / rate > 2.0 and np.sqrt(np.mean(preview**2)) > 0.02
 
 
 def test_fit_task_reports_progress_and_a_curve(studio_client: TestClient, uploaded: dict) -> None:

@@ -15,7 +15,7 @@ from studio.api.deps import caller, get_studio, rate_limited_caller
 from studio.api.routes_tasks import task_out
 from studio.api.schemas import TaskOut
 from studio.core import Studio
-from studio.errors import TooLarge
+from studio.errors import NotFound, TooLarge
 
 router = APIRouter(tags=["voices"])
 
@@ -94,8 +94,22 @@ def get_voice(voice_id: str, studio: Studio = Depends(get_studio)) -> dict[str, 
     "/api/v1/voices/{voice_id}/reference", dependencies=[Depends(caller)], response_class=FileResponse
 )
 def voice_reference(voice_id: str, studio: Studio = Depends(get_studio)) -> FileResponse:
+    """The cleaned reference clip (mono 24 kHz wav)."""
+    return _voice_file(studio, voice_id, "reference.wav")
+
+
+@router.get("/api/v1/voices/{voice_id}/preview", dependencies=[Depends(caller)], response_class=FileResponse)
+def voice_preview(voice_id: str, studio: Studio = Depends(get_studio)) -> FileResponse:
+    """A sentence spoken with the fitted voice (made when the voice is fitted)."""
+    return _voice_file(studio, voice_id, "preview.wav")
+
+
+def _voice_file(studio: Studio, voice_id: str, name: str) -> FileResponse:
     studio.library.require(voice_id)
-    return FileResponse(studio.library.root / voice_id / "reference.wav", media_type="audio/wav")
+    path = studio.library.root / voice_id / name
+    if not path.exists():
+        raise NotFound(f"voice '{voice_id}' has no {name.split('.')[0]} yet (fit it first)", "not_fitted")
+    return FileResponse(path, media_type="audio/wav")
 
 
 @router.patch("/api/v1/voices/{voice_id}", dependencies=[Depends(caller)])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
 from engines.base import EngineState
 from engines.kokoro_onnx import KokoroOnnxEngine
@@ -27,6 +28,7 @@ from studio.subtitles import Cue
 from studio.tasks.runner import TaskContext, TaskKind
 
 CLONE_PREFIX = "clone-"  # zero-shot styles, cached by the clip's hash
+PREVIEW_TEXT = "Hello! This is how I sound in the studio. I hope you like it."
 
 
 class CloningService:
@@ -79,7 +81,12 @@ class CloningService:
         result = self.fitter.fit(reference, RATE, mode, progress=progress)
         if context:
             context.log(_describe(result))
-        return self.library.save_style(voice_id, result.style, fit_report(result, mode))
+        record = self.library.save_style(voice_id, result.style, fit_report(result, mode))
+        preview = self.speech.synthesize(SpeechRequest(text=PREVIEW_TEXT, voice=voice_id, engine="kokoro"))
+        sf.write(
+            self.library.root / voice_id / "preview.wav", preview.audio, preview.sample_rate, subtype="PCM_16"
+        )
+        return record
 
     def task_kind(self) -> TaskKind:
         return TaskKind("voice_fit", self._run_fit_task)
