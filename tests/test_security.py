@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,60 @@ def test_settings_from_yaml_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("STUDIO_CONFIG", str(tmp_path / "missing.yaml"))
     with pytest.raises(FileNotFoundError, match=r"missing\.yaml"):
         Settings()
+
+
+def test_owners_see_only_their_own_tasks_unless_shared(tmp_path: Path) -> None:
+    with client_for(tmp_path, api_keys=["alice-key", "bob-key"]) as client:
+        alice = {"Authorization": "Bearer alice-key"}
+        bob = {"Authorization": "Bearer bob-key"}
+        body = {"kind": "speech", "config": {"text": "Private words.", "voice": "joe"}}
+        task = client.post("/api/v1/task/create", json=body, headers=alice).json()
+        base = f"/api/v1/task/{task['task_id']}"
+        deadline = time.monotonic() + 60
+        while client.get(base, headers=alice).json()["status"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert client.get(f"{base}/files/download/speech.wav", headers=alice).status_code == 200
+
+        for method, path in [
+            ("get", base),
+            ("get", f"{base}/logs"),
+            ("get", f"{base}/files/download/speech.wav"),
+            ("post", f"{base}/cancel"),
+            ("post", f"{base}/share"),
+            ("delete", base),
+        ]:
+            response = getattr(client, method)(path, headers=bob)
+            assert response.status_code == 404 and response.json()["error"]["code"] == "task_not_found", path
+        assert client.get("/api/v1/tasks", headers=bob).json()["tasks"] == []
+        assert [t["task_id"] for t in client.get("/api/v1/tasks", headers=alice).json()["tasks"]] == [
+            task["task_id"]
+        ]
+
+        assert client.post(f"{base}/share", headers=alice).json()["task_id"] == task["task_id"]
+        assert (
+            client.get(f"{base}/files/download/speech.wav", headers=bob).status_code == 200
+        )  # shared: readable
+        assert client.delete(base, headers=bob).status_code == 404  # but still only Alice's to delete
+        assert client.delete(base, headers=alice).status_code == 200
+
+
+def test_each_key_has_its_own_rate_limit_and_quota(tmp_path: Path) -> None:
+    with client_for(
+        tmp_path, api_keys=["slow:2", "capped:600:3", "plain"], rate_limit_per_minute=600
+    ) as client:
+        body = {"text": "", "voice_id": "joe"}  # rejected after the limits: cheap
+
+        def codes(key: str, n: int) -> list[int]:
+            headers = {"Authorization": f"Bearer {key}"}
+            return [
+                client.post("/api/v1/tts/synthesize", json=body, headers=headers).status_code
+                for _ in range(n)
+            ]
+
+        assert codes("capped", 5) == [422, 422, 422, 429, 429]  # daily quota of 3
+        quota = client.post("/api/v1/tts/synthesize", json=body, headers={"Authorization": "Bearer capped"})
+        assert quota.json()["error"]["code"] == "quota_exceeded"
+        slow = codes("slow", 12)
+        assert slow.count(422) == 10 and slow[-1] == 429  # burst 10, then 2 per minute
+        assert codes("plain", 10) == [422] * 10  # the server default rate, burst 10

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the studio, the caller's identity, the rate limit."""
+"""FastAPI dependencies: the studio, the caller's identity (owner), the rate limit."""
 
 from __future__ import annotations
 
@@ -12,12 +12,17 @@ def get_studio(request: Request) -> Studio:
 
 
 def caller(request: Request) -> str:
-    """The owner name of the caller (checks the API key when keys are configured)."""
-    return request.app.state.api_keys.check(request)
+    """The caller's owner name: `key-<hash>` with an API key, else `ip-<address>`."""
+    key = request.app.state.api_keys.identify(request)
+    if key is not None:
+        return key.owner
+    return f"ip-{request.client.host if request.client else 'unknown'}"
 
 
 def rate_limited_caller(request: Request) -> str:
+    """`caller`, after the caller's rate limit and daily quota (synthesis routes)."""
+    key = request.app.state.api_keys.identify(request)
     owner = caller(request)
-    client = owner or (request.client.host if request.client else "unknown")
-    request.app.state.rate_limiter.check(client)
+    limits = (key.per_minute, key.daily_requests) if key else (None, None)
+    request.app.state.rate_limiter.check(owner, *limits)
     return owner

@@ -25,12 +25,13 @@ def task_out(studio: Studio, task: Task) -> TaskOut:
     )
 
 
-def _task(studio: Studio, task_id: str) -> Task:
+def owned_task(studio: Studio, task_id: str, owner: str, change: bool = False) -> Task:
+    """The task if `owner` made it (or, to read, if it is shared); others get the same 404 as for no task."""
     try:
         task = studio.store.get(task_id)
     except KeyError:
         task = None
-    if task is None:
+    if task is None or not (task.owner == owner or (task.shared and not change)):
         raise NotFound(f"no task '{task_id}'", "task_not_found")
     return task
 
@@ -47,40 +48,58 @@ def create_task(
 
 
 @router.get("/api/v1/tasks")
-def list_tasks(studio: Studio = Depends(get_studio)) -> dict[str, list[TaskOut]]:
-    return {"tasks": [task_out(studio, task) for task in studio.store.list()]}
+def list_tasks(
+    studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+) -> dict[str, list[TaskOut]]:
+    """Your tasks, newest first."""
+    return {"tasks": [task_out(studio, task) for task in studio.store.list(owner=owner)]}
 
 
 @router.get("/api/v1/task/{task_id}")
-def get_task(task_id: str, studio: Studio = Depends(get_studio)) -> TaskOut:
-    return task_out(studio, _task(studio, task_id))
+def get_task(task_id: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)) -> TaskOut:
+    return task_out(studio, owned_task(studio, task_id, owner))
 
 
 @router.post("/api/v1/task/{task_id}/step/{step}")
-def run_step(task_id: str, step: str, body: StepRequest, studio: Studio = Depends(get_studio)) -> TaskOut:
+def run_step(
+    task_id: str,
+    step: str,
+    body: StepRequest,
+    studio: Studio = Depends(get_studio),
+    owner: str = Depends(caller),
+) -> TaskOut:
     """Run one named step of a stepwise task (training). Kinds without steps run as a whole."""
-    task = _task(studio, task_id)
+    task = owned_task(studio, task_id, owner, change=True)
     raise Conflict(f"task kind '{task.kind}' has no step '{step}': it runs as a whole", "no_steps")
 
 
 @router.post("/api/v1/task/{task_id}/cancel")
-def cancel_task(task_id: str, studio: Studio = Depends(get_studio)) -> TaskOut:
-    _task(studio, task_id)
+def cancel_task(task_id: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)) -> TaskOut:
+    owned_task(studio, task_id, owner, change=True)
     return task_out(studio, studio.runner.cancel(task_id))
 
 
+@router.post("/api/v1/task/{task_id}/share")
+def share_task(task_id: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)) -> TaskOut:
+    """Let anyone who knows the task id see and download it (cancel and delete stay the owner's)."""
+    owned_task(studio, task_id, owner, change=True)
+    return task_out(studio, studio.store.update(task_id, shared=True))
+
+
 @router.delete("/api/v1/task/{task_id}")
-def delete_task(task_id: str, studio: Studio = Depends(get_studio)) -> dict[str, str]:
-    _task(studio, task_id)
+def delete_task(
+    task_id: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+) -> dict[str, str]:
+    owned_task(studio, task_id, owner, change=True)
     studio.runner.delete(task_id)
     return {"task_id": task_id, "status": "deleted"}
 
 
 @router.post("/api/v1/task/{task_id}/files/upload")
 async def upload_file(
-    task_id: str, file: UploadFile, studio: Studio = Depends(get_studio)
+    task_id: str, file: UploadFile, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> dict[str, object]:
-    _task(studio, task_id)
+    owned_task(studio, task_id, owner, change=True)
     name = sanitize_filename(Path(file.filename or "").name, replacement_text="_").lstrip(".")
     if not name:
         raise BadInput("the uploaded file needs a name", "bad_filename")
@@ -96,8 +115,10 @@ async def upload_file(
 
 
 @router.get("/api/v1/task/{task_id}/files/download/{filename:path}", response_class=FileResponse)
-def download_file(task_id: str, filename: str, studio: Studio = Depends(get_studio)) -> FileResponse:
-    _task(studio, task_id)
+def download_file(
+    task_id: str, filename: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+) -> FileResponse:
+    owned_task(studio, task_id, owner)
     folder = studio.store.folder(task_id).resolve()
     path = (folder / filename).resolve()
     if not path.is_relative_to(folder) or not path.is_file() or filename not in studio.store.files(task_id):
@@ -106,6 +127,8 @@ def download_file(task_id: str, filename: str, studio: Studio = Depends(get_stud
 
 
 @router.get("/api/v1/task/{task_id}/logs", response_class=PlainTextResponse)
-def task_logs(task_id: str, studio: Studio = Depends(get_studio)) -> PlainTextResponse:
-    _task(studio, task_id)
+def task_logs(
+    task_id: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+) -> PlainTextResponse:
+    owned_task(studio, task_id, owner)
     return PlainTextResponse(studio.store.read_log(task_id))

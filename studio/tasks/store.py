@@ -43,6 +43,7 @@ class Task:
     result: dict[str, Any] = field(default_factory=dict)
     steps: dict[str, str] = field(default_factory=dict)  # step name -> pending/running/done/skipped/failed
     error_message: str = ""
+    shared: bool = False  # readable by anyone who knows the id
     created_at: float = 0.0
     updated_at: float = 0.0
     started_at: float | None = None
@@ -54,7 +55,7 @@ class Task:
 
 _COLUMNS = (
     "task_id, kind, task_name, owner, status, progress, current_step, eta_seconds, config, result, steps, "
-    "error_message, created_at, updated_at, started_at, finished_at"
+    "error_message, shared, created_at, updated_at, started_at, finished_at"
 )
 _JSON_FIELDS = ("config", "result", "steps")
 
@@ -74,6 +75,7 @@ class TaskStore:
                 task_id TEXT PRIMARY KEY, kind TEXT NOT NULL, task_name TEXT NOT NULL, owner TEXT NOT NULL,
                 status TEXT NOT NULL, progress REAL NOT NULL, current_step TEXT NOT NULL, eta_seconds REAL,
                 config TEXT NOT NULL, result TEXT NOT NULL, steps TEXT NOT NULL, error_message TEXT NOT NULL,
+                shared INTEGER NOT NULL DEFAULT 0,
                 created_at REAL NOT NULL, updated_at REAL NOT NULL, started_at REAL, finished_at REAL)"""
         )
 
@@ -184,4 +186,5 @@ def _from_row(row: tuple[Any, ...]) -> Task:
     for name in _JSON_FIELDS:
         data[name] = json.loads(data[name])
     data["status"] = TaskStatus(data["status"])
+    data["shared"] = bool(data["shared"])
     return Task(**data)

@@ -32,6 +32,11 @@ def all_voices(studio: Studio) -> list[tuple[str, str]]:
     return [(f"{v.name} ({v.id}, {v.engine})", v.id) for v in studio.registry.voices()]
 
 
+def ui_owner(request: gr.Request) -> str:
+    """Who owns a task made in the UI: the logged-in user, else this browser session."""
+    return f"user-{request.username}" if request.username else f"ui-{request.session_hash}"
+
+
 def speaker_title(speaker_id: str, label: str) -> str:
     return speaker_id if label == speaker_id else f"{speaker_id} · {label}"
 
@@ -115,9 +120,19 @@ def build_dialogue_tab(studio: Studio) -> None:
         path.write_bytes(audio_io.encode(speech.audio, speech.sample_rate, "wav"))
         return str(path)
 
-    def on_generate(
-        text: str, pause_ms: float, out_fmt: str, spell: bool, *voices: str
+    def on_generate(  # one voice argument per speaker row (MAX_SPEAKERS), then who asks
+        text: str,
+        pause_ms: float,
+        out_fmt: str,
+        spell: bool,
+        s1: str,
+        s2: str,
+        s3: str,
+        s4: str,
+        s5: str,
+        request: gr.Request,
     ) -> Iterator[list[Any]]:
+        voices = (s1, s2, s3, s4, s5)
         config = {
             "script": text,
             "voices": {f"S{n}": v for n, v in enumerate(voices, 1) if v},
@@ -131,7 +146,7 @@ def build_dialogue_tab(studio: Studio) -> None:
             raise gr.Error(error.message) from None
         present = {s.id for s in script_obj.speakers}
         config["voices"] = {k: v for k, v in config["voices"].items() if k in present}
-        task = studio.runner.submit("dialogue", "dialogue (UI)", config)
+        task = studio.runner.submit("dialogue", "dialogue (UI)", config, ui_owner(request))
         yield [task.task_id, "Queued…", None, "", None]
         while True:
             task = studio.store.get(task.task_id)
