@@ -1,4 +1,5 @@
-"""Shared fixtures: an in-process studio (TestClient), a live server process, the bundled ASR."""
+"""Shared fixtures: an in-process studio (TestClient), a live server process, the bundled ASR, and a
+headless Chromium (Debian's, driven by Playwright) for the browser tests."""
 
 from __future__ import annotations
 
@@ -9,15 +10,33 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Never `playwright install` (it downloads browsers): the browser tests use the system chromium.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+UI_TIMEOUT_MS = 30_000  # default wait for any element or assertion in a browser test
 
 
 @pytest.fixture(scope="session")
@@ -111,3 +130,35 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server = LiveServer(tmp_path_factory.mktemp("live")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the whole run; tests that need it are skipped where it is missing."""
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"{CHROMIUM} is missing: run scripts/ensure_chromium.sh (or apt-get install chromium) "
+            "for the browser tests"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright pip package is not installed"
+    )
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, live_server: LiveServer) -> Iterator[Page]:
+    """A fresh browser context on the studio's front page, the Speech tab showing."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(live_server.url + "/", wait_until="domcontentloaded")
+    # The Speech tab is the first one: its text box is what a user sees first.
+    expect(page.locator("#speech-text textarea")).to_be_visible()
+    yield page
+    context.close()

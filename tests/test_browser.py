@@ -1,12 +1,12 @@
 """The studio as a user sees it: a real headless Chromium (Debian's, driven by Playwright) against `python app.py`.
 
-Never `playwright install` (it downloads browsers); the system chromium is used instead.
+Never `playwright install` (it downloads browsers); the system chromium is used instead. The `browser`
+and `page` fixtures live in conftest.py (shared with the other browser test modules).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin
@@ -15,12 +15,6 @@ import httpx
 import numpy as np
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(
-        f"{CHROMIUM} is missing: run scripts/ensure_chromium.sh (or apt-get install chromium) for the browser tests",
-        allow_module_level=True,
-    )
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pip package is not installed")
 
 from studio.audio import decode  # noqa: E402
@@ -31,40 +25,9 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 GENERATE_TIMEOUT_MS = 120_000
-UI_TIMEOUT_MS = 30_000
 STATE = 1  # the engines table's state column
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[sync_api.Browser]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: sync_api.Browser, live_server: LiveServer) -> Iterator[sync_api.Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    page = context.new_page()
-    page.goto(live_server.url + "/", wait_until="domcontentloaded")
-    # The Speech tab is the first one: its text box is what a user sees first.
-    sync_api.expect(page.locator("#speech-text textarea")).to_be_visible()
-    yield page
-    context.close()
 
 
 def pick_voice(page: sync_api.Page, voice: str) -> None:

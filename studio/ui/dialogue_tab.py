@@ -13,7 +13,7 @@ from studio import audio as audio_io
 from studio.core import Studio
 from studio.errors import StudioError
 from studio.services.dialogue import DEFAULT_VOICES, DialogueRequest
-from studio.services.script import parse_script
+from studio.services.script import Script, parse_script
 from studio.services.speech import SpeechRequest
 from studio.tasks.store import TaskStatus
 
@@ -37,6 +37,13 @@ def ui_owner(request: gr.Request) -> str:
     return f"user-{request.username}" if request.username else f"ui-{request.session_hash}"
 
 
+def summarize(script: Script) -> str:
+    labels = {s.id: s.label for s in script.speakers}
+    return f"{len(script.turns)} turns, {len(labels)} speakers: " + ", ".join(
+        f"{k} = {v}" for k, v in labels.items()
+    )
+
+
 def speaker_title(speaker_id: str, label: str) -> str:
     return speaker_id if label == speaker_id else f"{speaker_id} · {label}"
 
@@ -58,7 +65,7 @@ def build_dialogue_tab(studio: Studio) -> None:
                 info="[S1] text, (s1) text, Speaker 1: text, Name: text; untagged lines alternate S1, S2",
                 elem_id="dialogue-script",
             )
-            parsed = gr.Markdown(elem_id="dialogue-parsed")
+            parsed = gr.Markdown(summarize(parse_script(first)) if first else "", elem_id="dialogue-parsed")
         with gr.Column(scale=2):
             rows = []
             for n in range(1, MAX_SPEAKERS + 1):
@@ -96,12 +103,10 @@ def build_dialogue_tab(studio: Studio) -> None:
         try:
             parsed_script = parse_script(text)
         except StudioError as error:
-            return [f"⚠️ {error.message}"] + [gr.Row(visible=False), gr.Dropdown()] * MAX_SPEAKERS
+            # Keep the speaker rows as they were while the user is mid-edit.
+            return [f"⚠️ {error.message}"] + [gr.skip()] * (2 * MAX_SPEAKERS)
         labels = {s.id: s.label for s in parsed_script.speakers}
-        summary = f"{len(parsed_script.turns)} turns, {len(labels)} speakers: " + ", ".join(
-            f"{sid} = {label}" for sid, label in labels.items()
-        )
-        updates: list[Any] = [summary]
+        updates: list[Any] = [summarize(parsed_script)]
         for n in range(1, MAX_SPEAKERS + 1):
             sid = f"S{n}"
             updates += [
@@ -141,11 +146,11 @@ def build_dialogue_tab(studio: Studio) -> None:
             "normalize": spell,
         }
         try:
-            script_obj, _ = studio.dialogue.plan(DialogueRequest.from_config(config))
+            present = {s.id for s in parse_script(text).speakers}  # hidden rows hold voices too: drop them
+            config["voices"] = {k: v for k, v in config["voices"].items() if k in present}
+            studio.dialogue.plan(DialogueRequest.from_config(config))
         except StudioError as error:
             raise gr.Error(error.message) from None
-        present = {s.id for s in script_obj.speakers}
-        config["voices"] = {k: v for k, v in config["voices"].items() if k in present}
         task = studio.runner.submit("dialogue", "dialogue (UI)", config, ui_owner(request))
         yield [task.task_id, "Queued…", None, "", None]
         while True:
@@ -163,8 +168,8 @@ def build_dialogue_tab(studio: Studio) -> None:
             ]
             time.sleep(0.5)
         if task.status != TaskStatus.COMPLETED:
-            reason = task.error_message or "cancelled"
-            yield [task.task_id, f"**{task.status.value}**: {reason}", None, "", None]
+            reason = f": {task.error_message}" if task.error_message else ""
+            yield [task.task_id, f"**{task.status.value}**{reason}", None, "", None]
             return
         folder = studio.store.folder(task.task_id)
         files = [str(folder / name) for name in ("dialogue.srt", "dialogue.vtt", "timing.json", "turns.zip")]
