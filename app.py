@@ -1,18 +1,23 @@
 """Speech Studio entry point: `python app.py [--host 0.0.0.0] [--port 7860] [--share]`.
 
-Also the Hugging Face Spaces entry (Spaces run `python app.py`).
+Also the Hugging Face Spaces entry (Spaces run `python app.py`). Logs are JSON lines on stderr
+(`STUDIO_LOG_FORMAT=text` for plain text). SIGTERM or Ctrl+C shut down gracefully: open requests get
+a few seconds, running resumable tasks are paused and resume on the next start, and the process exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
+import signal
 import socket
+import sys
 
 # Offline by design: no hub lookups, no telemetry (gradio_client otherwise pings the hub).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+SHUTDOWN_GRACE_S = 5  # open requests get this long after SIGTERM before they are cut
 
 
 def lan_address() -> str:
@@ -49,11 +54,16 @@ def main() -> None:
     import uvicorn
 
     from studio.config import Settings
+    from studio.observability import configure_logging
     from studio.server import create_app
 
+    configure_logging(json=os.environ.get("STUDIO_LOG_FORMAT", "json").lower() != "text")
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     settings = Settings(**overrides)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from studio.space import running_on_space, space_settings
+
+    if running_on_space():  # Hugging Face Space: shared-use preset (explicit settings still win)
+        settings = space_settings(settings)
     app = create_app(settings)
     shown = lan_address() if settings.host == "0.0.0.0" else settings.host
     print(
@@ -64,7 +74,18 @@ def main() -> None:
         print(
             "--share: a public link needs the Gradio share server; it is not reachable offline.", flush=True
         )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    # uvicorn re-raises the SIGTERM it handled once the shutdown is done; by then everything is saved,
+    # so that second delivery just ends the process with status 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        log_config=None,  # uvicorn's own lines go through our (JSON) handler
+        access_log=False,  # studio.observability logs each request, with its id and owner
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # streams and the UI's open polls don't hold the exit
+    )
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ progress and time subtitles without waiting for the whole text.
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -22,6 +24,8 @@ import numpy as np
 
 from engines.gpu import GpuAllocator, Lease
 from engines.text import split_sentences
+
+log = logging.getLogger("engines")
 
 
 class Capability(StrEnum):
@@ -114,6 +118,42 @@ class SynthesisOptions:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+# Set in threads that do background work (long tasks): they give way to interactive requests.
+background_work: contextvars.ContextVar[bool] = contextvars.ContextVar("background_work", default=False)
+
+
+class RunLock:
+    """One synthesis at a time on a model, and interactive callers go first.
+
+    A background caller (see `background_work`) waits while any interactive caller is waiting, so a
+    short speech request waits for at most the one sentence a long task is speaking, not its queue.
+    """
+
+    def __init__(self) -> None:
+        self._free = threading.Condition()
+        self._held = False
+        self._interactive_waiting = 0
+
+    def __enter__(self) -> RunLock:
+        background = background_work.get()
+        with self._free:
+            if not background:
+                self._interactive_waiting += 1
+            try:
+                while self._held or (background and self._interactive_waiting):
+                    self._free.wait()
+            finally:
+                if not background:
+                    self._interactive_waiting -= 1
+            self._held = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._free:
+            self._held = False
+            self._free.notify_all()
+
+
 class Engine(ABC):
     """Base class: lazy, thread-safe loading and sentence streaming; subclasses do the model work."""
 
@@ -123,10 +163,11 @@ class Engine(ABC):
         self.weights_dir = weights_dir
         self.allocator = allocator
         self._load_lock = threading.Lock()
-        self._run_lock = threading.Lock()  # one synthesis at a time per loaded model
+        self._run_lock = RunLock()  # one synthesis at a time per loaded model, interactive first
         self._loaded = False
         self._lease: Lease | None = None
         self.last_used = 0.0
+        self.listeners: list[Callable[[dict[str, object]], None]] = []  # load/unload events (metrics)
 
     # ---- state -------------------------------------------------------------------------------
     def status(self) -> EngineStatus:
@@ -162,6 +203,7 @@ class Engine(ABC):
             if status.state not in (EngineState.READY, EngineState.LOADED):
                 raise EngineUnavailable(f"{self.info.name}: " + "; ".join(status.missing))
             needs_gpu = any(r.kind == "gpu" for r in self.info.requirements)
+            started = time.monotonic()
             self._lease = self.allocator.acquire(
                 f"engine:{self.info.name}",
                 memory_mb=self.info.memory_mb if needs_gpu else 0,
@@ -172,18 +214,33 @@ class Engine(ABC):
             except Exception:
                 self.allocator.release(self._lease)
                 self._lease = None
+                self._event("load-failed", time.monotonic() - started)
                 raise
             self._loaded = True
+            self._event("load", time.monotonic() - started)
 
     def unload(self) -> None:
         with self._load_lock, self._run_lock:
             if not self._loaded:
                 return
+            started = time.monotonic()
             self._unload()
             self._loaded = False
             if self._lease:
                 self.allocator.release(self._lease)
                 self._lease = None
+            self._event("unload", time.monotonic() - started)
+
+    def _event(self, action: str, seconds: float) -> None:
+        """Log one `engine` event and hand it to the listeners."""
+        event = {"event": "engine", "engine": self.info.name, "action": action, "seconds": round(seconds, 3)}
+        level = logging.WARNING if action == "load-failed" else logging.INFO
+        log.log(level, "engine %s: %s in %.2f s", self.info.name, action, seconds, extra=event)
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("engine event listener failed")
 
     # ---- speech --------------------------------------------------------------------------------
     def voices(self) -> list[VoiceInfo]:

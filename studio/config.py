@@ -29,10 +29,14 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = 30  # per client, on synthesis routes; 0 disables
     rate_limit_burst: int = 10
     max_text_chars: int = 20_000
+    max_dialogue_chars: int = 0  # a dialogue script's length; 0: 10 x max_text_chars
+    max_dialogue_turns: int = 0  # turns in a dialogue script; 0: no limit
+    allow_thorough_fit: bool = True  # thorough voice fitting (minutes of CPU per voice)
     max_upload_mb: int = 50
     task_workers: int = 1  # long jobs that run at once
     onnx_threads: int = 0  # 0: one per core
     cors_origins: CommaList = Field(default_factory=list)
+    space_note: str = ""  # Markdown shown at the top of the UI (the Hugging Face Space preset fills it)
 
     @field_validator("api_keys", "ui_users", "cors_origins", mode="before")
     @classmethod

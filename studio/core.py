@@ -43,9 +43,14 @@ class Studio:
         builtin_ids = {v.id for v in self.registry.voices()} | set(OPENAI_VOICES)
         self.library = VoiceLibrary(settings.data_dir / "voices", self.transcriber, builtin_ids)
         self.cloning = CloningService(
-            self.library, self.speech, self.transcriber, settings.cache_dir, settings.max_upload_mb * 2**20
+            self.library,
+            self.speech,
+            self.transcriber,
+            settings.cache_dir,
+            settings.max_upload_mb * 2**20,
+            settings.allow_thorough_fit,
         )
-        self.dialogue = DialogueService(self.speech)
+        self.dialogue = DialogueService(self.speech, settings.max_dialogue_chars, settings.max_dialogue_turns)
         for kind in (self.speech.task_kind(), self.dialogue.task_kind(), self.cloning.task_kind()):
             self.runner.register(kind)
 

@@ -185,10 +185,10 @@ def test_cancel_stops_a_dialogue_promptly(tmp_path: Path) -> None:
     turns = studio.store.folder(task.task_id) / "_turns"
     while not list(turns.glob("*.json")):
         time.sleep(0.02)
-    started = time.monotonic()
     studio.runner.cancel(task.task_id)
-    assert studio.runner.wait(task.task_id, timeout=30).status == TaskStatus.CANCELLED
-    assert time.monotonic() - started < 5  # stops at the next sentence, not at the end
+    assert studio.runner.wait(task.task_id, timeout=60).status == TaskStatus.CANCELLED
+    # It stopped at the next sentence, not at the end: most of the 40 turns were never made.
+    assert len(list(turns.glob("*.json"))) < 10
     studio.stop()
 
 

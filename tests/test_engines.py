@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +127,33 @@ def test_kokoro_speaks_mandarin(kokoro: KokoroOnnxEngine) -> None:
     )
     audio, rate = spoken(chunks)
     assert len(audio) / rate > 1.0 and np.sqrt(np.mean(audio**2)) > 0.02
+
+
+def test_interactive_callers_go_before_background_work() -> None:
+    from engines.base import RunLock, background_work
+
+    lock, order = RunLock(), []
+    holder_in, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            holder_in.set()
+            release.wait(5)
+
+    def take(name: str, background: bool) -> None:
+        background_work.set(background)
+        with lock:
+            order.append(name)
+
+    threading.Thread(target=hold).start()
+    holder_in.wait(5)
+    waiters = [threading.Thread(target=take, args=("task", True))]
+    waiters[0].start()
+    time.sleep(0.1)  # the task queued first...
+    waiters.append(threading.Thread(target=take, args=("request", False)))
+    waiters[1].start()
+    time.sleep(0.1)
+    release.set()
+    for waiter in waiters:
+        waiter.join(5)
+    assert order == ["request", "task"]  # ...but the interactive request went first

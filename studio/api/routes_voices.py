@@ -15,7 +15,8 @@ from studio.api.deps import caller, get_studio, rate_limited_caller
 from studio.api.routes_tasks import task_out
 from studio.api.schemas import TaskOut
 from studio.core import Studio
-from studio.errors import NotFound, TooLarge
+from studio.errors import BadInput, NotFound, TooLarge
+from studio.services.cloning import THOROUGH_OFF
 
 router = APIRouter(tags=["voices"])
 
@@ -60,6 +61,7 @@ async def upload_voice(
     studio: Studio = Depends(get_studio),
     owner: str = Depends(caller),
 ) -> dict[str, Any]:
+    _check_fit_mode(studio, fit)
     limit = studio.settings.max_upload_mb * 2**20
     data = await read_limited(voice_file, limit)
     latent = await read_limited(voice_latent, limit) if voice_latent else None
@@ -104,6 +106,11 @@ def voice_preview(voice_id: str, studio: Studio = Depends(get_studio)) -> FileRe
     return _voice_file(studio, voice_id, "preview.wav")
 
 
+def _check_fit_mode(studio: Studio, mode: str) -> None:
+    if mode == "thorough" and not studio.settings.allow_thorough_fit:
+        raise BadInput(THOROUGH_OFF, "thorough_fit_disabled")
+
+
 def _voice_file(studio: Studio, voice_id: str, name: str) -> FileResponse:
     studio.library.require(voice_id)
     path = studio.library.root / voice_id / name
@@ -128,6 +135,7 @@ def fit_voice(
     voice_id: str, body: FitBody, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> TaskOut:
     """Fit (again) as a task: progress, and a live similarity curve in the task's curve.json."""
+    _check_fit_mode(studio, body.mode)
     studio.library.require(voice_id)
     task = studio.runner.submit(
         "voice_fit", f"fit {voice_id}", {"voice_id": voice_id, "mode": body.mode}, owner

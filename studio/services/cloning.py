@@ -24,11 +24,13 @@ from studio.services.speaker import SpeakerEncoder
 from studio.services.speech import Speech, SpeechRequest, SpeechService
 from studio.services.voice_fit import MODES, FitResult, VoiceFitter
 from studio.services.voices import RATE, VoiceLibrary, VoiceRecord, clean_reference
+from studio.space import gpu_duration, on_zero_gpu
 from studio.subtitles import Cue
 from studio.tasks.runner import TaskContext, TaskKind
 
 CLONE_PREFIX = "clone-"  # zero-shot styles, cached by the clip's hash
 PREVIEW_TEXT = "Hello! This is how I sound in the studio. I hope you like it."
+THOROUGH_OFF = "thorough voice fitting is turned off on this server (shared use): fit with 'quick' instead"
 
 
 class CloningService:
@@ -39,8 +41,10 @@ class CloningService:
         transcriber: Transcriber,
         cache_dir: Path,
         max_upload_bytes: int,
+        allow_thorough_fit: bool = True,
     ) -> None:
         self.library = library
+        self.allow_thorough_fit = allow_thorough_fit
         self.speech = speech
         self.transcriber = transcriber
         self.cache_dir = cache_dir
@@ -69,6 +73,8 @@ class CloningService:
     def fit_voice(self, voice_id: str, mode: str, context: TaskContext | None = None) -> VoiceRecord:
         if mode not in MODES:
             raise BadInput(f"mode must be one of {', '.join(MODES)}", "bad_mode")
+        if mode == "thorough" and not self.allow_thorough_fit:
+            raise BadInput(THOROUGH_OFF, "thorough_fit_disabled")
         reference = self.library.reference(voice_id)
         progress = None
         if context:
@@ -122,6 +128,7 @@ class CloningService:
             EngineState.LOADED,
         )
 
+    @on_zero_gpu(lambda self, text, *_: clone_gpu_seconds(text))
     def _megatts3(
         self, text: str, clip: bytes, filename: str, speed: float, latent: bytes
     ) -> tuple[Speech, dict[str, Any]]:
@@ -156,6 +163,11 @@ class CloningService:
         with self._lock:
             self._clones[voice_id] = style
         return style
+
+
+def clone_gpu_seconds(text: str) -> int:
+    """ZeroGPU duration for one MegaTTS3 clone: grows with the text."""
+    return gpu_duration("clone", len(text))
 
 
 def fit_report(result: FitResult, mode: str) -> dict[str, Any]:

@@ -23,9 +23,10 @@ import soundfile as sf
 from engines.base import EngineState
 from engines.text import detect_language, split_sentences
 from studio import audio as audio_io
-from studio.errors import BadInput, Unavailable
+from studio.errors import BadInput, TooLarge, Unavailable
 from studio.services.script import Script, Turn, normalize_text, parse_script
 from studio.services.speech import SENTENCE_GAP_S, SpeechRequest, SpeechService
+from studio.space import gpu_duration, on_zero_gpu
 from studio.subtitles import Cue, to_srt, to_vtt
 from studio.tasks.runner import TaskContext, TaskKind
 
@@ -83,8 +84,10 @@ class PlannedTurn:
 
 
 class DialogueService:
-    def __init__(self, speech: SpeechService) -> None:
+    def __init__(self, speech: SpeechService, max_chars: int = 0, max_turns: int = 0) -> None:
         self.speech = speech
+        self.max_chars = max_chars or speech.max_text_chars * 10  # a script's length
+        self.max_turns = max_turns  # 0: no limit
 
     # ---- planning: everything that can be wrong is found before any audio is made ----------
     def plan(self, request: DialogueRequest) -> tuple[Script, list[PlannedTurn]]:
@@ -92,11 +95,16 @@ class DialogueService:
             raise BadInput(f"format must be one of {', '.join(OUTPUT_FORMATS)}", "bad_format")
         if not 0 <= request.pause_ms <= 10_000:
             raise BadInput("pause_ms must be between 0 and 10000", "bad_pause")
-        if len(request.script) > self.speech.max_text_chars * 10:
-            raise BadInput(
-                f"script is longer than {self.speech.max_text_chars * 10} characters", "script_too_long"
+        if len(request.script) > self.max_chars:
+            raise TooLarge(
+                f"script is {len(request.script)} characters; the limit is {self.max_chars}",
+                "script_too_long",
             )
         script = parse_script(request.script)
+        if self.max_turns and len(script.turns) > self.max_turns:
+            raise TooLarge(
+                f"script has {len(script.turns)} turns; the limit is {self.max_turns}", "too_many_turns"
+            )
         if request.engine == WHOLE_SCRIPT_ENGINE:
             return script, self._plan_whole_script(script, request)
         if request.engine:
@@ -226,6 +234,7 @@ class DialogueService:
         )
         tmp.replace(meta)
 
+    @on_zero_gpu(lambda self, planned, turns_dir: whole_script_gpu_seconds(planned))
     def _render_whole_script(self, planned: list[PlannedTurn], turns_dir: Path) -> None:
         """One pass through a whole-script engine (MOSS-TTSD), cut into turns at the longest silences.
 
@@ -331,6 +340,11 @@ class DialogueService:
             energy[p.turn.speaker] = energy.get(p.turn.speaker, 0.0) + float(np.sum(voiced**2))
             samples[p.turn.speaker] = samples.get(p.turn.speaker, 0) + len(voiced)
         return {s: TARGET_RMS / max(np.sqrt(energy[s] / max(samples[s], 1)), 1e-4) for s in energy}
+
+
+def whole_script_gpu_seconds(planned: list[PlannedTurn]) -> int:
+    """ZeroGPU duration for one whole-script pass: grows with the script's text."""
+    return gpu_duration("dialogue", sum(len(p.turn.text) for p in planned))
 
 
 def _split_at_pauses(audio: np.ndarray, weights: list[int]) -> list[np.ndarray]:

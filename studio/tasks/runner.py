@@ -3,7 +3,8 @@
 A task kind is a `TaskKind`: a function that does the work given a `TaskContext`, and whether it can
 resume after a restart (it finds its own finished pieces in its folder and skips them). The runner
 owns the lifecycle: pending -> running -> completed | failed | cancelled, the log, the ETA, and the
-release of every GPU lease a task held, whatever way it ended.
+release of every GPU lease a task held, whatever way it ended. Each step of that lifecycle is logged as
+a `task` event and handed to `listeners` (the metrics).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engines.base import background_work
 from engines.gpu import GpuAllocator, Lease
 from studio.tasks.store import Task, TaskStatus, TaskStore
 
@@ -107,6 +109,7 @@ class TaskRunner:
         ]
         self._started = False
         self._stopping = False
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []  # each gets every task event
 
     def register(self, kind: TaskKind) -> None:
         self.kinds[kind.name] = kind
@@ -138,6 +141,7 @@ class TaskRunner:
             raise KeyError(f"unknown task kind '{kind}'; kinds: {', '.join(self.kinds)}")
         task = self.store.create(kind, task_name, config, owner, list(self.kinds[kind].steps))
         self.store.append_log(task.task_id, f"created ({kind})")
+        self._event(task, "submitted")
         self._queue.put(task.task_id)
         return task
 
@@ -148,9 +152,11 @@ class TaskRunner:
         self._cancel_event(task_id).set()
         if task.status == TaskStatus.PENDING:
             self.store.append_log(task_id, "cancelled before it started")
-            return self.store.update(
+            task = self.store.update(
                 task_id, status=TaskStatus.CANCELLED, finished_at=time.time(), eta_seconds=None
             )
+            self._event(task, "cancelled")
+            return task
         self.store.append_log(task_id, "cancel requested")
         return task
 
@@ -165,6 +171,8 @@ class TaskRunner:
             task = self._require(task_id)
             if task.status.finished or (deadline is not None and time.monotonic() > deadline):
                 return task
+            if self._stopping and task.status == TaskStatus.PENDING:
+                return task  # paused by the shutdown (or never to start): don't hold the caller's thread
             time.sleep(0.05)
 
     def queue_position(self, task_id: str) -> int:
@@ -180,7 +188,24 @@ class TaskRunner:
 
     def _cancel_event(self, task_id: str) -> threading.Event:
         with self._lock:
-            return self._cancels.setdefault(task_id, threading.Event())
+            event = self._cancels.setdefault(task_id, threading.Event())
+            if self._stopping:  # a task that starts while the runner stops stops at its first check
+                event.set()
+            return event
+
+    def _event(self, task: Task, action: str, seconds: float | None = None, **fields: Any) -> None:
+        """Log one `task` event and hand it to the listeners (a failing listener never stops a task)."""
+        event = {"event": "task", "action": action, "task_id": task.task_id, "kind": task.kind}
+        event |= {"owner": task.owner, "status": task.status.value, **fields}
+        if seconds is not None:
+            event["seconds"] = round(seconds, 3)
+        level = logging.WARNING if action in ("failed", "interrupted") else logging.INFO
+        log.log(level, "task %s %s", task.task_id, action, extra=event)
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("task event listener failed")
 
     def _recover(self) -> None:
         for task in self.store.list():
@@ -190,20 +215,27 @@ class TaskRunner:
                     self.store.append_log(
                         task.task_id, "server restarted: resuming from the last finished piece"
                     )
-                    self.store.update(task.task_id, status=TaskStatus.PENDING)
+                    self._event(self.store.update(task.task_id, status=TaskStatus.PENDING), "resumed")
                     self._queue.put(task.task_id)
                 else:
                     self.store.append_log(task.task_id, "server restarted while this task ran: interrupted")
-                    self.store.update(
+                    task = self.store.update(
                         task.task_id,
                         status=TaskStatus.FAILED,
                         error_message="interrupted by a server restart; create the task again",
                         finished_at=time.time(),
                     )
+                    self._event(task, "interrupted")
             elif task.status == TaskStatus.PENDING:
+                if task.started_at:  # paused by a shutdown
+                    self.store.append_log(
+                        task.task_id, "server restarted: resuming from the last finished piece"
+                    )
+                self._event(task, "resumed" if task.started_at else "requeued")
                 self._queue.put(task.task_id)
 
     def _work(self) -> None:
+        background_work.set(True)  # tasks give way to interactive requests on shared engines
         while True:
             task_id = self._queue.get()
             if task_id is None:
@@ -219,48 +251,57 @@ class TaskRunner:
     def _run(self, task: Task) -> None:
         kind = self.kinds.get(task.kind)
         if kind is None:
-            self.store.update(
+            task = self.store.update(
                 task.task_id, status=TaskStatus.FAILED, error_message=f"unknown task kind '{task.kind}'"
             )
+            self._event(task, "failed", error=task.error_message)
             return
-        self.store.update(task.task_id, status=TaskStatus.RUNNING, started_at=task.started_at or time.time())
+        waited = time.time() - task.created_at
+        task = self.store.update(
+            task.task_id, status=TaskStatus.RUNNING, started_at=task.started_at or time.time()
+        )
         self.store.append_log(task.task_id, "started")
+        self._event(task, "started", waited)
+        started = time.monotonic()
         context = TaskContext(self, task)
         try:
             result = kind.run(context) or {}
         except TaskCancelled:
             if self._stopping and kind.resumable:
                 self.store.append_log(task.task_id, "server shutting down: paused, resumes on the next start")
-                self.store.update(task.task_id, status=TaskStatus.PENDING)
+                task = self.store.update(task.task_id, status=TaskStatus.PENDING)
+                self._event(task, "paused", time.monotonic() - started)
             elif self._stopping:
                 self.store.append_log(task.task_id, "server shutting down: interrupted")
-                self.store.update(
+                task = self.store.update(
                     task.task_id,
                     status=TaskStatus.FAILED,
                     error_message="interrupted by a server shutdown; create the task again",
                     finished_at=time.time(),
                 )
+                self._event(task, "interrupted", time.monotonic() - started)
             else:
                 self.store.append_log(task.task_id, "cancelled")
-                self.store.update(
+                task = self.store.update(
                     task.task_id, status=TaskStatus.CANCELLED, finished_at=time.time(), eta_seconds=None
                 )
+                self._event(task, "cancelled", time.monotonic() - started)
         except Exception as error:
             reason = str(error) or type(error).__name__
             self.store.append_log(task.task_id, f"failed: {reason}")
             if not isinstance(error, TaskFailed):
                 self.store.append_log(task.task_id, traceback.format_exc())
-            log.warning("task %s failed: %s", task.task_id, reason)
-            self.store.update(
+            task = self.store.update(
                 task.task_id,
                 status=TaskStatus.FAILED,
                 error_message=reason,
                 finished_at=time.time(),
                 eta_seconds=None,
             )
+            self._event(task, "failed", time.monotonic() - started, error=reason)
         else:
             self.store.append_log(task.task_id, "completed")
-            self.store.update(
+            task = self.store.update(
                 task.task_id,
                 status=TaskStatus.COMPLETED,
                 progress=100.0,
@@ -268,6 +309,7 @@ class TaskRunner:
                 result=result,
                 finished_at=time.time(),
             )
+            self._event(task, "completed", time.monotonic() - started)
         finally:
             released = self.allocator.release_owner(task.task_id)
             if released:
