@@ -52,6 +52,9 @@ class TaskContext:
         self.folder: Path = runner.store.folder(task.task_id)
         self._cancel = runner._cancel_event(task.task_id)
         self._started = time.monotonic()
+        self._start_percent: float | None = (
+            None  # progress when this run first reported (after a resume: > 0)
+        )
         self._last_write = 0.0
         self._last_step: str | None = None
 
@@ -79,8 +82,11 @@ class TaskContext:
         if not force and step == self._last_step and now - self._last_write < 0.2 and percent < 100:
             return
         self._last_write, self._last_step = now, step
-        elapsed = now - self._started
-        eta = elapsed * (100 - percent) / percent if percent > 0 else None
+        if self._start_percent is None:
+            self._start_percent = percent
+        # The rate of this run only: work kept from before a restart took no time now.
+        done_now = percent - self._start_percent
+        eta = (now - self._started) * (100 - percent) / done_now if done_now > 0 else None
         changes: dict[str, Any] = {"progress": round(min(max(percent, 0.0), 100.0), 2), "eta_seconds": eta}
         if step is not None:
             changes["current_step"] = step
