@@ -8,15 +8,20 @@ from studio.core import Studio
 from studio.ui.dialogue_tab import build_dialogue_tab
 from studio.ui.engines_tab import build_engines_tab
 from studio.ui.speech_tab import build_speech_tab
+from studio.ui.voices_tab import build_voices_tab
 
 
 def build_ui(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="Speech Studio") as blocks:
         gr.Markdown("# Speech Studio\nSpeech, dialogue, voices and talking video — on your own machine.")
+        if studio.settings.space_note:  # on a shared Hugging Face Space: its limits and storage
+            gr.Markdown(studio.settings.space_note, elem_id="space-note")
         with gr.Tab("Speech", id="speech"):
             build_speech_tab(studio)
         with gr.Tab("Dialogue", id="dialogue"):
             build_dialogue_tab(studio)
+        with gr.Tab("Voices & Cloning", id="voices"):
+            build_voices_tab(studio)
         with gr.Tab("Engines", id="engines"):
             build_engines_tab(studio)
     return blocks
