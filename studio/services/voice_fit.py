@@ -60,7 +60,7 @@ class FitMode:
 
 
 MODES = {
-    "quick": FitMode("quick", probes=1, max_trials=14, seconds=60.0),
+    "quick": FitMode("quick", probes=1, max_trials=14, seconds=180.0),
     "thorough": FitMode("thorough", probes=2, max_trials=110, seconds=900.0),
 }
 
