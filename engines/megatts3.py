@@ -57,7 +57,6 @@ import io
 import math
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
@@ -75,6 +74,7 @@ from engines.base import (
     SynthesisOptions,
     UnknownVoice,
 )
+from engines.clone_code import cuda_scope, from_folder, on_sys_path
 from engines.gpu import GpuAllocator
 
 FOLDER = "MegaTTS3"
@@ -257,35 +257,6 @@ def reference_seconds(path: Path) -> float | None:
         return None
 
 
-@contextlib.contextmanager
-def _on_sys_path(folder: Path) -> Iterator[None]:
-    entry = str(folder)
-    added = entry not in sys.path
-    if added:
-        sys.path.insert(0, entry)
-    try:
-        yield
-    finally:
-        if added and entry in sys.path:
-            sys.path.remove(entry)
-
-
-def _cuda_scope(device: str) -> contextlib.AbstractContextManager[object]:
-    """Make `device` the current CUDA device while MegaTTS3 runs."""
-    if not device.startswith("cuda"):
-        return contextlib.nullcontext()
-    import torch
-
-    return torch.cuda.device(device)
-
-
-def _from_folder(module: ModuleType, folder: Path) -> bool:
-    """Whether `module` (or package, namespace packages included) was imported from under `folder`."""
-    places = [getattr(module, "__file__", None), *list(getattr(module, "__path__", []))]
-    root = folder.resolve()
-    return any(place and root in Path(place).resolve().parents for place in places)
-
-
 class MegaTts3Engine(Engine):
     """MegaTTS 3 on a CUDA GPU: Chinese and English in the voice of a reference clip and its latent."""
 
@@ -388,16 +359,16 @@ class MegaTts3Engine(Engine):
     def _import_code(self) -> ModuleType:
         """MegaTTS3's tts.infer_cli from the code folder (which must be on sys.path)."""
         for name in [n for n in sys.modules if n.split(".")[0] == "tts"]:
-            if not _from_folder(sys.modules[name], self.code_dir):
+            if not from_folder(sys.modules[name], self.code_dir):
                 del sys.modules[name]  # a same-named package from elsewhere: not MegaTTS3's
         return importlib.import_module("tts.infer_cli")
 
     def _load(self) -> None:
         import torch
 
-        with _on_sys_path(self.code_dir):
+        with on_sys_path(self.code_dir):
             code = self._import_code()
-            with _cuda_scope(self.device):
+            with cuda_scope(self.device):
                 self._model = code.MegaTTS3DiTInfer(
                     device=self.device,
                     ckpt_root=str(self.checkpoints_dir),
@@ -466,7 +437,7 @@ class MegaTts3Engine(Engine):
         assert self._model is not None, "load the model first"
         if seed is not None:
             torch.manual_seed(int(cast(int, seed)))
-        with _cuda_scope(self.device):
+        with cuda_scope(self.device):
             context = self._model.preprocess(
                 voice_file.read_bytes(), latent_file=str(latent) if latent is not None else None
             )

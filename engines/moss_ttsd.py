@@ -41,7 +41,7 @@ import inspect
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
@@ -57,6 +57,7 @@ from engines.base import (
     SynthesisOptions,
     UnknownVoice,
 )
+from engines.clone_code import cuda_scope, from_folder, on_sys_path
 from engines.gpu import GpuAllocator
 
 FOLDER = "MOSS-TTSD"
@@ -212,35 +213,6 @@ def to_mono_float32(audio: Any, rate: int, target_rate: int) -> np.ndarray:
     return np.clip(samples, -1.0, 1.0)
 
 
-@contextlib.contextmanager
-def _on_sys_path(folder: Path) -> Iterator[None]:
-    entry = str(folder)
-    added = entry not in sys.path
-    if added:
-        sys.path.insert(0, entry)
-    try:
-        yield
-    finally:
-        if added and entry in sys.path:
-            sys.path.remove(entry)
-
-
-def _cuda_scope(device: str) -> contextlib.AbstractContextManager[object]:
-    """Make `device` the current CUDA device (the XY tokenizer defaults to plain "cuda")."""
-    if not device.startswith("cuda"):
-        return contextlib.nullcontext()
-    import torch
-
-    return torch.cuda.device(device)
-
-
-def _from_folder(module: ModuleType, folder: Path) -> bool:
-    """Whether `module` (or package, namespace packages included) was imported from under `folder`."""
-    places = [getattr(module, "__file__", None), *list(getattr(module, "__path__", []))]
-    root = folder.resolve()
-    return any(place and root in Path(place).resolve().parents for place in places)
-
-
 class MossTtsdEngine(Engine):
     """MOSS-TTSD v0.5 on a CUDA GPU: a whole [S1]/[S2] script in one pass, voices cloned from prompt audio."""
 
@@ -334,7 +306,7 @@ class MossTtsdEngine(Engine):
         """MOSS-TTSD's generation_utils from the code folder (which must be on sys.path)."""
         ours = ("generation_utils", "modeling_asteroid", "XY_Tokenizer")
         for name in [n for n in sys.modules if n.split(".")[0] in ours]:
-            if not _from_folder(sys.modules[name], self.code_dir):
+            if not from_folder(sys.modules[name], self.code_dir):
                 del sys.modules[name]  # a same-named module from elsewhere: not MOSS-TTSD's
         return importlib.import_module("generation_utils")
 
@@ -343,7 +315,7 @@ class MossTtsdEngine(Engine):
 
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         failures = []
-        with _on_sys_path(self.code_dir):
+        with on_sys_path(self.code_dir):
             code = self._import_code()
             for attention in self._attention_candidates():
                 try:
@@ -422,7 +394,7 @@ class MossTtsdEngine(Engine):
         seed = options.extra.get("seed")
         if seed is not None:
             torch.manual_seed(int(cast(int, seed)))
-        with _cuda_scope(self.device), torch.no_grad():
+        with cuda_scope(self.device), torch.no_grad():
             _, results = process_batch(
                 batch_items=[item],
                 tokenizer=self._tokenizer,

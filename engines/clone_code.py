@@ -1,0 +1,42 @@
+"""Helpers for engines that run the user's clone of a model repository (MOSS-TTSD, MegaTTS3).
+
+Such code is not installable from a registry: it sits under weights/, is put on `sys.path` only while
+it is imported, and its modules must really come from that folder (not a same-named package).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+
+@contextlib.contextmanager
+def on_sys_path(folder: Path) -> Iterator[None]:
+    entry = str(folder)
+    added = entry not in sys.path
+    if added:
+        sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if added and entry in sys.path:
+            sys.path.remove(entry)
+
+
+def cuda_scope(device: str) -> contextlib.AbstractContextManager[object]:
+    """Make `device` the current CUDA device: these repositories' code often uses plain "cuda"."""
+    if not device.startswith("cuda"):
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.cuda.device(device)
+
+
+def from_folder(module: ModuleType, folder: Path) -> bool:
+    """Whether `module` (or package, namespace packages included) was imported from under `folder`."""
+    places = [getattr(module, "__file__", None), *list(getattr(module, "__path__", []))]
+    root = folder.resolve()
+    return any(place and root in Path(place).resolve().parents for place in places)
