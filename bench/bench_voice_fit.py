@@ -25,8 +25,9 @@ built-in's; quick fit under ~30 s on 2 cores (fit seconds include the fitter's o
 Diagnostics: the engines are wrapped to count and time each synthesis, embedding and transcription,
 so the search phase (between the fitter's "starting from" and "checking" progress reports) can be
 broken down: trials, WER checks (candidates whose score improved), steps rejected by the WER check,
-steps kept, seconds per trial and per call. The fitter's budgets are wall-clock: on a busy machine
-fewer trials fit in them, so the load average is printed too.
+steps kept, seconds per trial and per call. The search stops at a trial count or at a wall-clock
+cap (voice_fit.MODES, printed with the results), whichever comes first: on a busy machine it takes
+longer or stops early at the cap, so the load average is printed too.
 
 Thorough is ~5 minutes per reference by design; to keep the run under ~20 minutes it runs on (a)
 and (c) by default (`--thorough-on a,b,c` for all three, ~4 minutes more). Run (about 16 minutes
@@ -511,8 +512,16 @@ def report(
     print(
         f"threads (as the studio): kokoro onnxruntime intra_op={threads}, Whisper cpu_threads={asr_threads}; "
         f"load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f} on {os.cpu_count()} cores "
-        "(the fitter's budgets are wall-clock: load means fewer trials)"
+        "(load slows every evaluation: longer fits, or fewer trials where a time cap is hit)"
     )
+    from studio.services.voice_fit import MODES
+
+    for mode in dict.fromkeys(r.mode for r in rows):
+        settings = MODES[mode]
+        print(
+            f"mode {mode}: {settings.probes} probe sentence(s), search stops at {settings.max_trials} trials "
+            f"or {settings.seconds:.0f} s, initial step {settings.step}"
+        )
     for note in notes:
         print(f"note: {note}")
 
