@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from engines.gpu import GpuAllocator, GpuDevice
 from studio.audio import decode
 from studio.core import Studio
-from studio.tasks.runner import TaskContext, TaskKind, TaskRunner
-from studio.tasks.store import TaskStatus, TaskStore
+from studio.tasks.runner import StepSkipped, TaskContext, TaskFailed, TaskKind, TaskRunner
+from studio.tasks.store import Task, TaskStatus, TaskStore
 from tests.conftest import make_settings
 
 LONG_TEXT = " ".join(f"This is sentence number {n} of the story." for n in range(1, 9))
@@ -208,3 +208,108 @@ def test_restart_marks_non_resumable_running_tasks_interrupted(tmp_path: Path) -
 def test_store_never_builds_paths_from_bad_ids(tmp_path: Path, bad_id: str) -> None:
     with pytest.raises(KeyError):
         TaskStore(tmp_path).folder(bad_id)
+
+
+def stepwise_kind(calls: list[tuple[str, dict]]) -> TaskKind:
+    """Three steps: 'prepare' writes a file, 'check' is skipped unless asked, 'train' ticks until
+    cancelled or `params['ticks']` are done and fails on request."""
+
+    def run_step(context: TaskContext, step: str, params: dict) -> dict:
+        calls.append((step, params))
+        if step == "prepare":
+            (context.folder / "prepared.txt").write_text("ok")
+            return {"prepared": True}
+        if step == "check" and not params.get("enabled"):
+            raise StepSkipped("checking is off")
+        if params.get("fail"):
+            raise TaskFailed("trainer exited: out of memory")
+        ticks = int(params.get("ticks", 3))
+        for tick in range(ticks):
+            context.step_progress(tick / ticks)
+            context.wait(0.05)
+        return {"ticks": ticks}
+
+    return TaskKind("steps", resumable=True, steps=("prepare", "check", "train"), run_step=run_step)
+
+
+def test_stepwise_tasks_run_asked_steps_in_order_skip_fail_cancel_and_rerun(tmp_path: Path) -> None:
+    calls: list[tuple[str, dict]] = []
+    runner = TaskRunner(TaskStore(tmp_path), GpuAllocator([]))
+    runner.register(stepwise_kind(calls))
+    runner.start()
+    task = runner.submit("steps", "wizard", {})
+    time.sleep(0.2)
+    assert runner.store.get(task.task_id).status == TaskStatus.PENDING and not calls  # type: ignore[union-attr]
+    assert runner.queue_position(task.task_id) == 0  # waiting for steps, not in the queue
+
+    def settle() -> Task:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            current = runner.store.get(task.task_id)
+            assert current is not None
+            if current.status != TaskStatus.RUNNING and "queued" not in current.steps.values():
+                return current
+            time.sleep(0.02)
+        raise AssertionError(f"steps did not settle: {current}")
+
+    # Asked out of order, they run in the kind's order; between steps the task waits as pending.
+    runner.queue_steps(task.task_id, ["check", "prepare"])
+    done = settle()
+    assert [step for step, _ in calls] == ["prepare", "check"]
+    assert done.status == TaskStatus.PENDING
+    assert done.steps == {"prepare": "done", "check": "skipped", "train": "pending"}
+    assert done.result["steps"]["check"]["skipped"] == "checking is off"
+    assert (runner.store.folder(task.task_id) / "prepared.txt").exists()
+
+    # A failing step ends the task failed with its reason; the step can be asked for again.
+    runner.queue_steps(task.task_id, ["train"], {"fail": True})
+    failed = settle()
+    assert failed.status == TaskStatus.FAILED and "out of memory" in failed.error_message
+    assert failed.steps["train"] == "failed"
+
+    # Cancel mid-step, then run it again to completion: the task completes when every step is finished.
+    with pytest.raises(ValueError, match="unknown step 'bake'"):
+        runner.queue_steps(task.task_id, ["bake"])
+    runner.queue_steps(task.task_id, ["train"], {"ticks": 200})
+    while runner.store.get(task.task_id).steps["train"] != "running":  # type: ignore[union-attr]
+        time.sleep(0.02)
+    with pytest.raises(ValueError, match="running now"):
+        runner.queue_steps(task.task_id, ["train"])
+    runner.cancel(task.task_id)
+    cancelled = runner.wait(task.task_id, timeout=5)
+    assert cancelled.status == TaskStatus.CANCELLED and cancelled.steps["train"] == "cancelled"
+    runner.queue_steps(task.task_id, ["train"], {"ticks": 3})
+    completed = runner.wait(task.task_id, timeout=10)
+    assert completed.status == TaskStatus.COMPLETED and completed.progress == 100
+    assert completed.steps["train"] == "done" and completed.result["steps"]["train"]["ticks"] == 3
+    log = runner.store.read_log(task.task_id)
+    assert "step check: skipped (checking is off)" in log and "step train: done" in log
+    runner.stop()
+
+
+def test_a_step_running_at_shutdown_runs_again_after_the_restart(tmp_path: Path) -> None:
+    calls: list[tuple[str, dict]] = []
+    store = TaskStore(tmp_path)
+    runner = TaskRunner(store, GpuAllocator([]))
+    runner.register(stepwise_kind(calls))
+    runner.start()
+    task = runner.submit("steps", "wizard", {})
+    runner.queue_steps(task.task_id, ["prepare", "train"], {"ticks": 400})
+    while store.get(task.task_id).steps.get("train") != "running":  # type: ignore[union-attr]
+        time.sleep(0.02)
+    runner.stop()
+    paused = store.get(task.task_id)
+    assert paused is not None and paused.status == TaskStatus.PENDING
+    assert paused.steps == {"prepare": "done", "check": "pending", "train": "queued"}
+
+    calls.clear()
+    restarted = TaskRunner(store, GpuAllocator([]))
+    restarted.register(stepwise_kind(calls))
+    store.update(task.task_id, config=paused.config | {"step_params": {"train": {"ticks": 2}}})
+    restarted.start()
+    deadline = time.monotonic() + 10
+    while store.get(task.task_id).steps["train"] != "done" and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.02)
+    assert [step for step, _ in calls] == ["train"]  # the finished step was not redone
+    assert store.get(task.task_id).status == TaskStatus.PENDING  # 'check' was never asked for  # type: ignore[union-attr]
+    restarted.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, UploadFile
 from fastapi.responses import FileResponse, PlainTextResponse
@@ -12,6 +13,7 @@ from studio.api.deps import caller, get_studio
 from studio.api.schemas import StepRequest, TaskCreate, TaskOut
 from studio.core import Studio
 from studio.errors import BadInput, Conflict, NotFound, TooLarge
+from studio.tasks.runner import FINISHED_STEP_STATES
 from studio.tasks.store import Task
 
 router = APIRouter(tags=["tasks"], dependencies=[Depends(caller)])
@@ -68,9 +70,52 @@ def run_step(
     studio: Studio = Depends(get_studio),
     owner: str = Depends(caller),
 ) -> TaskOut:
-    """Run one named step of a stepwise task (training). Kinds without steps run as a whole."""
+    """Run one named step of a stepwise task (training) with its params; it is queued behind any steps
+    already asked for. Kinds without steps run as a whole (409)."""
+    owned_task(studio, task_id, owner, change=True)
+    return task_out(studio, _queue_steps(studio, task_id, [step], body.params))
+
+
+@router.post("/api/v1/task/{task_id}/run")
+def run_remaining_steps(
+    task_id: str,
+    body: StepRequest,
+    studio: Studio = Depends(get_studio),
+    owner: str = Depends(caller),
+) -> TaskOut:
+    """Run every step of a stepwise task that is not done or skipped yet, in order. `params` maps a
+    step name to that step's params (steps not named keep the params they were last given)."""
     task = owned_task(studio, task_id, owner, change=True)
-    raise Conflict(f"task kind '{task.kind}' has no step '{step}': it runs as a whole", "no_steps")
+    remaining = [step for step, state in task.steps.items() if state not in FINISHED_STEP_STATES]
+    if task.steps and not remaining:
+        raise Conflict(f"every step of task '{task_id}' is done; run a step by name to redo it", "no_steps")
+    bad = [step for step, params in body.params.items() if not isinstance(params, dict)]
+    if bad:
+        raise BadInput(f"params.{bad[0]} must be an object: that step's params", "bad_params")
+    return task_out(studio, _queue_steps(studio, task_id, remaining, per_step=body.params))
+
+
+def _queue_steps(
+    studio: Studio,
+    task_id: str,
+    steps: list[str],
+    params: dict[str, Any] | None = None,
+    per_step: dict[str, dict[str, Any]] | None = None,
+) -> Task:
+    """Queue steps through the runner; its ValueErrors become 409 (no steps, step busy) or 422."""
+    try:
+        return studio.runner.queue_steps(task_id, steps, params, per_step)
+    except ValueError as error:
+        code = (
+            "no_steps"
+            if "runs as a whole" in str(error)
+            else "step_busy"
+            if "running now" in str(error)
+            else ""
+        )
+        if code:
+            raise Conflict(str(error), code) from error
+        raise BadInput(str(error), "unknown_step") from error
 
 
 @router.post("/api/v1/task/{task_id}/cancel")

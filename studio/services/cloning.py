@@ -88,11 +88,15 @@ class CloningService:
         if context:
             context.log(_describe(result))
         record = self.library.save_style(voice_id, result.style, fit_report(result, mode))
+        self.write_preview(voice_id)
+        return record
+
+    def write_preview(self, voice_id: str) -> None:
+        """The library voice's preview clip (what the library lists play), spoken with its fitted style."""
         preview = self.speech.synthesize(SpeechRequest(text=PREVIEW_TEXT, voice=voice_id, engine="kokoro"))
         sf.write(
             self.library.root / voice_id / "preview.wav", preview.audio, preview.sample_rate, subtype="PCM_16"
         )
-        return record
 
     def task_kind(self) -> TaskKind:
         return TaskKind("voice_fit", self._run_fit_task)

@@ -5,6 +5,12 @@ resume after a restart (it finds its own finished pieces in its folder and skips
 owns the lifecycle: pending -> running -> completed | failed | cancelled, the log, the ETA, and the
 release of every GPU lease a task held, whatever way it ended. Each step of that lifecycle is logged as
 a `task` event and handed to `listeners` (the metrics).
+
+A stepwise kind (training) has named steps instead of one function: the owner asks for steps
+(`queue_steps`), the runner runs the queued ones in the kind's order, each with its own state
+(pending / queued / running / done / skipped / failed / cancelled) and result. Between steps the task
+is `pending` and not queued; it is `completed` once every step is done or skipped. A failed or
+cancelled step can be asked for again (a training step resumes from its checkpoint).
 """
 
 from __future__ import annotations
@@ -34,12 +40,28 @@ class TaskFailed(Exception):
     """A task's own, user-facing reason for failing (no stack trace is shown for these)."""
 
 
+class StepSkipped(Exception):
+    """A step the task's configuration does not use; the message says why (the step shows `skipped`)."""
+
+
+StepFunction = Callable[["TaskContext", str, dict[str, Any]], dict[str, Any] | None]
+
+
 @dataclass(frozen=True)
 class TaskKind:
     name: str
-    run: Callable[[TaskContext], dict[str, Any] | None]  # returns the task's result
+    run: Callable[[TaskContext], dict[str, Any] | None] | None = None  # returns the task's result
     resumable: bool = False
     steps: tuple[str, ...] = ()
+    run_step: StepFunction | None = None  # stepwise kinds: (context, step, params) -> the step's result
+    check_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # at creation; raises BadInput
+
+    @property
+    def stepwise(self) -> bool:
+        return self.run_step is not None
+
+
+FINISHED_STEP_STATES = ("done", "skipped")
 
 
 class TaskContext:
@@ -57,6 +79,8 @@ class TaskContext:
         )
         self._last_write = 0.0
         self._last_step: str | None = None
+        self._step_span = (0.0, 100.0)  # the share of the task's percent the running step fills
+        self._step_started = time.monotonic()
 
     @property
     def cancelled(self) -> bool:
@@ -74,9 +98,11 @@ class TaskContext:
     def log(self, message: str) -> None:
         self._runner.store.append_log(self.task_id, message)
 
-    def progress(self, percent: float, step: str | None = None, force: bool = False) -> None:
-        """Report progress (0..100); the ETA follows from the rate so far. Cheap to call often:
-        writes are throttled unless the step changes."""
+    def progress(
+        self, percent: float, step: str | None = None, force: bool = False, eta: float | None = None
+    ) -> None:
+        """Report progress (0..100); the ETA follows from the rate so far unless given. Cheap to call
+        often: writes are throttled unless the step changes."""
         self.check_cancelled()
         now = time.monotonic()
         if not force and step == self._last_step and now - self._last_write < 0.2 and percent < 100:
@@ -84,18 +110,33 @@ class TaskContext:
         self._last_write, self._last_step = now, step
         if self._start_percent is None:
             self._start_percent = percent
-        # The rate of this run only: work kept from before a restart took no time now.
-        done_now = percent - self._start_percent
-        eta = (now - self._started) * (100 - percent) / done_now if done_now > 0 else None
+        if eta is None:
+            # The rate of this run only: work kept from before a restart took no time now.
+            done_now = percent - self._start_percent
+            eta = (now - self._started) * (100 - percent) / done_now if done_now > 0 else None
         changes: dict[str, Any] = {"progress": round(min(max(percent, 0.0), 100.0), 2), "eta_seconds": eta}
         if step is not None:
             changes["current_step"] = step
         self._runner.store.update(self.task_id, **changes)
 
-    def set_step_state(self, step: str, state: str) -> None:
+    def step_progress(self, fraction: float) -> None:
+        """How far the running step is (0..1): the task's percent moves within the step's share, and the
+        ETA is the time left in this step (steps differ too much in speed to extrapolate across them)."""
+        fraction = min(max(fraction, 0.0), 1.0)
+        low, high = self._step_span
+        elapsed = time.monotonic() - self._step_started
+        eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
+        self.progress(low + (high - low) * fraction, self._last_step, eta=eta)
+
+    def _begin_step(self, step: str, low: float, high: float) -> None:
+        self._step_span = (low, high)
+        self._step_started = time.monotonic()
+        self.progress(low, step, force=True, eta=None)
+
+    def result_so_far(self) -> dict[str, Any]:
+        """The task's stored result now (a stepwise task's earlier steps' results are under "steps")."""
         task = self._runner.store.get(self.task_id)
-        assert task is not None
-        self._runner.store.update(self.task_id, steps=task.steps | {step: state})
+        return task.result if task else {}
 
     def lease(self, count: int = 1, **kwargs: Any) -> Lease:
         """Lease devices for this task; released automatically when the task ends."""
@@ -109,6 +150,7 @@ class TaskRunner:
         self.kinds: dict[str, TaskKind] = {}
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._cancels: dict[str, threading.Event] = {}
+        self._active: set[str] = set()  # tasks a worker is running now
         self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._work, name=f"task-worker-{i}", daemon=True) for i in range(workers)
@@ -143,12 +185,54 @@ class TaskRunner:
             thread.join(timeout)
 
     def submit(self, kind: str, task_name: str, config: dict[str, Any], owner: str = "") -> Task:
+        """Create a task. A whole-run kind is queued now; a stepwise one waits for `queue_steps`."""
         if kind not in self.kinds:
             raise KeyError(f"unknown task kind '{kind}'; kinds: {', '.join(self.kinds)}")
+        if self.kinds[kind].check_config is not None:
+            config = self.kinds[kind].check_config(config)  # type: ignore[misc]
         task = self.store.create(kind, task_name, config, owner, list(self.kinds[kind].steps))
         self.store.append_log(task.task_id, f"created ({kind})")
         self._event(task, "submitted")
-        self._queue.put(task.task_id)
+        if not self.kinds[kind].stepwise:
+            self._queue.put(task.task_id)
+        return task
+
+    def queue_steps(
+        self,
+        task_id: str,
+        steps: list[str],
+        params: dict[str, Any] | None = None,
+        per_step: dict[str, dict[str, Any]] | None = None,
+    ) -> Task:
+        """Ask for steps of a stepwise task; they run in the kind's order after any already queued.
+        `params` (for every step asked) or `per_step` (by step name) replace the params a step was
+        last given. Raises ValueError for a step the kind does not have or one that is running now."""
+        task = self._require(task_id)
+        kind = self.kinds.get(task.kind)
+        if kind is None or not kind.stepwise:
+            raise ValueError(f"task kind '{task.kind}' has no steps: it runs as a whole")
+        given = dict(per_step or {}) | (dict.fromkeys(steps, params) if params is not None else {})
+        unknown = [step for step in [*steps, *given] if step not in kind.steps]
+        if unknown:
+            raise ValueError(f"unknown step '{unknown[0]}'; steps: {', '.join(kind.steps)}")
+        with self._lock:
+            task = self._require(task_id)
+            running = [step for step in steps if task.steps.get(step) == "running"]
+            if running:
+                raise ValueError(f"step '{running[0]}' is running now; cancel it first or wait")
+            changes: dict[str, Any] = {"steps": task.steps | dict.fromkeys(steps, "queued")}
+            if given:
+                step_params = dict(task.config.get("step_params", {})) | given
+                changes["config"] = task.config | {"step_params": step_params}
+            idle = task.status != TaskStatus.RUNNING
+            if idle:
+                changes |= {"status": TaskStatus.PENDING, "error_message": "", "finished_at": None}
+            task = self.store.update(task_id, **changes)
+            if idle:  # a cancel of an earlier run does not stop this one
+                self._cancels.setdefault(task_id, threading.Event()).clear()
+        self.store.append_log(task_id, f"queued step(s): {', '.join(steps)}")
+        if idle:
+            self._queue.put(task_id)
         return task
 
     def cancel(self, task_id: str) -> Task:
@@ -161,8 +245,9 @@ class TaskRunner:
             task = self.store.update(
                 task_id, status=TaskStatus.CANCELLED, finished_at=time.time(), eta_seconds=None
             )
+            self._settle_steps(task_id)
             self._event(task, "cancelled")
-            return task
+            return self._require(task_id)
         self.store.append_log(task_id, "cancel requested")
         return task
 
@@ -182,10 +267,17 @@ class TaskRunner:
             time.sleep(0.05)
 
     def queue_position(self, task_id: str) -> int:
-        pending = [t.task_id for t in reversed(self.store.list(status=TaskStatus.PENDING))]
+        pending = [
+            t.task_id for t in reversed(self.store.list(status=TaskStatus.PENDING)) if self._waits_to_run(t)
+        ]
         return pending.index(task_id) + 1 if task_id in pending else 0
 
     # ---- internals -------------------------------------------------------------------------------
+    def _waits_to_run(self, task: Task) -> bool:
+        """A pending task is in the queue, unless it is a stepwise one between steps."""
+        kind = self.kinds.get(task.kind)
+        return not (kind and kind.stepwise) or "queued" in task.steps.values()
+
     def _require(self, task_id: str) -> Task:
         task = self.store.get(task_id)
         if task is None:
@@ -221,7 +313,11 @@ class TaskRunner:
                     self.store.append_log(
                         task.task_id, "server restarted: resuming from the last finished piece"
                     )
-                    self._event(self.store.update(task.task_id, status=TaskStatus.PENDING), "resumed")
+                    steps = {
+                        step: "queued" if state == "running" else state for step, state in task.steps.items()
+                    }
+                    task = self.store.update(task.task_id, status=TaskStatus.PENDING, steps=steps)
+                    self._event(task, "resumed")
                     self._queue.put(task.task_id)
                 else:
                     self.store.append_log(task.task_id, "server restarted while this task ran: interrupted")
@@ -233,6 +329,8 @@ class TaskRunner:
                     )
                     self._event(task, "interrupted")
             elif task.status == TaskStatus.PENDING:
+                if not self._waits_to_run(task):
+                    continue  # a stepwise task between steps: nothing asked for
                 if task.started_at:  # paused by a shutdown
                     self.store.append_log(
                         task.task_id, "server restarted: resuming from the last finished piece"
@@ -246,13 +344,24 @@ class TaskRunner:
             task_id = self._queue.get()
             if task_id is None:
                 return
-            task = self.store.get(task_id)
-            if task is None or task.status != TaskStatus.PENDING or self._stopping:
-                continue
+            with self._lock:  # a task queued twice (steps asked for twice) runs in one worker at a time
+                task = self.store.get(task_id)
+                if (
+                    task is None
+                    or task.status != TaskStatus.PENDING
+                    or self._stopping
+                    or task_id in self._active
+                    or not self._waits_to_run(task)
+                ):
+                    continue
+                self._active.add(task_id)
             try:
                 self._run(task)
             except KeyError:
                 log.info("task %s was deleted while it ran", task_id)
+            finally:
+                with self._lock:
+                    self._active.discard(task_id)
 
     def _run(self, task: Task) -> None:
         kind = self.kinds.get(task.kind)
@@ -270,8 +379,13 @@ class TaskRunner:
         self._event(task, "started", waited)
         started = time.monotonic()
         context = TaskContext(self, task)
+        stepwise_done = True
         try:
-            result = kind.run(context) or {}
+            if kind.stepwise:
+                result, stepwise_done = self._run_steps(kind, context)
+            else:
+                assert kind.run is not None
+                result = kind.run(context) or {}
         except TaskCancelled:
             if self._stopping and kind.resumable:
                 self.store.append_log(task.task_id, "server shutting down: paused, resumes on the next start")
@@ -306,6 +420,13 @@ class TaskRunner:
             )
             self._event(task, "failed", time.monotonic() - started, error=reason)
         else:
+            if not stepwise_done:
+                task = self.store.update(
+                    task.task_id, status=TaskStatus.PENDING, eta_seconds=None, result=result
+                )
+                self.store.append_log(task.task_id, "waiting for the next step")
+                self._event(task, "steps_done", time.monotonic() - started)
+                return
             self.store.append_log(task.task_id, "completed")
             task = self.store.update(
                 task.task_id,
@@ -317,8 +438,63 @@ class TaskRunner:
             )
             self._event(task, "completed", time.monotonic() - started)
         finally:
+            if kind.stepwise:
+                self._settle_steps(task.task_id)
             released = self.allocator.release_owner(task.task_id)
             if released:
                 self.store.append_log(task.task_id, f"released {released} device lease(s)")
             with self._lock:
                 self._cancels.pop(task.task_id, None)
+
+    def _run_steps(self, kind: TaskKind, context: TaskContext) -> tuple[dict[str, Any], bool]:
+        """Run the queued steps in the kind's order (steps queued meanwhile too). Returns the task's
+        result and whether every step is now done or skipped."""
+        assert kind.run_step is not None
+        while True:
+            with self._lock:
+                task = self._require(context.task_id)
+                queued = [step for step in kind.steps if task.steps.get(step) == "queued"]
+                if not queued:
+                    finished = all(task.steps.get(step) in FINISHED_STEP_STATES for step in kind.steps)
+                    return task.result, finished
+                step = queued[0]
+                self.store.update(task.task_id, steps=task.steps | {step: "running"})
+            index = kind.steps.index(step)
+            share = 100.0 / len(kind.steps)
+            context._begin_step(step, index * share, (index + 1) * share)
+            params = dict(task.config.get("step_params", {}).get(step, {}))
+            self.store.append_log(task.task_id, f"step {step}: started")
+            started = time.monotonic()
+            try:
+                outcome = kind.run_step(context, step, params) or {}
+                state = "done"
+            except StepSkipped as reason:
+                outcome, state = {"skipped": str(reason)}, "skipped"
+            except BaseException:
+                paused = self._stopping and kind.resumable  # resumes on the next start
+                self._set_step(
+                    task.task_id, step, "queued" if paused else "cancelled" if context.cancelled else "failed"
+                )
+                raise
+            seconds = round(time.monotonic() - started, 2)
+            verb = f"skipped ({outcome['skipped']})" if state == "skipped" else f"done in {seconds} s"
+            self.store.append_log(task.task_id, f"step {step}: {verb}")
+            with self._lock:
+                task = self._require(context.task_id)
+                results = dict(task.result.get("steps", {})) | {step: outcome | {"seconds": seconds}}
+                self.store.update(
+                    task.task_id, steps=task.steps | {step: state}, result=task.result | {"steps": results}
+                )
+
+    def _set_step(self, task_id: str, step: str, state: str) -> None:
+        with self._lock:
+            task = self._require(task_id)
+            self.store.update(task_id, steps=task.steps | {step: state})
+
+    def _settle_steps(self, task_id: str) -> None:
+        """After a stepwise run failed or was cancelled, the steps still queued go back to pending."""
+        with self._lock:
+            task = self.store.get(task_id)
+            if task is not None and task.status.finished:
+                steps = {s: "pending" if state == "queued" else state for s, state in task.steps.items()}
+                self.store.update(task_id, steps=steps)
