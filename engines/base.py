@@ -123,30 +123,43 @@ background_work: contextvars.ContextVar[bool] = contextvars.ContextVar("backgrou
 
 
 class RunLock:
-    """One synthesis at a time on a model, and interactive callers go first.
+    """One synthesis at a time on a model; interactive callers go first, with a fairness floor.
 
-    A background caller (see `background_work`) waits while any interactive caller is waiting, so a
+    A background caller (see `background_work`) waits while an interactive caller is waiting, so a
     short speech request waits for at most the one sentence a long task is speaking, not its queue.
+    Under a steady stream of interactive requests, every `FAIR_EVERY`-th turn goes to a waiting
+    background caller, so long tasks still move (slower) instead of starving.
     """
+
+    FAIR_EVERY = 4
 
     def __init__(self) -> None:
         self._free = threading.Condition()
         self._held = False
-        self._interactive_waiting = 0
+        self._waiting = {True: 0, False: 0}  # background? -> callers waiting
+        self._streak = 0  # interactive turns given while a background caller waited
 
     def __enter__(self) -> RunLock:
         background = background_work.get()
         with self._free:
-            if not background:
-                self._interactive_waiting += 1
+            self._waiting[background] += 1
             try:
-                while self._held or (background and self._interactive_waiting):
+                while self._held or not self._my_turn(background):
                     self._free.wait()
             finally:
-                if not background:
-                    self._interactive_waiting -= 1
+                self._waiting[background] -= 1
             self._held = True
+            if background:
+                self._streak = 0
+            elif self._waiting[True]:
+                self._streak += 1
         return self
+
+    def _my_turn(self, background: bool) -> bool:
+        background_due = self._waiting[True] > 0 and self._streak >= self.FAIR_EVERY
+        if background:
+            return background_due or self._waiting[False] == 0
+        return not background_due
 
     def __exit__(self, *exc: object) -> None:
         with self._free:

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     allow_thorough_fit: bool = True  # thorough voice fitting (minutes of CPU per voice)
     max_upload_mb: int = 50
     task_workers: int = 1  # long jobs that run at once
+    short_task_workers: int = (
+        1  # extra workers only for short jobs (a few sentences), so they never wait behind long ones
+    )
+    max_wait_seconds: float = 300.0  # a request with "wait": true answers 202 with the task after this long
     onnx_threads: int = 0  # 0: one per core
     cors_origins: CommaList = Field(default_factory=list)
     space_note: str = ""  # Markdown shown at the top of the UI (the Hugging Face Space preset fills it)

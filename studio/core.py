@@ -20,6 +20,8 @@ from studio.services.asr import Transcriber
 from studio.services.cloning import CloningService
 from studio.services.dialogue import DialogueService
 from studio.services.speech import OPENAI_VOICES, SpeechService
+from studio.services.training.service import TrainingService
+from studio.services.video import VideoService
 from studio.services.voices import VoiceLibrary
 from studio.tasks.runner import TaskRunner
 from studio.tasks.store import TaskStore
@@ -37,7 +39,12 @@ class Studio:
         # Kokoro asks the cloning service for voices beyond its packs (bound late: built below).
         self.registry = build_registry(settings, self.allocator, lambda voice: self.cloning.style_for(voice))
         self.store = TaskStore(settings.tasks_dir)
-        self.runner = TaskRunner(self.store, self.allocator, workers=settings.task_workers)
+        self.runner = TaskRunner(
+            self.store,
+            self.allocator,
+            workers=settings.task_workers,
+            short_lane_workers=settings.short_task_workers,
+        )
         self.transcriber = Transcriber(settings.onnx_threads)
         self.speech = SpeechService(self.registry, settings.max_text_chars)
         builtin_ids = {v.id for v in self.registry.voices()} | set(OPENAI_VOICES)
@@ -51,7 +58,23 @@ class Studio:
             settings.allow_thorough_fit,
         )
         self.dialogue = DialogueService(self.speech, settings.max_dialogue_chars, settings.max_dialogue_turns)
-        for kind in (self.speech.task_kind(), self.dialogue.task_kind(), self.cloning.task_kind()):
+        self.training = TrainingService(
+            self.speech,
+            self.library,
+            self.cloning,
+            self.transcriber,
+            self.registry,
+            settings.data_dir / "piper_voices",
+            settings.max_upload_mb * 2**20,
+        )
+        self.video = VideoService(self.dialogue, self.registry, settings.data_dir / "uploads" / "video")
+        for kind in (
+            self.speech.task_kind(),
+            self.dialogue.task_kind(),
+            self.cloning.task_kind(),
+            self.training.task_kind(),
+            self.video.task_kind(),
+        ):
             self.runner.register(kind)
 
     def start(self) -> None:

@@ -11,7 +11,15 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 
 from studio import __version__
-from studio.api import routes_dialogue, routes_speech, routes_system, routes_tasks, routes_voices
+from studio.api import (
+    routes_dialogue,
+    routes_speech,
+    routes_system,
+    routes_tasks,
+    routes_training,
+    routes_video,
+    routes_voices,
+)
 from studio.api.errors import install_error_handlers
 from studio.api.security import ApiKeys, RateLimiter
 from studio.config import Settings
@@ -54,7 +62,15 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
         )
     app.add_middleware(RequestLogMiddleware, metrics=metrics)  # added last: sees every request
     install_error_handlers(app)
-    for module in (routes_system, routes_speech, routes_voices, routes_dialogue, routes_tasks):
+    for module in (
+        routes_system,
+        routes_speech,
+        routes_voices,
+        routes_dialogue,
+        routes_tasks,
+        routes_training,
+        routes_video,
+    ):
         app.include_router(module.router)
 
     @app.get("/metrics", tags=["system"], response_class=Response)

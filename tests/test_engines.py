@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -157,3 +158,38 @@ def test_interactive_callers_go_before_background_work() -> None:
     for waiter in waiters:
         waiter.join(5)
     assert order == ["request", "task"]  # ...but the interactive request went first
+
+
+def test_background_work_still_gets_every_fourth_turn_under_steady_requests() -> None:
+    from engines.base import RunLock, background_work
+
+    lock, order = RunLock(), []
+    stop = threading.Event()
+
+    def requests(name: str) -> None:  # two clients that always want the model again at once
+        while not stop.is_set():
+            with lock:
+                order.append(name)
+                time.sleep(0.005)
+
+    def task() -> None:
+        background_work.set(True)
+        for _ in range(3):
+            with lock:
+                order.append("task")
+                time.sleep(0.005)
+
+    clients = [threading.Thread(target=requests, args=(f"r{i}",)) for i in range(2)]
+    for client in clients:
+        client.start()
+    time.sleep(0.05)
+    worker = threading.Thread(target=task)
+    worker.start()
+    worker.join(10)
+    stop.set()
+    for client in clients:
+        client.join(5)
+    assert not worker.is_alive() and order.count("task") == 3  # not starved
+    turns = [i for i, name in enumerate(order) if name == "task"]
+    gaps = [b - a for a, b in itertools.pairwise(turns)]
+    assert all(2 <= gap <= RunLock.FAIR_EVERY + 1 for gap in gaps), order  # requests still get most turns

@@ -313,3 +313,35 @@ def test_a_step_running_at_shutdown_runs_again_after_the_restart(tmp_path: Path)
     assert [step for step, _ in calls] == ["train"]  # the finished step was not redone
     assert store.get(task.task_id).status == TaskStatus.PENDING  # 'check' was never asked for  # type: ignore[union-attr]
     restarted.stop()
+
+
+def test_short_jobs_run_in_their_own_lane_while_a_long_job_holds_the_worker(tmp_path: Path) -> None:
+    long_kind = slow_kind(30)
+    short = TaskKind("quick", lambda context: {"done": True}, is_short=lambda config: True)
+    runner = TaskRunner(TaskStore(tmp_path), GpuAllocator([]), workers=1, short_lane_workers=1)
+    runner.register(long_kind)
+    runner.register(short)
+    runner.start()
+    long_task = runner.submit("slow", "long", {})
+    while runner.store.get(long_task.task_id).status != TaskStatus.RUNNING:  # type: ignore[union-attr]
+        time.sleep(0.02)
+    started = time.monotonic()
+    quick = runner.wait(runner.submit("quick", "short", {}).task_id, timeout=5)
+    assert quick.status == TaskStatus.COMPLETED and time.monotonic() - started < 2
+    # A long job does not take the short lane: the second one waits for the general worker.
+    second_long = runner.submit("slow", "long 2", {})
+    time.sleep(0.3)
+    assert runner.store.get(second_long.task_id).status == TaskStatus.PENDING  # type: ignore[union-attr]
+    runner.cancel(long_task.task_id)
+    runner.cancel(second_long.task_id)
+    runner.stop()
+
+
+def test_waiting_for_a_dialogue_is_bounded(tmp_path: Path) -> None:
+    from studio.server import create_app
+
+    with TestClient(create_app(make_settings(tmp_path, max_wait_seconds=0.2))) as client:
+        script = "\n".join(f"[S{1 + i % 2}] This is turn number {i} of a longer talk." for i in range(30))
+        response = client.post("/api/v1/dialogue", json={"script": script, "wait": True})
+        assert response.status_code == 202 and response.json()["status"] in ("pending", "running")
+        client.post(f"/api/v1/task/{response.json()['task_id']}/cancel")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
 from studio.api.deps import get_studio, rate_limited_caller
@@ -41,13 +41,20 @@ class DialogueBody(BaseModel):
 
 @router.post("/api/v1/dialogue")
 def create_dialogue(
-    body: DialogueBody, studio: Studio = Depends(get_studio), owner: str = Depends(rate_limited_caller)
+    body: DialogueBody,
+    response: Response,
+    studio: Studio = Depends(get_studio),
+    owner: str = Depends(rate_limited_caller),
 ) -> TaskOut:
+    """A dialogue task. With `"wait": true` it answers when the task has finished, or with 202 and the
+    task still running after `max_wait_seconds` (poll `GET /api/v1/task/{task_id}` from there)."""
     config = body.model_dump(exclude={"wait", "task_name"}, exclude_none=True)
     studio.dialogue.plan(
         DialogueRequest.from_config(config)
     )  # bad scripts and voices: 4xx now, not a failed task
     task = studio.runner.submit("dialogue", body.task_name or "dialogue", config, owner)
     if body.wait:
-        task = studio.runner.wait(task.task_id)
+        task = studio.runner.wait(task.task_id, timeout=studio.settings.max_wait_seconds)
+        if not task.status.finished:  # bounded: the client polls the task from here
+            response.status_code = 202
     return task_out(studio, task)

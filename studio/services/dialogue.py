@@ -25,7 +25,7 @@ from engines.text import detect_language, split_sentences
 from studio import audio as audio_io
 from studio.errors import BadInput, TooLarge, Unavailable
 from studio.services.script import Script, Turn, normalize_text, parse_script
-from studio.services.speech import SENTENCE_GAP_S, SpeechRequest, SpeechService
+from studio.services.speech import SENTENCE_GAP_S, SHORT_TASK_CHARS, SpeechRequest, SpeechService
 from studio.space import gpu_duration, on_zero_gpu
 from studio.subtitles import Cue, to_srt, to_vtt
 from studio.tasks.runner import TaskContext, TaskKind
@@ -164,7 +164,7 @@ class DialogueService:
 
     # ---- the "dialogue" task ---------------------------------------------------------------
     def task_kind(self) -> TaskKind:
-        return TaskKind("dialogue", self.run_task, resumable=True)
+        return TaskKind("dialogue", self.run_task, resumable=True, is_short=is_short_dialogue)
 
     def run_task(self, context: TaskContext) -> dict[str, Any]:
         request = DialogueRequest.from_config(context.config)
@@ -340,6 +340,13 @@ class DialogueService:
             energy[p.turn.speaker] = energy.get(p.turn.speaker, 0.0) + float(np.sum(voiced**2))
             samples[p.turn.speaker] = samples.get(p.turn.speaker, 0) + len(voiced)
         return {s: TARGET_RMS / max(np.sqrt(energy[s] / max(samples[s], 1)), 1e-4) for s in energy}
+
+
+def is_short_dialogue(config: dict[str, Any]) -> bool:
+    """A few turns turn by turn (not the whole-script GPU engine): the short-job lane may run it."""
+    return (
+        len(str(config.get("script", ""))) <= SHORT_TASK_CHARS and config.get("engine") != WHOLE_SCRIPT_ENGINE
+    )
 
 
 def whole_script_gpu_seconds(planned: list[PlannedTurn]) -> int:

@@ -29,6 +29,7 @@ DEFAULT_VOICE = "jf_alpha"
 SENTENCE_GAP_S = 0.18
 
 # OpenAI's voice names -> built-in voices, chosen to keep their gender and spread the timbres.
+SHORT_TASK_CHARS = 1000  # about a minute of speech: tasks this small may run in the short-job lane
 OPENAI_VOICES = {
     "alloy": "jf_alpha",
     "ash": "jm_kumo",
@@ -142,7 +143,12 @@ class SpeechService:
 
     # ---- the "speech" task: long text to a file, resumable ------------------------------------
     def task_kind(self) -> TaskKind:
-        return TaskKind("speech", self._run_task, resumable=True)
+        return TaskKind(
+            "speech",
+            self._run_task,
+            resumable=True,
+            is_short=lambda config: len(str(config.get("text", ""))) <= SHORT_TASK_CHARS,
+        )
 
     def _run_task(self, context: TaskContext) -> dict[str, Any]:
         config = context.config

@@ -1,0 +1,117 @@
+"""Training routes beside the task routes: proofreading the dataset, preflight, Piper dataset import/export.
+
+A training task is created, fed and run through the task routes (`kind: "training"`, uploads, steps);
+these cover what only a training task has.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from studio.api.deps import caller, get_studio
+from studio.api.routes_tasks import owned_task
+from studio.core import Studio
+from studio.errors import BadInput, TooLarge
+from studio.services.training.common import Workspace
+from studio.tasks.store import Task
+
+router = APIRouter(tags=["training"], dependencies=[Depends(caller)])
+
+
+class ClipEdit(BaseModel):
+    id: str
+    text: str | None = None
+    dropped: bool | None = None
+
+
+class ClipEdits(BaseModel):
+    edits: list[ClipEdit] = Field(default_factory=list)
+
+
+def training_task(studio: Studio, task_id: str, owner: str, change: bool = False) -> Task:
+    task = owned_task(studio, task_id, owner, change)
+    if task.kind != "training":
+        raise BadInput(f"task '{task_id}' is a {task.kind} task, not a training task", "not_training")
+    return task
+
+
+@router.get("/api/v1/training/{task_id}/clips")
+def list_clips(
+    task_id: str,
+    order: str = "confidence",
+    studio: Studio = Depends(get_studio),
+    owner: str = Depends(caller),
+) -> dict[str, list[dict[str, Any]]]:
+    """The dataset's clips for proofreading; `order=confidence` puts the least certain transcripts first."""
+    training_task(studio, task_id, owner)
+    return {
+        "clips": _dataset().load_clips(
+            Workspace(studio.store.folder(task_id)), by_confidence=order == "confidence"
+        )
+    }
+
+
+@router.patch("/api/v1/training/{task_id}/clips")
+def edit_clips(
+    task_id: str, body: ClipEdits, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+) -> dict[str, list[dict[str, Any]]]:
+    """Correct transcripts and drop or keep clips; metadata.csv follows."""
+    training_task(studio, task_id, owner, change=True)
+    edits = [edit.model_dump(exclude_none=True) for edit in body.edits]
+    try:
+        clips = _dataset().update_clips(Workspace(studio.store.folder(task_id)), edits)
+    except ValueError as error:
+        raise BadInput(str(error), "bad_edit") from error
+    return {"clips": clips}
+
+
+@router.get("/api/v1/training/{task_id}/preflight")
+def preflight(
+    task_id: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+) -> dict[str, Any]:
+    """What would make training fail (disk, memory, dataset size), each with what to change."""
+    task = training_task(studio, task_id, owner)
+    params = task.config.get("step_params", {}).get("train_sovits", {})
+    workspace = Workspace(studio.store.folder(task_id))
+    problems = studio.training.preflight(workspace, task.config["backend"], params)
+    return {"ok": not problems, "problems": problems}
+
+
+@router.get("/api/v1/training/{task_id}/dataset/export")
+def export_dataset(
+    task_id: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+) -> Response:
+    """The kept clips as a Piper dataset (metadata.csv + wavs/) in a zip."""
+    training_task(studio, task_id, owner)
+    data = studio.training.export_dataset(Workspace(studio.store.folder(task_id)))
+    headers = {"Content-Disposition": f'attachment; filename="dataset-{task_id}.zip"'}
+    return Response(data, media_type="application/zip", headers=headers)
+
+
+@router.post("/api/v1/training/{task_id}/dataset/import")
+async def import_dataset(
+    task_id: str, file: UploadFile, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+) -> dict[str, Any]:
+    """Bring a Piper dataset made elsewhere (a zip of metadata.csv + wavs/): the dataset steps can be skipped."""
+    training_task(studio, task_id, owner, change=True)
+    limit = studio.settings.max_upload_mb * 2**20
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"the dataset zip is larger than the {studio.settings.max_upload_mb} MB upload limit")
+    workspace = Workspace(studio.store.folder(task_id))
+    try:
+        clips = studio.training.import_dataset(workspace, data)
+    except ValueError as error:
+        raise BadInput(str(error), "bad_dataset") from error
+    studio.store.append_log(task_id, f"imported a Piper dataset: {len(clips)} clips")
+    return {"clips": len(clips), "seconds": round(sum(float(c["duration"]) for c in clips), 2)}
+
+
+def _dataset():  # type: ignore[no-untyped-def]  # TEMPORARY until dataset.py lands
+    from studio.services.training import dataset
+
+    return dataset
