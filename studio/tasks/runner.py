@@ -16,10 +16,10 @@ cancelled step can be asked for again (a training step resumes from its checkpoi
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +55,9 @@ class TaskKind:
     steps: tuple[str, ...] = ()
     run_step: StepFunction | None = None  # stepwise kinds: (context, step, params) -> the step's result
     check_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # at creation; raises BadInput
+    is_short: Callable[[dict[str, Any]], bool] | None = (
+        None  # a task the short lane may run (seconds of work)
+    )
 
     @property
     def stepwise(self) -> bool:
@@ -62,6 +65,37 @@ class TaskKind:
 
 
 FINISHED_STEP_STATES = ("done", "skipped")
+
+
+class LaneQueue:
+    """Task ids waiting for a worker, oldest first. General workers take any task; short-lane workers
+    take only short ones, so a small job never waits behind a long dialogue, a training run or a video."""
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[str, bool]] = deque()
+        self._ready = threading.Condition()
+        self._closed = False
+
+    def put(self, task_id: str, short: bool) -> None:
+        with self._ready:
+            self._items.append((task_id, short))
+            self._ready.notify_all()
+
+    def get(self, short_only: bool) -> str | None:
+        """The oldest task this worker may take; None once the queue is closed."""
+        with self._ready:
+            while not self._closed:
+                for item in self._items:
+                    if item[1] or not short_only:
+                        self._items.remove(item)
+                        return item[0]
+                self._ready.wait()
+            return None
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
 
 
 class TaskContext:
@@ -144,16 +178,22 @@ class TaskContext:
 
 
 class TaskRunner:
-    def __init__(self, store: TaskStore, allocator: GpuAllocator, workers: int = 1) -> None:
+    def __init__(
+        self, store: TaskStore, allocator: GpuAllocator, workers: int = 1, short_lane_workers: int = 0
+    ) -> None:
         self.store = store
         self.allocator = allocator
         self.kinds: dict[str, TaskKind] = {}
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._queue = LaneQueue()
         self._cancels: dict[str, threading.Event] = {}
         self._active: set[str] = set()  # tasks a worker is running now
         self._lock = threading.Lock()
         self._threads = [
-            threading.Thread(target=self._work, name=f"task-worker-{i}", daemon=True) for i in range(workers)
+            threading.Thread(target=self._work, args=(False,), name=f"task-worker-{i}", daemon=True)
+            for i in range(workers)
+        ] + [
+            threading.Thread(target=self._work, args=(True,), name=f"short-task-worker-{i}", daemon=True)
+            for i in range(short_lane_workers)
         ]
         self._started = False
         self._stopping = False
@@ -179,8 +219,7 @@ class TaskRunner:
             events = list(self._cancels.values())
         for event in events:
             event.set()
-        for _ in self._threads:
-            self._queue.put(None)
+        self._queue.close()
         for thread in self._threads:
             thread.join(timeout)
 
@@ -194,7 +233,7 @@ class TaskRunner:
         self.store.append_log(task.task_id, f"created ({kind})")
         self._event(task, "submitted")
         if not self.kinds[kind].stepwise:
-            self._queue.put(task.task_id)
+            self._enqueue(task)
         return task
 
     def queue_steps(
@@ -232,7 +271,7 @@ class TaskRunner:
                 self._cancels.setdefault(task_id, threading.Event()).clear()
         self.store.append_log(task_id, f"queued step(s): {', '.join(steps)}")
         if idle:
-            self._queue.put(task_id)
+            self._enqueue(task)
         return task
 
     def cancel(self, task_id: str) -> Task:
@@ -318,7 +357,7 @@ class TaskRunner:
                     }
                     task = self.store.update(task.task_id, status=TaskStatus.PENDING, steps=steps)
                     self._event(task, "resumed")
-                    self._queue.put(task.task_id)
+                    self._enqueue(task)
                 else:
                     self.store.append_log(task.task_id, "server restarted while this task ran: interrupted")
                     task = self.store.update(
@@ -336,12 +375,17 @@ class TaskRunner:
                         task.task_id, "server restarted: resuming from the last finished piece"
                     )
                 self._event(task, "resumed" if task.started_at else "requeued")
-                self._queue.put(task.task_id)
+                self._enqueue(task)
 
-    def _work(self) -> None:
+    def _enqueue(self, task: Task) -> None:
+        kind = self.kinds.get(task.kind)
+        short = bool(kind and kind.is_short and not kind.stepwise and kind.is_short(task.config))
+        self._queue.put(task.task_id, short)
+
+    def _work(self, short_only: bool) -> None:
         background_work.set(True)  # tasks give way to interactive requests on shared engines
         while True:
-            task_id = self._queue.get()
+            task_id = self._queue.get(short_only)
             if task_id is None:
                 return
             with self._lock:  # a task queued twice (steps asked for twice) runs in one worker at a time
