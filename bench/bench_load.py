@@ -19,7 +19,9 @@ What it does, in one run (all traffic to a `python app.py` server it starts on 1
    checked; voices: jm_kumo (Kokoro, 2 in 3) and joe (Piper), as echo/onyx on the OpenAI route.
    Latency (send -> whole body), status and errors are recorded; the audio of every
    `--keep-every`-th response of each type (at most `--max-kept`) is kept, dialogue results are
-   downloaded for the kept ones. Beside the clients: a sampler (server RSS, CPU, threads every 2 s),
+   downloaded for the kept ones. Each client plays (sleeps for) the speech it got before its next
+   request, as a person or a voice app would; `--no-listen` sends at once (a saturation test: on a
+   one-synthesis-at-a-time model latency then grows with the client count whatever the scheduling). Beside the clients: a sampler (server RSS, CPU, threads every 2 s),
    a /health probe every 2 s, and a privacy checker that asks, with key k1, for the long task and
    for other keys' small dialogue tasks (GET, logs, download, cancel: each must be 404, and k1's task
    list must not show them), while k2 still sees its own.
@@ -261,6 +263,7 @@ class Record:
     error: str = ""
     audio: bytes | None = None  # kept for checking
     task: dict[str, Any] | None = None  # dialogue: the finished task
+    audio_seconds: float = 0.0  # length of the speech returned (what a listening client plays)
 
     @property
     def ok(self) -> bool:
@@ -315,13 +318,21 @@ def make_client(url: str, key: str, timeout: float) -> httpx.Client:
     )
 
 
+def wav_seconds(data: bytes) -> float:
+    """Length of a 16-bit mono WAV from its header (no decoding)."""
+    rate = int.from_bytes(data[24:28], "little") if len(data) > 44 else 0
+    return (len(data) - 44) / (2 * rate) if rate else 0.0
+
+
 def short_speech(client: httpx.Client, record: Record, keep: bool) -> None:
     body = {"text": record.text, "voice_id": record.voice, "format": "wav"}
     response = client.post("/api/v1/tts/synthesize", json=body)
     record.status = response.status_code
     if not response.is_success:
         record.error = response.text[:200]
-    elif keep:
+        return
+    record.audio_seconds = wav_seconds(response.content)
+    if keep:
         record.audio = response.content
 
 
@@ -331,7 +342,9 @@ def openai_speech(client: httpx.Client, record: Record, keep: bool) -> None:
     record.status = response.status_code
     if not response.is_success:
         record.error = response.text[:200]
-    elif keep:
+        return
+    record.audio_seconds = wav_seconds(response.content)
+    if keep:
         record.audio = response.content
 
 
@@ -385,6 +398,7 @@ class LoadConfig:
     seed: int
     long_task_id: str
     server_pid: int
+    listen: bool = True  # each client plays what it got before its next request
 
 
 def client_loop(index: int, cfg: LoadConfig, shared: Shared, phrases: Phrases, t0: float) -> None:
@@ -415,6 +429,8 @@ def client_loop(index: int, cfg: LoadConfig, shared: Shared, phrases: Phrases, t
             shared.records.append(record)
             if record.error.startswith("ConnectError"):  # the server is gone: don't spin
                 time.sleep(1.0)
+            elif cfg.listen and record.ok:
+                time.sleep(min(record.audio_seconds, max(0.0, deadline - time.monotonic())))
 
 
 def sampler_loop(cfg: LoadConfig, shared: Shared, t0: float, stop: threading.Event) -> None:
@@ -674,7 +690,12 @@ def report(run: Run) -> bool:
         f"Load: {args.clients} clients for {args.seconds:.0f} s (all done after {run.elapsed:.0f} s), "
         f"mix {', '.join(f'{k} {w:.0%}' for k, w in MIX)}; 3 API keys, rate limit off "
         f"(STUDIO_RATE_LIMIT_PER_MINUTE=0), task workers: "
-        f"{args.task_workers if args.task_workers is not None else 'server default (1)'}; timeout {args.timeout:.0f} s."
+        f"{args.task_workers if args.task_workers is not None else 'server default (1)'}; timeout {args.timeout:.0f} s; "
+        + (
+            "clients send at once (saturation)."
+            if args.no_listen
+            else "each client plays the audio it got before its next request."
+        )
     )
     print(
         f"Long dialogue beside it: task {run.long_task['task_id'][:8]}, {run.long_task['turns']} turns, "
@@ -893,6 +914,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-kept", type=int, default=150, help="outputs checked with Whisper at most")
     parser.add_argument("--task-workers", type=int, default=None, help="STUDIO_TASK_WORKERS (default: unset)")
     parser.add_argument("--seed", type=int, default=1, help="seed for texts and the request mix")
+    parser.add_argument(
+        "--no-listen",
+        action="store_true",
+        help="clients send their next request at once instead of first playing the audio they got "
+        "(a saturation test: latency then grows with the client count on a one-at-a-time model)",
+    )
     args = parser.parse_args()
     if args.clients < 1 or args.seconds <= 0 or args.idle < 2 or args.keep_every < 1 or args.timeout <= 0:
         parser.error("--clients >= 1, --seconds > 0, --idle >= 2, --keep-every >= 1, --timeout > 0")
@@ -963,6 +990,7 @@ def main() -> None:
                     args.seed,
                     long_task["task_id"],
                     server.pid,
+                    listen=not args.no_listen,
                 )
                 psutil.cpu_percent(interval=None)
                 shared, elapsed = run_load(cfg, phrases)
