@@ -12,6 +12,7 @@ from engines.kokoro_onnx import KokoroOnnxEngine
 from engines.kokoro_torch import KokoroTorchEngine
 from engines.megatts3 import MegaTts3Engine
 from engines.moss_ttsd import MossTtsdEngine
+from engines.multitalk import MultiTalkEngine
 from engines.piper import PiperEngine
 from engines.registry import EngineRegistry
 from studio import __version__
@@ -19,6 +20,7 @@ from studio.config import Settings
 from studio.services.asr import Transcriber
 from studio.services.cloning import CloningService
 from studio.services.dialogue import DialogueService
+from studio.services.distributed import DistributedService
 from studio.services.speech import OPENAI_VOICES, SpeechService
 from studio.services.training.service import TrainingService
 from studio.services.video import VideoService
@@ -73,6 +75,7 @@ class Studio:
             self.dialogue.task_kind(),
             self.cloning.task_kind(),
             self.training.task_kind(),
+            DistributedService(self.allocator).task_kind(),
             self.video.task_kind(),
         ):
             self.runner.register(kind)
@@ -99,4 +102,5 @@ def build_registry(
     registry.add(KokoroTorchEngine(weights, allocator))
     registry.add(MossTtsdEngine(weights, allocator))
     registry.add(MegaTts3Engine(weights, allocator))
+    registry.add(MultiTalkEngine(weights, allocator))
     return registry

@@ -20,7 +20,8 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,7 @@ class TaskContext:
         self._last_step: str | None = None
         self._step_span = (0.0, 100.0)  # the share of the task's percent the running step fills
         self._step_started = time.monotonic()
+        self._phase = (0.0, 100.0)
 
     @property
     def cancelled(self) -> bool:
@@ -132,11 +134,24 @@ class TaskContext:
     def log(self, message: str) -> None:
         self._runner.store.append_log(self.task_id, message)
 
-    def progress(
-        self, percent: float, step: str | None = None, force: bool = False, eta: float | None = None
-    ) -> None:
-        """Report progress (0..100); the ETA follows from the rate so far unless given. Cheap to call
-        often: writes are throttled unless the step changes."""
+    def progress(self, percent: float, step: str | None = None, force: bool = False) -> None:
+        """Report progress (0..100, of the current `phase` if one is open); the ETA follows from the
+        rate so far. Cheap to call often: writes are throttled unless the step changes."""
+        low, high = self._phase
+        self._write(low + (high - low) * percent / 100, step, force)
+
+    @contextmanager
+    def phase(self, low: float, high: float) -> Iterator[None]:
+        """Inside this block, `progress(0..100)` fills `low..high` of the task's percent: a task made of
+        parts (speech, then video) hands each part the context as if the part were the whole task."""
+        previous = self._phase
+        self._phase = (low, high)
+        try:
+            yield
+        finally:
+            self._phase = previous
+
+    def _write(self, percent: float, step: str | None, force: bool = False, eta: float | None = None) -> None:
         self.check_cancelled()
         now = time.monotonic()
         if not force and step == self._last_step and now - self._last_write < 0.2 and percent < 100:
@@ -160,12 +175,12 @@ class TaskContext:
         low, high = self._step_span
         elapsed = time.monotonic() - self._step_started
         eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
-        self.progress(low + (high - low) * fraction, self._last_step, eta=eta)
+        self._write(low + (high - low) * fraction, self._last_step, eta=eta)
 
     def _begin_step(self, step: str, low: float, high: float) -> None:
         self._step_span = (low, high)
         self._step_started = time.monotonic()
-        self.progress(low, step, force=True, eta=None)
+        self._write(low, step, force=True)
 
     def result_so_far(self) -> dict[str, Any]:
         """The task's stored result now (a stepwise task's earlier steps' results are under "steps")."""

@@ -1,0 +1,83 @@
+"""The Video tab as a user drives it in a real headless Chromium against `python app.py`.
+
+Two portraits are uploaded (their face boxes appear as numbers and the preview outlines the faces),
+a 4-turn script is pasted, Generate makes a video that the tab plays and offers for download; the
+downloaded MP4 is H.264 + AAC, as long as the dialogue, carries the dialogue's audio, and each
+person's mouth moves in their own turns only. The `browser`, `page` and `live_server` fixtures are in
+conftest.py; the checks are shared with the API test (tests/video_checks.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urljoin
+
+import httpx
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pip package is not installed")
+
+from tests.video_checks import SCRIPT, check_video, png, portraits  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+GENERATE_TIMEOUT_MS = 240_000
+BOX = re.compile(r"^\d+, \d+, \d+, \d+$")
+
+
+def text_field(page: sync_api.Page, elem_id: str) -> sync_api.Locator:
+    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+
+
+def fetch(page: sync_api.Page, name: str, folder: Path) -> Path:
+    """Download one result file through its link in the tab's file list."""
+    link = page.locator(f"#video-files a[href$='/{name}']")
+    sync_api.expect(link).to_have_count(1)
+    href = link.get_attribute("href")
+    assert href, f"the {name} link has no href"
+    response = httpx.get(urljoin(page.url, href), timeout=30)
+    assert response.status_code == 200, (name, response.text[:300])
+    path = folder / name
+    path.write_bytes(response.content)
+    return path
+
+
+def test_video_tab_makes_a_two_person_video_whose_mouths_follow_the_turns(
+    page: sync_api.Page, tmp_path: Path
+) -> None:
+    left, right = portraits()
+    (tmp_path / "left.png").write_bytes(png(left))
+    (tmp_path / "right.png").write_bytes(png(right))
+
+    page.get_by_role("tab", name="Video").click()
+    sync_api.expect(page.get_by_role("tab", name="Video")).to_have_attribute("aria-selected", "true")
+    for side in ("left", "right"):
+        page.locator(f"#video-{side} input[type=file]").set_input_files(tmp_path / f"{side}.png")
+        sync_api.expect(text_field(page, f"video-{side}-box")).to_have_value(BOX)
+    sync_api.expect(page.locator("#video-preview img")).to_be_visible()
+    sync_api.expect(page.locator("#video-faces")).to_contain_text("left: face detected")
+    sync_api.expect(page.locator("#video-faces")).to_contain_text("right: face detected")
+
+    script = text_field(page, "video-script")
+    script.fill(SCRIPT)
+    sync_api.expect(script).to_have_value(SCRIPT)
+    sync_api.expect(page.locator("#video-parsed")).to_contain_text("4 turns, 2 speakers")
+
+    page.locator("#video-generate").click()
+    done = page.locator("#video-status").filter(has_text="Done")
+    error = page.locator(".toast-body.error")
+    done.or_(error).first.wait_for(state="visible", timeout=GENERATE_TIMEOUT_MS)
+    if error.count():
+        pytest.fail(f"the studio showed an error: {error.first.inner_text()!r}")
+    sync_api.expect(page.locator("#video-status")).to_contain_text("4 turns")
+    sync_api.expect(page.locator("#video-player video")).to_have_attribute("src", re.compile(r"video\.mp4"))
+    page.screenshot(path=tmp_path / "video_tab.png", full_page=True)
+
+    video = fetch(page, "video.mp4", tmp_path)
+    wav = fetch(page, "dialogue.wav", tmp_path)
+    timing = json.loads(fetch(page, "timing.json", tmp_path).read_text())
+    assert "[S1]" in fetch(page, "dialogue.srt", tmp_path).read_text()
+    assert [t["speaker"] for t in timing] == ["S1", "S2", "S1", "S2"]
+    check_video(video, wav, timing)
