@@ -16,6 +16,7 @@ from studio.api.deps import caller, get_studio
 from studio.api.routes_tasks import owned_task
 from studio.core import Studio
 from studio.errors import BadInput, TooLarge
+from studio.services.training import dataset
 from studio.services.training.common import Workspace
 from studio.tasks.store import Task
 
@@ -49,8 +50,8 @@ def list_clips(
     """The dataset's clips for proofreading; `order=confidence` puts the least certain transcripts first."""
     training_task(studio, task_id, owner)
     return {
-        "clips": _dataset().load_clips(
-            Workspace(studio.store.folder(task_id)), by_confidence=order == "confidence"
+        "clips": dataset.load_clips(
+            Workspace(studio.store.folder(task_id)), low_confidence_first=order == "confidence"
         )
     }
 
@@ -62,11 +63,7 @@ def edit_clips(
     """Correct transcripts and drop or keep clips; metadata.csv follows."""
     training_task(studio, task_id, owner, change=True)
     edits = [edit.model_dump(exclude_none=True) for edit in body.edits]
-    try:
-        clips = _dataset().update_clips(Workspace(studio.store.folder(task_id)), edits)
-    except ValueError as error:
-        raise BadInput(str(error), "bad_edit") from error
-    return {"clips": clips}
+    return {"clips": dataset.update_clips(Workspace(studio.store.folder(task_id)), edits)}
 
 
 @router.get("/api/v1/training/{task_id}/preflight")
@@ -102,16 +99,6 @@ async def import_dataset(
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise TooLarge(f"the dataset zip is larger than the {studio.settings.max_upload_mb} MB upload limit")
-    workspace = Workspace(studio.store.folder(task_id))
-    try:
-        clips = studio.training.import_dataset(workspace, data)
-    except ValueError as error:
-        raise BadInput(str(error), "bad_dataset") from error
+    clips = studio.training.import_dataset(Workspace(studio.store.folder(task_id)), data)
     studio.store.append_log(task_id, f"imported a Piper dataset: {len(clips)} clips")
     return {"clips": len(clips), "seconds": round(sum(float(c["duration"]) for c in clips), 2)}
-
-
-def _dataset():  # type: ignore[no-untyped-def]  # TEMPORARY until dataset.py lands
-    from studio.services.training import dataset
-
-    return dataset

