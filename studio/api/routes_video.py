@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from studio.api.deps import get_studio, rate_limited_caller
@@ -21,6 +21,7 @@ router = APIRouter(tags=["video"])
 
 @router.post("/api/v1/video")
 async def create_video(
+    response: Response,
     script: str = Form(..., description="a dialogue script; S1 is the left person, S2 the right one"),
     voices: str = Form(
         "{}", description='JSON: {"S1": voice_id, "S2": voice_id} (missing: distinct defaults)'
@@ -48,7 +49,9 @@ async def create_video(
     ),
     pause_ms: int = Form(350, ge=0, le=10_000, description="silence between turns"),
     task_name: str = Form(""),
-    wait: bool = Form(False, description="answer when the task has finished"),
+    wait: bool = Form(
+        False, description="answer when the task has finished (202 with the task after max_wait_seconds)"
+    ),
     studio: Studio = Depends(get_studio),
     owner: str = Depends(rate_limited_caller),
 ) -> TaskOut:
@@ -84,5 +87,7 @@ async def create_video(
     config = await run_in_threadpool(studio.video.prepare, request, uploads)
     task = await run_in_threadpool(studio.runner.submit, "video", task_name or "video", config, owner)
     if wait:
-        task = await run_in_threadpool(studio.runner.wait, task.task_id)
+        task = await run_in_threadpool(studio.runner.wait, task.task_id, studio.settings.max_wait_seconds)
+        if not task.status.finished:  # bounded: the client polls the task from here
+            response.status_code = 202
     return task_out(studio, task)
