@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from engines.gpt_sovits import GptSovitsEngine
 from engines.gpu import GpuAllocator
 from engines.kokoro_onnx import KokoroOnnxEngine
 from engines.kokoro_torch import KokoroTorchEngine
@@ -103,4 +104,5 @@ def build_registry(
     registry.add(MossTtsdEngine(weights, allocator))
     registry.add(MegaTts3Engine(weights, allocator))
     registry.add(MultiTalkEngine(weights, allocator))
+    registry.add(GptSovitsEngine(weights, allocator))
     return registry

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,3 +212,62 @@ def test_training_routes_need_a_training_task(studio_client: TestClient, route: 
     ).json()
     response = studio_client.get(f"/api/v1/training/{speech['task_id']}/{route}")
     assert response.status_code == 422 and "not a training task" in response.json()["error"]["message"]
+
+
+def piper_dataset_zip(root: Path) -> bytes:
+    """A Piper dataset made elsewhere: joe's sentences as wavs/ + metadata.csv, zipped."""
+    from tests.test_training_piper import make_dataset
+
+    workspace = make_dataset(root)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.write(workspace.dataset / "metadata.csv", "metadata.csv")
+        for wav in sorted((workspace.dataset / "wavs").glob("*.wav")):
+            archive.write(wav, f"wavs/{wav.name}")
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_piper_voice_trains_cancels_resumes_exports_and_speaks(
+    studio_client: TestClient, tmp_path: Path
+) -> None:
+    client = studio_client
+    task_id = create(client, "studio_piper_tiny", backend="piper")
+    base = f"/api/v1/task/{task_id}"
+    imported = client.post(
+        f"/api/v1/training/{task_id}/dataset/import", files={"file": ("joe.zip", piper_dataset_zip(tmp_path))}
+    )
+    assert imported.status_code == 200 and imported.json()["clips"] >= 10, imported.text
+
+    # Tiny preset (CPU): cancel once the first checkpoint is on disk, then ask again: it resumes.
+    tiny = {"preset": "tiny", "max_steps": 8, "checkpoint_every": 4}
+    assert client.post(f"{base}/step/train_sovits", json={"params": tiny}).status_code == 200
+    deadline = time.monotonic() + 600
+    while "train/checkpoints/last.ckpt" not in client.get(base).json()["files"]:
+        assert time.monotonic() < deadline and client.get(base).json()["status"] in ("pending", "running"), (
+            client.get(f"{base}/logs").text[-3000:]
+        )
+        time.sleep(0.5)
+    assert client.post(f"{base}/cancel").json()["status"] in ("running", "cancelled")
+    task = wait_steps(client, task_id)
+    assert task["status"] == "cancelled" and task["steps"]["train_sovits"] == "cancelled"
+    loss = client.get(f"{base}/files/download/train/loss.json").json()
+    assert loss and loss[-1]["step"] >= 4
+
+    task = run(client, task_id, "train_sovits", **tiny)
+    trained = task["result"]["steps"]["train_sovits"]
+    assert task["steps"]["train_sovits"] == "done", client.get(f"{base}/logs").text[-3000:]
+    assert trained["resumed_from_step"] >= 4 and trained["step"] == 8, trained
+
+    task = run(client, task_id, "export_voice")
+    exported = task["result"]["steps"]["export_voice"]
+    assert task["steps"]["export_voice"] == "done" and exported["voice_id"] == "studio_piper_tiny"
+    assert {"voice/studio_piper_tiny.onnx", "voice/studio_piper_tiny.onnx.json"} <= set(task["files"])
+    listed = {v["id"]: v for v in client.get("/api/v1/voices").json()["voices"]}
+    assert listed["studio_piper_tiny"]["engine"] == "piper"
+    speech = client.post(
+        "/api/v1/tts/synthesize", json={"text": "A tiny voice speaks.", "voice_id": "studio_piper_tiny"}
+    )
+    assert speech.status_code == 200, speech.text
+    audio, rate = decode(speech.content)
+    assert len(audio) / rate > 0.5 and np.isfinite(audio).all() and np.sqrt(np.mean(audio**2)) > 0.01

@@ -50,6 +50,7 @@ DATASET_STEPS: dict[str, DatasetStep] = {
 }
 STEPS = (*DATASET_STEPS, "train_sovits", "train_gpt", "export_voice", "test_inference")
 PREPARE_STEPS = STEPS[:4]  # recordings -> transcribed clips; proofreading comes next
+GPT_SOVITS_FEATURE_STEPS = ("extract_text_features", "extract_audio_features", "extract_semantic_features")
 AFTER_PROOFREADING = (
     "extract_text_features",
     "train_sovits",
@@ -108,6 +109,8 @@ class TrainingService:
         backend = context.config["backend"]
         if step in AFTER_PROOFREADING:
             dataset.write_metadata(workspace, {}, context)
+        if backend == "gpt_sovits" and step in GPT_SOVITS_FEATURE_STEPS:
+            return self._gpt_sovits(step, workspace, params, context)  # its own scripts and models
         if step in DATASET_STEPS:
             return DATASET_STEPS[step](workspace, params | {"backend": backend}, context)
         if step == "train_sovits":
@@ -131,10 +134,9 @@ class TrainingService:
         if backend == "piper":
             from studio.services.training import piper_backend
 
-            lease = (
-                context.lease(int(params.get("devices", 1)), exclusive=True) if params.get("gpu") else None
-            )
-            return piper_backend.train(workspace, params, context, lease)
+            preset = piper_backend.settings(params).preset
+            lease = context.lease(int(params.get("devices", 1)), exclusive=True) if preset.gpu else None
+            return piper_backend.train(workspace, params, context, lease, self.registry.weights_dir)
         return self._gpt_sovits("train_sovits", workspace, params, context)
 
     def _fit_kokoro(
@@ -169,7 +171,9 @@ class TrainingService:
             from studio.services.training import piper_backend
 
             params = {"voice_name": voice_id}
-            return piper_backend.export(workspace, params, context, self.piper_voices_dir)
+            exported = piper_backend.export(workspace, params, context, self.piper_voices_dir)
+            self.registry.unload("piper")  # a re-exported voice must not be spoken from the old cached model
+            return exported | {"engine": "piper"}
         if backend == "gpt_sovits":
             raise StepSkipped("GPT-SoVITS voices are used through its own weights folder (nothing to export)")
         style_file = workspace.root / "train" / "style.npy"
@@ -247,8 +251,10 @@ class TrainingService:
             raise TaskFailed(f"GPT-SoVITS is not set up here: {missing}")
         from studio.services.training import piper_backend
 
-        command = engine.step_command(step, workspace, params)  # type: ignore[attr-defined]
-        return piper_backend.run_logged(command, context, cwd=engine.code_dir)  # type: ignore[attr-defined]
+        lease = context.lease(1, exclusive=True)
+        command = engine.step_command(step, workspace, params, lease)  # type: ignore[attr-defined]
+        result = piper_backend.run_logged(command, context, cwd=engine.code_dir, lease=lease)  # type: ignore[attr-defined]
+        return result | engine.finish_step(step, workspace)  # type: ignore[attr-defined]
 
     # ---- around the steps ------------------------------------------------------------------------
     def preflight(self, workspace: Workspace, backend: str, params: dict[str, Any]) -> list[str]:
@@ -267,7 +273,9 @@ class TrainingService:
         if backend == "piper" and not problems:
             from studio.services.training import piper_backend
 
-            problems += piper_backend.preflight(workspace, params, self.registry.allocator.devices())
+            problems += piper_backend.preflight(
+                workspace, params, self.registry.allocator.devices, self.registry.weights_dir
+            )
         return problems
 
     def _dataset_reference(self, workspace: Workspace) -> tuple[np.ndarray, int]:
