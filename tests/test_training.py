@@ -203,6 +203,8 @@ def test_failure_paths_end_with_the_real_reason(studio_client: TestClient) -> No
         "/api/v1/task/create", json={"config": {"kind": "training", "backend": "magic", "voice_name": "x"}}
     )
     assert bad.status_code == 422 and "backend" in bad.json()["error"]["message"]
+    taken = client.post("/api/v1/task/create", json={"config": {"kind": "training", "voice_name": "joe"}})
+    assert taken.status_code == 409 and "exists already" in taken.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("route", ["clips", "preflight", "dataset/export"])

@@ -540,7 +540,7 @@ class TaskRunner:
             self.store.append_log(task.task_id, f"step {step}: {verb}")
             with self._lock:
                 task = self._require(context.task_id)
-                results = dict(task.result.get("steps", {})) | {step: outcome | {"seconds": seconds}}
+                results = dict(task.result.get("steps", {})) | {step: outcome | {"run_seconds": seconds}}
                 self.store.update(
                     task.task_id, steps=task.steps | {step: state}, result=task.result | {"steps": results}
                 )

@@ -8,6 +8,8 @@ from studio.core import Studio
 from studio.ui.dialogue_tab import build_dialogue_tab
 from studio.ui.engines_tab import build_engines_tab
 from studio.ui.speech_tab import build_speech_tab
+from studio.ui.training_tab import build_training_tab
+from studio.ui.video_tab import build_video_tab
 from studio.ui.voices_tab import build_voices_tab
 
 
@@ -22,6 +24,10 @@ def build_ui(studio: Studio) -> gr.Blocks:
             build_dialogue_tab(studio)
         with gr.Tab("Voices & Cloning", id="voices"):
             build_voices_tab(studio)
+        with gr.Tab("Training", id="training"):
+            build_training_tab(studio)
+        with gr.Tab("Video", id="video"):
+            build_video_tab(studio)
         with gr.Tab("Engines", id="engines"):
             build_engines_tab(studio)
     return blocks

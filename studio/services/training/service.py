@@ -25,7 +25,7 @@ import soundfile as sf
 
 from engines.base import EngineState
 from engines.registry import EngineRegistry
-from studio.errors import BadInput
+from studio.errors import BadInput, Conflict
 from studio.services.asr import Transcriber, word_error_rate
 from studio.services.cloning import CloningService, fit_report
 from studio.services.speaker import SpeakerEncoder, similarity
@@ -87,9 +87,9 @@ class TrainingService:
             "training", resumable=True, steps=STEPS, run_step=self._run_step, check_config=self.check_config
         )
 
-    @staticmethod
-    def check_config(config: dict[str, Any]) -> dict[str, Any]:
-        """The task's config, checked at creation: which backend, and the name the voice will get."""
+    def check_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The task's config, checked at creation: which backend, and the name the voice will get (free
+        now, so a name clash is found before training, not at export)."""
         backend = config.get("backend", "kokoro_fit")
         if backend not in BACKENDS:
             raise BadInput(
@@ -100,6 +100,16 @@ class TrainingService:
             raise BadInput(
                 "config.voice_name must be 1-64 characters of a-z, 0-9, '_' or '-' (the trained voice's id)",
                 "bad_voice_name",
+            )
+        taken = (
+            voice_name in self.library.reserved_ids
+            or self.library.get(voice_name) is not None
+            or (self.piper_voices_dir / f"{voice_name}.onnx").exists()
+        )
+        if taken:
+            raise Conflict(
+                f"a voice '{voice_name}' exists already: choose another voice_name, or delete that voice first",
+                "voice_exists",
             )
         return config | {"backend": backend, "voice_name": voice_name}
 
