@@ -42,8 +42,14 @@ def running(pids: list[int]) -> list[int]:
     return alive
 
 
-def descendants() -> list[psutil.Process]:
-    return psutil.Process().children(recursive=True)
+def descendants(before: set[int] | None = None) -> list[psutil.Process]:
+    """This process's children (recursively), leaving out the pids in `before` (other tests' servers
+    and browsers that run for the whole session)."""
+    return [p for p in psutil.Process().children(recursive=True) if p.pid not in (before or set())]
+
+
+def existing() -> set[int]:
+    return {p.pid for p in descendants()}
 
 
 def no_survivors(processes: list[psutil.Process]) -> bool:
@@ -147,7 +153,7 @@ def test_preflight_passes_and_two_jobs_run_side_by_side(tmp_path: Path) -> None:
 
 
 def test_a_crashing_rank_fails_the_job_with_its_error(tmp_path: Path) -> None:
-    allocator, lines = GpuAllocator([]), []
+    allocator, lines, before = GpuAllocator([]), [], existing()
     with allocator.lease("crash") as lease, pytest.raises(LaunchError) as failed:
         run_preflight(lease, allocator, 2, tmp_path, lines.append, crash_rank=1)
     message = str(failed.value)
@@ -155,7 +161,7 @@ def test_a_crashing_rank_fails_the_job_with_its_error(tmp_path: Path) -> None:
     assert "RuntimeError: preflight: rank 1 crashed on purpose (--crash-rank 1)" in message
     assert "[rank 1] Traceback (most recent call last):" in lines  # the whole traceback is in the log
     assert not isinstance(failed.value, LaunchHung)
-    assert not running(rank_pids(tmp_path)) and not running([p.pid for p in descendants()])
+    assert not running(rank_pids(tmp_path)) and not running([p.pid for p in descendants(before)])
 
 
 def test_a_hanging_rank_is_stopped_by_the_watchdog(tmp_path: Path) -> None:
@@ -186,22 +192,22 @@ def test_a_hanging_rank_is_stopped_by_the_watchdog(tmp_path: Path) -> None:
 def test_a_job_that_never_starts_is_stopped_after_the_startup_limit(tmp_path: Path) -> None:
     script = tmp_path / "silent.py"
     script.write_text("import time\ntime.sleep(120)\n")  # never prints, never touches the heartbeat
-    allocator, lines = GpuAllocator([]), []
+    allocator, lines, before = GpuAllocator([]), [], existing()
     launcher = TorchrunLauncher(watchdog_s=2, startup_s=6, grace_s=2)
     started = time.monotonic()
     with allocator.lease("silent") as lease, pytest.raises(LaunchHung, match=r"no rank started within 6 s"):
         launcher.run(lease, 2, [str(script)], output_dir=tmp_path / "out", log=lines.append)
     assert 6 <= time.monotonic() - started < 6 + 2 + 5
-    assert not running([p.pid for p in descendants()])
+    assert not running([p.pid for p in descendants(before)])
 
 
 def test_cancel_stops_every_process_of_the_job(tmp_path: Path) -> None:
-    allocator, lines = GpuAllocator([]), []
+    allocator, lines, before = GpuAllocator([]), [], existing()
     snapshot: list[psutil.Process] = []
 
     def cancelled() -> bool:
         if any("step 1/5" in line for line in lines):  # both ranks are up
-            snapshot.extend(descendants())  # torchrun and its ranks, as they are now
+            snapshot.extend(descendants(before))  # torchrun and its ranks, as they are now
             return True
         return False
 
