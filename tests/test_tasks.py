@@ -308,10 +308,15 @@ def test_a_step_running_at_shutdown_runs_again_after_the_restart(tmp_path: Path)
     store.update(task.task_id, config=paused.config | {"step_params": {"train": {"ticks": 2}}})
     restarted.start()
     deadline = time.monotonic() + 10
-    while store.get(task.task_id).steps["train"] != "done" and time.monotonic() < deadline:  # type: ignore[union-attr]
+    while time.monotonic() < deadline:  # until the run of the resumed step has ended
+        resumed = store.get(task.task_id)
+        assert resumed is not None
+        if resumed.steps["train"] == "done" and resumed.status != TaskStatus.RUNNING:
+            break
         time.sleep(0.02)
     assert [step for step, _ in calls] == ["train"]  # the finished step was not redone
-    assert store.get(task.task_id).status == TaskStatus.PENDING  # 'check' was never asked for  # type: ignore[union-attr]
+    assert resumed.steps["train"] == "done"
+    assert resumed.status == TaskStatus.PENDING  # 'check' was never asked for
     restarted.stop()
 
 

@@ -421,6 +421,16 @@ class TaskRunner:
             finally:
                 with self._lock:
                     self._active.discard(task_id)
+                    again = self.store.get(task_id)
+                # Steps asked for while this run was ending were queued for a worker that skipped the
+                # task (it was still active here): queue it once more (a second copy is skipped).
+                if (
+                    again
+                    and again.status == TaskStatus.PENDING
+                    and self._waits_to_run(again)
+                    and not self._stopping
+                ):
+                    self._enqueue(again)
 
     def _run(self, task: Task) -> None:
         kind = self.kinds.get(task.kind)
@@ -438,10 +448,9 @@ class TaskRunner:
         self._event(task, "started", waited)
         started = time.monotonic()
         context = TaskContext(self, task)
-        stepwise_done = True
         try:
             if kind.stepwise:
-                result, stepwise_done = self._run_steps(kind, context)
+                result = self._run_steps(kind, context)
             else:
                 assert kind.run is not None
                 result = kind.run(context) or {}
@@ -479,22 +488,22 @@ class TaskRunner:
             )
             self._event(task, "failed", time.monotonic() - started, error=reason)
         else:
-            if not stepwise_done:
+            if kind.stepwise:  # _run_steps set the status (atomically with its last look for queued steps)
+                task = self._require(task.task_id)
+                if task.status == TaskStatus.PENDING:
+                    self.store.append_log(task.task_id, "waiting for the next step")
+                    self._event(task, "steps_done", time.monotonic() - started)
+                    return
+            else:
                 task = self.store.update(
-                    task.task_id, status=TaskStatus.PENDING, eta_seconds=None, result=result
+                    task.task_id,
+                    status=TaskStatus.COMPLETED,
+                    progress=100.0,
+                    eta_seconds=0.0,
+                    result=result,
+                    finished_at=time.time(),
                 )
-                self.store.append_log(task.task_id, "waiting for the next step")
-                self._event(task, "steps_done", time.monotonic() - started)
-                return
             self.store.append_log(task.task_id, "completed")
-            task = self.store.update(
-                task.task_id,
-                status=TaskStatus.COMPLETED,
-                progress=100.0,
-                eta_seconds=0.0,
-                result=result,
-                finished_at=time.time(),
-            )
             self._event(task, "completed", time.monotonic() - started)
         finally:
             if kind.stepwise:
@@ -505,17 +514,26 @@ class TaskRunner:
             with self._lock:
                 self._cancels.pop(task.task_id, None)
 
-    def _run_steps(self, kind: TaskKind, context: TaskContext) -> tuple[dict[str, Any], bool]:
-        """Run the queued steps in the kind's order (steps queued meanwhile too). Returns the task's
-        result and whether every step is now done or skipped."""
+    def _run_steps(self, kind: TaskKind, context: TaskContext) -> dict[str, Any]:
+        """Run the queued steps in the kind's order (steps queued meanwhile too), then set the task
+        completed (every step done or skipped) or pending (waiting for the next step), under the lock
+        `queue_steps` takes: a step asked for while this run ends is never left queued with no run."""
         assert kind.run_step is not None
         while True:
             with self._lock:
                 task = self._require(context.task_id)
                 queued = [step for step in kind.steps if task.steps.get(step) == "queued"]
                 if not queued:
-                    finished = all(task.steps.get(step) in FINISHED_STEP_STATES for step in kind.steps)
-                    return task.result, finished
+                    if all(task.steps.get(step) in FINISHED_STEP_STATES for step in kind.steps):
+                        changes = {
+                            "status": TaskStatus.COMPLETED,
+                            "progress": 100.0,
+                            "finished_at": time.time(),
+                        }
+                    else:
+                        changes = {"status": TaskStatus.PENDING}
+                    self.store.update(task.task_id, eta_seconds=None, **changes)
+                    return task.result
                 step = queued[0]
                 self.store.update(task.task_id, steps=task.steps | {step: "running"})
             index = kind.steps.index(step)
