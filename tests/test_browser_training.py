@@ -190,6 +190,10 @@ def test_recordings_become_a_trained_voice_through_the_wizard(
         assert saved[second["id"]]["dropped"]
         assert sum(not clip["dropped"] for clip in saved.values()) == len(kept) - 1
         table.get_by_role("row").filter(has_text=first["id"]).get_by_role("gridcell").first.click()
+        # The player held the last clicked row's clip (the dropped one): wait for this clip's file.
+        page.locator(f'#training-clip-audio a[download][href*="{first["id"]}.wav"]').wait_for(
+            state="attached"
+        )
         clip_audio, clip_rate = download(page, "training-clip-audio")
         assert abs(len(clip_audio) / clip_rate - first["duration"]) < 0.05
         page.screenshot(path=tmp_path / "training_proofread.png", full_page=True)
