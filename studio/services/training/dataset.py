@@ -29,6 +29,7 @@ import stat
 import tempfile
 import threading
 import zipfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -336,15 +337,17 @@ def _split_long(
 
 
 # ---- denoise -----------------------------------------------------------------------------------------
-class _Denoiser:
+class _Denoiser(ABC):
     """One speech denoiser at 48 kHz in 480-sample frames, run through its C library."""
 
     name = ""
     delay = 0
 
+    @abstractmethod
     def process_frame(self, frame: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """One 480-sample frame in, the denoised frame out (the subclass's native call)."""
 
+    @abstractmethod
     def close(self) -> None:
         """Free the native state."""
 
