@@ -7,6 +7,7 @@ Piper voices trained in the studio (exported `.onnx` + `.onnx.json` under the da
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -87,10 +88,16 @@ class PiperEngine(Engine):
         return self._models[voice]
 
     def _synthesize_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
+        """`options.extra`: Piper's own `noise_scale` and `noise_w_scale` (the voice's
+        .onnx.json values when absent); 0 for both gives the same audio on every call."""
         from piper import SynthesisConfig
 
         model = self._model_for(voice)
-        config = SynthesisConfig(length_scale=1.0 / max(options.speed, 0.1))
+        config = SynthesisConfig(
+            length_scale=1.0 / max(options.speed, 0.1),
+            noise_scale=_optional_float(options.extra.get("noise_scale")),
+            noise_w_scale=_optional_float(options.extra.get("noise_w_scale")),
+        )
         chunks = [chunk.audio_float_array for chunk in model.synthesize(sentence, syn_config=config)]  # type: ignore[attr-defined]
         rate = model.config.sample_rate  # type: ignore[attr-defined]
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
@@ -99,3 +106,7 @@ class PiperEngine(Engine):
 
             audio = soxr.resample(audio, rate, self.info.sample_rate)
         return audio
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(cast(float, value))
