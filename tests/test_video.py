@@ -92,7 +92,7 @@ def test_one_image_of_both_with_boxes_and_multitalk_not_set_up_falls_back_and_sa
     studio_client: TestClient, tmp_path: Path
 ) -> None:
     studio = studio_client.app.state.studio  # type: ignore[attr-defined]
-    if studio.video.multitalk_missing() is None:
+    if not studio.video.multitalk_missing():
         pytest.skip("MultiTalk is set up here")
     left, right = portraits()
     both = np.concatenate([left, right], axis=1)  # 800 x 380: S1's face on the left, S2's on the right
@@ -109,12 +109,14 @@ def test_one_image_of_both_with_boxes_and_multitalk_not_set_up_falls_back_and_sa
     task = response.json()
     assert task["status"] == "completed", task
     result = task["result"]
-    note = result["note"]
-    assert note.startswith("MultiTalk is not set up: ") and note.endswith("; used the embedded renderer"), (
-        note
-    )
+    note, missing = result["note"], studio.video.multitalk_missing()
+    assert note.startswith(f"MultiTalk is not set up ({len(missing)} thing(s) missing, first: {missing[0]}")
+    assert note.endswith(": used the embedded renderer"), note
     assert result["engine"] == "embedded"
-    assert note in studio_client.get(f"/api/v1/task/{task['task_id']}/logs").text
+    assert (
+        "MultiTalk is not set up: " + "; ".join(missing)
+        in studio_client.get(f"/api/v1/task/{task['task_id']}/logs").text
+    )
     assert [result["faces"][p]["found"] for p in ("S1", "S2")] == ["detected in the given box"] * 2
     assert result["faces"]["S2"]["box"][0] > 400  # S2 is the person on the right
     info = streams(download(studio_client, task, "video.mp4", tmp_path))

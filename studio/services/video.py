@@ -194,16 +194,16 @@ class VideoService:
                 )
         return planned
 
-    def multitalk_missing(self) -> str | None:
-        """Why MultiTalk cannot run here (None when it can)."""
+    def multitalk_missing(self) -> list[str]:
+        """What MultiTalk still needs here, each with how to get it; empty when it can run."""
         try:
             engine = self.registry.engine(MULTITALK)
         except KeyError:
-            return "the MultiTalk engine is not installed in this studio"
+            return ["the MultiTalk engine is not installed in this studio"]
         status = engine.status()
         if status.state in (EngineState.READY, EngineState.LOADED):
-            return None
-        return "; ".join(status.missing) or status.state.value
+            return []
+        return list(status.missing) or [status.state.value]
 
     def _dialogue_request(self, request: VideoRequest) -> DialogueRequest:
         return DialogueRequest(
@@ -288,12 +288,14 @@ class VideoService:
         engine = "embedded"
         if request.engine == MULTITALK:
             missing = self.multitalk_missing()
-            if missing is None:
+            if not missing:
                 engine = MULTITALK
             else:
-                note = f"MultiTalk is not set up: {missing}; used the embedded renderer"
-                context.log(note)
-                result["note"] = note
+                context.log(f"MultiTalk is not set up: {'; '.join(missing)}")
+                result["note"] = (
+                    f"MultiTalk is not set up ({len(missing)} thing(s) missing, first: {missing[0]}; "
+                    "the Engines tab lists them all): used the embedded renderer"
+                )
         if engine == MULTITALK:
             result |= self._multitalk(request, composite, folder, context)
         else:

@@ -1,9 +1,11 @@
 """The "Video" tab: two portraits + a script -> a "video" task with progress, cancel and the result.
 
-Each uploaded portrait's face is found at once and its box shown as numbers the user can correct;
-a preview shows the composed frame at the chosen resolution with the face, mouth and eyes outlined,
-so a wrong detection is seen before anything is generated. Generate runs the same "video" task as
-POST /api/v1/video and plays the MP4 when it is done, with the dialogue audio and subtitles beside it.
+Each portrait is uploaded into a box editor (gradio_image_annotation): its face is found at once
+and drawn as a box the user can drag, resize or redraw when the detector missed or chose wrong; the
+same box is shown as numbers for exact edits. A preview shows the composed frame at the chosen
+resolution with the face, mouth and eyes outlined, so a wrong box is seen before anything is
+generated. Generate runs the same "video" task as POST /api/v1/video and plays the MP4 when it is
+done, with the dialogue audio and subtitles beside it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+from gradio_image_annotation import image_annotator
 
 from studio.core import Studio
 from studio.errors import StudioError
@@ -34,6 +37,54 @@ EXAMPLE_SCRIPT = (
 )
 POLL_SECONDS = 0.5
 RESULT_FILES = ("video.mp4", "dialogue.wav", "dialogue.srt", "timing.json")
+FACE = "face"
+FACE_COLOR = (40, 200, 90)
+
+# The box editor's value: {"image": path, "boxes": [{"xmin", "ymin", "xmax", "ymax", ...}]} or None.
+Annotated = dict[str, Any] | None
+
+
+def portrait_editor(label: str, elem_id: str) -> image_annotator:
+    """An upload that shows the portrait with one face box to drag, resize or draw anew."""
+    return image_annotator(
+        None,
+        label=label,
+        elem_id=elem_id,
+        image_type="filepath",
+        sources=["upload"],
+        single_box=True,  # drawing a new box replaces the old one: one face per portrait
+        label_list=[FACE],
+        label_colors=[FACE_COLOR],
+        use_default_label=True,
+        box_min_size=8,
+        height=260,
+        show_download_button=False,
+        show_share_button=False,
+    )
+
+
+def image_of(value: Annotated) -> str | None:
+    return (value or {}).get("image") or None
+
+
+def box_of(value: Annotated, what: str) -> Box | None:
+    """The face box drawn on a portrait, in the uploaded image's pixels; none drawn: None (detect)."""
+    boxes = (value or {}).get("boxes") or []
+    if not boxes:
+        return None
+    drawn = boxes[-1]
+    return Box.parse([drawn["xmin"], drawn["ymin"], drawn["xmax"], drawn["ymax"]], f"the {what} box")
+
+
+def with_box(value: Annotated, box: Box | None) -> Annotated:
+    """The editor's value showing `box` (or no box) on the same image."""
+    if not image_of(value):
+        return value
+    boxes = []
+    if box is not None:
+        x0, y0, x1, y1 = box.as_list()
+        boxes = [{"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": FACE, "color": FACE_COLOR}]
+    return {"image": image_of(value), "boxes": boxes}
 
 
 def parse_box(text: str, what: str) -> Box | None:
@@ -47,41 +98,32 @@ def parse_box(text: str, what: str) -> Box | None:
     return Box.parse(numbers, f"the {what} box")
 
 
-def box_text(box: Box) -> str:
-    return ", ".join(str(v) for v in box.as_list())
+def box_text(box: Box | None) -> str:
+    return ", ".join(str(v) for v in box.as_list()) if box else ""
 
 
-def multitalk_note(studio: Studio) -> str:
-    missing = studio.video.multitalk_missing()
-    if missing is None:
+def multitalk_note(missing: list[str]) -> str:
+    if not missing:
         return "MultiTalk is set up: choose it as the engine for a generated scene (GPU)."
-    return f"MultiTalk is not set up: {missing}. Choosing it renders with the embedded renderer."
+    return (
+        f"MultiTalk is not set up ({len(missing)} thing(s) missing, listed below and in the Engines "
+        "tab): choosing it renders with the embedded renderer."
+    )
 
 
 def build_video_tab(studio: Studio) -> None:
     voice_choices = all_voices(studio)
     gr.Markdown(
         "Two people talk in turns: the **left** portrait speaks **S1**, the **right** one **S2**. "
-        "Use frontal, well-lit portraits; correct a face box if the outline in the preview is wrong."
+        "Use frontal, well-lit portraits. Each face is found and boxed when you upload it: drag or "
+        "resize the box, or draw a new one, if the outline in the preview is wrong."
     )
     with gr.Row():
         with gr.Column():
-            left = gr.Image(
-                label="Left portrait (S1)",
-                type="filepath",
-                sources=["upload"],
-                height=240,
-                elem_id="video-left",
-            )
+            left = portrait_editor("Left portrait (S1)", "video-left")
             left_box = gr.Textbox(label="Left face box: x0, y0, x1, y1 (pixels)", elem_id="video-left-box")
         with gr.Column():
-            right = gr.Image(
-                label="Right portrait (S2)",
-                type="filepath",
-                sources=["upload"],
-                height=240,
-                elem_id="video-right",
-            )
+            right = portrait_editor("Right portrait (S2)", "video-right")
             right_box = gr.Textbox(label="Right face box: x0, y0, x1, y1 (pixels)", elem_id="video-right-box")
         with gr.Column(scale=2):
             preview = gr.Image(
@@ -123,7 +165,11 @@ def build_video_tab(studio: Studio) -> None:
                 resolution = gr.Radio(
                     list(RESOLUTIONS), value="480p", label="Resolution", elem_id="video-resolution"
                 )
-            gr.Markdown(multitalk_note(studio), elem_id="video-engine-note")
+            missing = studio.video.multitalk_missing()
+            gr.Markdown(multitalk_note(missing), elem_id="video-engine-note")
+            if missing:
+                with gr.Accordion("What MultiTalk still needs", open=False):
+                    gr.Markdown("\n".join(f"- {item}" for item in missing))
             with gr.Accordion("MultiTalk settings", open=False):
                 steps = gr.Slider(1, 100, value=PRESET_STEPS["fast"], step=1, label="Steps")
                 text_guidance = gr.Slider(0, 20, value=5.0, step=0.5, label="Text guidance")
@@ -140,32 +186,49 @@ def build_video_tab(studio: Studio) -> None:
         )
     task_id = gr.State("")
 
-    def detect(path: str | None) -> str:
-        """A new portrait: its face's box, found afresh (the old box belonged to the old picture)."""
+    def detect(value: Annotated) -> Annotated:
+        """A new portrait: its face boxed, found afresh (an old box belonged to the old picture)."""
+        path = image_of(value)
         if not path:
-            return ""
+            return value
         try:
             portrait = load_portrait(Path(path).read_bytes(), "the portrait")
             face = locate_face(portrait.pixels, None, "this portrait")
         except StudioError as error:
             gr.Warning(error.message)
-            return ""
-        return box_text(face.face.scaled(1 / portrait.scale))
+            return with_box(value, None)
+        return with_box(value, face.face.scaled(1 / portrait.scale))
 
-    def show(
-        left_path: str | None, left_text: str, right_path: str | None, right_text: str, size: str
-    ) -> tuple[Any, str]:
+    def box_numbers(value: Annotated) -> str:
+        """The drawn box as numbers (what the box field shows)."""
+        try:
+            return box_text(box_of(value, "face"))
+        except StudioError:
+            return ""
+
+    def typed_box(value: Annotated, text: str) -> Annotated:
+        """Numbers typed into a box field: the box drawn there."""
+        if not image_of(value):
+            return value
+        try:
+            return with_box(value, parse_box(text, "face"))
+        except StudioError as error:
+            gr.Warning(error.message)
+            return value
+
+    def show(left_value: Annotated, right_value: Annotated, size: str) -> tuple[Any, str]:
         """The composed frame with what was found outlined; or, per side, what is wrong."""
         found: list[tuple[np.ndarray, FaceLayout] | None] = []
         notes = []
-        for path, text, side in ((left_path, left_text, "left"), (right_path, right_text, "right")):
+        for value, side in ((left_value, "left"), (right_value, "right")):
+            path = image_of(value)
             if not path:
                 found.append(None)
                 notes.append(f"{side}: no portrait yet")
                 continue
             try:
                 portrait = load_portrait(Path(path).read_bytes(), f"the {side} portrait")
-                hint = parse_box(text, side)
+                hint = box_of(value, side)
                 face = locate_face(
                     portrait.pixels, hint.scaled(portrait.scale) if hint else None, f"the {side} portrait"
                 )
@@ -188,10 +251,8 @@ def build_video_tab(studio: Studio) -> None:
             return f"⚠️ {error.message}"
 
     def on_generate(
-        left_path: str | None,
-        right_path: str | None,
-        left_text: str,
-        right_text: str,
+        left_value: Annotated,
+        right_value: Annotated,
         text: str,
         s1: str,
         s2: str,
@@ -206,10 +267,13 @@ def build_video_tab(studio: Studio) -> None:
         request: gr.Request,
     ) -> Iterator[list[Any]]:
         try:
-            hints = {"S1": parse_box(left_text, "left"), "S2": parse_box(right_text, "right")}
+            hints = {"S1": box_of(left_value, "left"), "S2": box_of(right_value, "right")}
             uploads = {
                 name: Path(path).read_bytes()
-                for name, path in (("image_left", left_path), ("image_right", right_path))
+                for name, path in (
+                    ("image_left", image_of(left_value)),
+                    ("image_right", image_of(right_value)),
+                )
                 if path
             }
             present = {s.id for s in parse_script(text).speakers}
@@ -264,13 +328,13 @@ def build_video_tab(studio: Studio) -> None:
             return "Cancelling…"
         return "Nothing is running."
 
-    sides = [left, left_box, right, right_box, resolution]
-    for image, box in ((left, left_box), (right, right_box)):
-        image.upload(detect, image, box).then(show, sides, [preview, faces_note])
-        image.clear(lambda: "", None, box).then(show, sides, [preview, faces_note])
-    for box in (left_box, right_box):  # a corrected box: outline again
-        box.submit(show, sides, [preview, faces_note])
-        box.blur(show, sides, [preview, faces_note])
+    sides = [left, right, resolution]
+    for editor, box in ((left, left_box), (right, right_box)):
+        editor.upload(detect, editor, editor)
+        # Every new box (found, dragged, drawn or typed) shows as numbers and in the preview.
+        editor.change(box_numbers, editor, box).then(show, sides, [preview, faces_note])
+        box.submit(typed_box, [editor, box], editor)
+        box.blur(typed_box, [editor, box], editor)
     resolution.change(show, sides, [preview, faces_note])
     preset.change(lambda name: PRESET_STEPS[name], preset, steps)
     script.change(on_script, script, parsed)
@@ -280,8 +344,6 @@ def build_video_tab(studio: Studio) -> None:
         [
             left,
             right,
-            left_box,
-            right_box,
             script,
             voice_s1,
             voice_s2,
