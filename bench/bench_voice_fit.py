@@ -6,8 +6,9 @@ own sentences, none of the fitter's probe, grid or held-out sentences):
 * (a) joe x1.22: Piper's joe played 1.22x faster (resampled as tests/test_voices.py does: higher
   pitch and formants);
 * (b) joe x0.85: Piper's joe played 0.85x (slower, lower);
-* (c) espeak en+f3: `espeak-ng -v en+f3` (a different synthesizer altogether; skipped with a note
-  when espeak-ng is not on PATH). A Kokoro blend is not used: it lies in the shipped space.
+* (c) espeak en+f3: espeak-ng's `en+f3` voice (a different synthesizer altogether), through the
+  libespeak-ng that the espeakng-loader package ships. A Kokoro blend is not used: it lies in the
+  shipped space.
 
 each clip goes through the studio's upload cleaning (`clean_reference`: 24 kHz, trimmed, levelled),
 then, on three held-out sentences defined here (not voice_fit.HELD_OUT, not the probes):
@@ -42,11 +43,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -152,11 +150,35 @@ def joe_played_at(factor: float, text: str) -> tuple[np.ndarray, int]:
     return resample(audio, 22050, int(22050 / factor)), 22050
 
 
-def espeak(text: str, folder: Path) -> tuple[np.ndarray, int]:
-    out = folder / "espeak.wav"
-    subprocess.run(["espeak-ng", "-v", "en+f3", "-w", str(out), text], check=True, capture_output=True)
-    audio, rate = sf.read(out, dtype="float32")
-    return audio, rate
+def espeak(text: str, voice: str = "en+f3") -> tuple[np.ndarray, int]:
+    """espeak-ng speaking `text`, through its C API (synchronous mode: samples come to a callback)."""
+    import ctypes
+
+    import espeakng_loader
+
+    lib = ctypes.CDLL(espeakng_loader.get_library_path())
+    on_samples = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+    lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int]
+    lib.espeak_Synth.argtypes += [ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+    synchronous, position_character = 2, 1
+    rate = lib.espeak_Initialize(synchronous, 0, espeakng_loader.get_data_path().encode(), 0)
+    parts: list[np.ndarray] = []
+
+    @on_samples
+    def collect(samples, count, _events):  # type: ignore[no-untyped-def]
+        if count > 0:
+            parts.append(np.ctypeslib.as_array(samples, shape=(count,)).astype(np.float32) / 32768)
+        return 0  # go on
+
+    lib.espeak_SetSynthCallback(collect)
+    encoded = text.encode()
+    if rate <= 0 or lib.espeak_SetVoiceByName(voice.encode()) != 0:
+        raise RuntimeError(f"espeak-ng could not start with voice {voice!r}")
+    if lib.espeak_Synth(encoded, len(encoded) + 1, 0, position_character, 0, 0, None, None) != 0:
+        raise RuntimeError("espeak-ng failed to synthesize")
+    lib.espeak_Synchronize()
+    return np.concatenate(parts), rate
 
 
 def as_upload(audio: np.ndarray, rate: int) -> np.ndarray:
@@ -168,7 +190,7 @@ def as_upload(audio: np.ndarray, rate: int) -> np.ndarray:
     return clean_reference(buffer.getvalue(), "reference.wav", 50 * 2**20).audio
 
 
-def build_references(notes: list[str]) -> list[Reference]:
+def build_references() -> list[Reference]:
     from studio.services.voices import RATE
 
     refs = []
@@ -180,16 +202,8 @@ def build_references(notes: list[str]) -> list[Reference]:
     refs.append(
         Reference("b", "joe x0.85", "Piper joe, 0.85x slower", as_upload(*joe_played_at(0.85, TEXT_B)), RATE)
     )
-    if shutil.which("espeak-ng"):
-        log("building reference (c): espeak-ng en+f3")
-        with tempfile.TemporaryDirectory(prefix="bench-voice-fit-") as tmp:
-            refs.append(
-                Reference(
-                    "c", "espeak en+f3", "espeak-ng -v en+f3", as_upload(*espeak(TEXT_C, Path(tmp))), RATE
-                )
-            )
-    else:
-        notes.append("reference (c) skipped: espeak-ng is not on PATH")
+    log("building reference (c): espeak-ng en+f3")
+    refs.append(Reference("c", "espeak en+f3", "espeak-ng en+f3", as_upload(*espeak(TEXT_C)), RATE))
     return refs
 
 
@@ -566,7 +580,7 @@ def main() -> None:
     kokoro, encoder, transcriber = metered_components(meter, threads, settings.onnx_threads)
     fitter = VoiceFitter(kokoro, encoder, transcriber)
 
-    refs = build_references(notes)
+    refs = build_references()
     for ref in refs:
         ref.f0 = median_f0(ref.audio, ref.sample_rate)
     log("loading Kokoro, the speaker encoder and Whisper (untimed warm-up)")
