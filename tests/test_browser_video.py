@@ -89,7 +89,7 @@ def test_video_tab_makes_a_two_person_video_whose_mouths_follow_the_turns(
     drag_box(page, "video-right", (right.shape[1], right.shape[0]), face)
     sync_api.expect(text_field(page, "video-right-box")).to_have_value(BOX)
     assert max(abs(a - b) for a, b in zip(box_numbers(page, "video-right-box"), face, strict=True)) <= 3
-    sync_api.expect(faces).to_contain_text("right: face given")
+    sync_api.expect(faces).to_contain_text("right: no face detected in the box: the box is used as drawn")
     sync_api.expect(page.locator("#video-preview img")).to_be_visible()
 
     page.locator("#video-right").get_by_role("button", name="Remove Image").click()

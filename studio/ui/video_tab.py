@@ -38,6 +38,11 @@ EXAMPLE_SCRIPT = (
 POLL_SECONDS = 0.5
 RESULT_FILES = ("video.mp4", "dialogue.wav", "dialogue.srt", "timing.json")
 FACE = "face"
+FOUND_NOTES = {  # FaceLayout.found -> what the preview note says
+    "detected": "face detected",
+    "detected in the given box": "face detected in the box",
+    "given": "no face detected in the box: the box is used as drawn",
+}
 FACE_COLOR = (40, 200, 90)
 
 # The box editor's value: {"image": path, "boxes": [{"xmin", "ymin", "xmax", "ymax", ...}]} or None.
@@ -237,7 +242,7 @@ def build_video_tab(studio: Studio) -> None:
                 notes.append(f"⚠️ {side}: {error.message}")
                 continue
             found.append((portrait.pixels, face))
-            notes.append(f"{side}: face {face.found}")
+            notes.append(f"{side}: {FOUND_NOTES[face.found]}")
         if found[0] is None or found[1] is None:
             return None, " · ".join(notes)
         (left_pixels, left_face), (right_pixels, right_face) = found[0], found[1]
