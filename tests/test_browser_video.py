@@ -17,6 +17,7 @@ from urllib.parse import urljoin
 
 import cv2
 import httpx
+import numpy as np
 import pytest
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pip package is not installed")
@@ -83,23 +84,52 @@ def test_video_tab_makes_a_two_person_video_whose_mouths_follow_the_turns(
     sync_api.expect(page.locator("#video-left canvas").first).to_be_visible()
 
     page.locator("#video-right input[type=file]").set_input_files(tmp_path / "blurred.png")
-    sync_api.expect(faces).to_contain_text("right: no face found")
+    sync_api.expect(faces).to_contain_text("no face found in image_right (the right portrait)")
     sync_api.expect(text_field(page, "video-right-box")).to_have_value("")
     face = [166, 44, 265, 143]  # where the sharp picture's face is found
     drag_box(page, "video-right", (right.shape[1], right.shape[0]), face)
     sync_api.expect(text_field(page, "video-right-box")).to_have_value(BOX)
     assert max(abs(a - b) for a, b in zip(box_numbers(page, "video-right-box"), face, strict=True)) <= 3
-    sync_api.expect(faces).to_contain_text("right: no face detected in the box: the box is used as drawn")
+    sync_api.expect(faces).to_contain_text(
+        "S2 (right): no face detected in the box: the box is used as drawn"
+    )
     sync_api.expect(page.locator("#video-preview img")).to_be_visible()
 
     page.locator("#video-right").get_by_role("button", name="Remove Image").click()
     sync_api.expect(text_field(page, "video-right-box")).to_have_value("")
     page.locator("#video-right input[type=file]").set_input_files(tmp_path / "right.png")
     sync_api.expect(text_field(page, "video-right-box")).to_have_value(BOX)
-    sync_api.expect(faces).to_contain_text("left: face detected")
-    sync_api.expect(faces).to_contain_text("right: face detected")
+    sync_api.expect(faces).to_contain_text("S1 (left): face detected")
+    sync_api.expect(faces).to_contain_text("S2 (right): face detected")
     sync_api.expect(page.locator("#video-preview img")).to_be_visible()
 
+    generate_and_check(page, tmp_path)
+
+
+def test_one_picture_of_both_people_makes_the_video_too(page: sync_api.Page, tmp_path: Path) -> None:
+    both = np.concatenate(portraits(), axis=1)  # 800 x 380: S1 on the left, S2 on the right
+    (tmp_path / "both.png").write_bytes(png(both))
+    faces = page.locator("#video-faces")
+
+    page.get_by_role("tab", name="Video").click()
+    page.get_by_role("tab", name="One picture of both").click()
+    sync_api.expect(faces).to_contain_text("upload the picture of both people")
+    page.locator("#video-both input[type=file]").set_input_files(tmp_path / "both.png")
+    sync_api.expect(faces).to_contain_text("S1 (left): face detected in the box")  # the two found boxes
+    sync_api.expect(faces).to_contain_text("S2 (right): face detected in the box")
+    sync_api.expect(page.locator("#video-preview img")).to_be_visible()
+
+    drag_box(page, "video-both", (both.shape[1], both.shape[0]), [380, 250, 440, 330])  # a third box
+    sync_api.expect(faces).to_contain_text("3 box(es) drawn on the picture: draw one box per person")
+    page.locator("#video-both").get_by_role("button", name="Remove Image").click()
+    page.locator("#video-both input[type=file]").set_input_files(tmp_path / "both.png")
+    sync_api.expect(faces).to_contain_text("S2 (right): face detected in the box")
+
+    generate_and_check(page, tmp_path)
+
+
+def generate_and_check(page: sync_api.Page, folder: Path) -> None:
+    """Paste the 4-turn script, generate, and check the video the tab offers."""
     script = text_field(page, "video-script")
     script.fill(SCRIPT)
     sync_api.expect(script).to_have_value(SCRIPT)
@@ -113,11 +143,11 @@ def test_video_tab_makes_a_two_person_video_whose_mouths_follow_the_turns(
         pytest.fail(f"the studio showed an error: {error.first.inner_text()!r}")
     sync_api.expect(page.locator("#video-status")).to_contain_text("4 turns")
     sync_api.expect(page.locator("#video-player video")).to_have_attribute("src", re.compile(r"video\.mp4"))
-    page.screenshot(path=tmp_path / "video_tab.png", full_page=True)
+    page.screenshot(path=folder / "video_tab.png", full_page=True)
 
-    video = fetch(page, "video.mp4", tmp_path)
-    wav = fetch(page, "dialogue.wav", tmp_path)
-    timing = json.loads(fetch(page, "timing.json", tmp_path).read_text())
-    assert "[S1]" in fetch(page, "dialogue.srt", tmp_path).read_text()
+    video = fetch(page, "video.mp4", folder)
+    wav = fetch(page, "dialogue.wav", folder)
+    timing = json.loads(fetch(page, "timing.json", folder).read_text())
+    assert "[S1]" in fetch(page, "dialogue.srt", folder).read_text()
     assert [t["speaker"] for t in timing] == ["S1", "S2", "S1", "S2"]
     check_video(video, wav, timing)

@@ -28,7 +28,15 @@ from engines.base import EngineState
 from engines.registry import EngineRegistry
 from studio.errors import BadInput
 from studio.services.dialogue import MIX_RATE, DialogueRequest, DialogueService, PlannedTurn
-from studio.services.portrait import Box, FaceLayout, Portrait, load_portrait, locate_face, locate_two_faces
+from studio.services.portrait import (
+    Box,
+    FaceLayout,
+    Portrait,
+    draw_layout,
+    load_portrait,
+    locate_face,
+    locate_two_faces,
+)
 from studio.services.talking_head import (
     ENCODER_PRESETS,
     RESOLUTIONS,
@@ -242,6 +250,26 @@ class VideoService:
             portraits[f] = load_portrait(path.read_bytes(), f)
         return portraits
 
+    def preview(
+        self, uploads: dict[str, bytes], hints: tuple[Box | None, Box | None], resolution: str
+    ) -> tuple[np.ndarray, tuple[FaceLayout, FaceLayout]]:
+        """The video's frame as it will be composed, each face, mouth and eyes outlined; and the faces
+        (in their own image's pixels). Errors are the ones a video request with these images gets."""
+        portraits = {f: load_portrait(uploads[f], f) for f in self._image_fields(set(uploads))}
+        faces = self._faces(portraits, hints)
+        composite = self._compose(portraits, faces, RESOLUTIONS[resolution])
+        return draw_layout(composite.frame, list(composite.faces)), faces
+
+    @staticmethod
+    def _compose(
+        portraits: dict[str, Portrait], faces: tuple[FaceLayout, FaceLayout], size: tuple[int, int]
+    ) -> Composite:
+        if "image" in portraits:
+            return compose_single(portraits["image"].pixels, faces, size)
+        return compose_pair(
+            portraits["image_left"].pixels, faces[0], portraits["image_right"].pixels, faces[1], size
+        )
+
     @staticmethod
     def _faces(
         portraits: dict[str, Portrait], hints: tuple[Box | None, Box | None]
@@ -253,8 +281,16 @@ class VideoService:
             return locate_two_faces(portrait.pixels, scaled)  # type: ignore[arg-type]
         left, right = portraits["image_left"], portraits["image_right"]
         return (
-            locate_face(left.pixels, hints[0].scaled(left.scale) if hints[0] else None, "image_left"),
-            locate_face(right.pixels, hints[1].scaled(right.scale) if hints[1] else None, "image_right"),
+            locate_face(
+                left.pixels,
+                hints[0].scaled(left.scale) if hints[0] else None,
+                "image_left (the left portrait)",
+            ),
+            locate_face(
+                right.pixels,
+                hints[1].scaled(right.scale) if hints[1] else None,
+                "image_right (the right portrait)",
+            ),
         )
 
     # ---- the "video" task ------------------------------------------------------------------------
@@ -267,13 +303,7 @@ class VideoService:
         planned = self.plan(request)
         portraits = self._portraits(context.config)
         faces = self._faces(portraits, request.hints())
-        size = RESOLUTIONS[request.resolution]
-        if "image" in portraits:
-            composite = compose_single(portraits["image"].pixels, faces, size)
-        else:
-            composite = compose_pair(
-                portraits["image_left"].pixels, faces[0], portraits["image_right"].pixels, faces[1], size
-            )
+        composite = self._compose(portraits, faces, RESOLUTIONS[request.resolution])
         folder = context.folder
         context.progress(0, "speech")
         with context.phase(0, SPEECH_SHARE):

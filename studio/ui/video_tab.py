@@ -1,8 +1,9 @@
-"""The "Video" tab: two portraits + a script -> a "video" task with progress, cancel and the result.
+"""The "Video" tab: two portraits (or one picture of both) + a script -> a "video" task with
+progress, cancel and the result.
 
-Each portrait is uploaded into a box editor (gradio_image_annotation): its face is found at once
-and drawn as a box the user can drag, resize or redraw when the detector missed or chose wrong; the
-same box is shown as numbers for exact edits. A preview shows the composed frame at the chosen
+Each picture is uploaded into a box editor (gradio_image_annotation): its face(s) are found at once
+and drawn as boxes the user can drag, resize or redraw when the detector missed or chose wrong; a
+portrait's box is shown as numbers too, for exact edits. A preview shows the composed frame at the chosen
 resolution with the face, mouth and eyes outlined, so a wrong box is seen before anything is
 generated. Generate runs the same "video" task as POST /api/v1/video and plays the MP4 when it is
 done, with the dialogue audio and subtitles beside it.
@@ -16,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import numpy as np
 from gradio_image_annotation import image_annotator
 
 from studio.core import Studio
 from studio.errors import StudioError
 from studio.services.dialogue import DEFAULT_VOICES
-from studio.services.portrait import Box, FaceLayout, draw_layout, load_portrait, locate_face
+from studio.services.portrait import Box, load_portrait, locate_face, locate_two_faces
 from studio.services.script import parse_script
-from studio.services.talking_head import ENCODER_PRESETS, RESOLUTIONS, compose_pair
+from studio.services.talking_head import ENCODER_PRESETS, RESOLUTIONS
 from studio.services.video import PRESET_STEPS, VideoRequest
 from studio.tasks.store import TaskStatus
 from studio.ui.dialogue_tab import all_voices, summarize, ui_owner
@@ -38,6 +38,7 @@ EXAMPLE_SCRIPT = (
 POLL_SECONDS = 0.5
 RESULT_FILES = ("video.mp4", "dialogue.wav", "dialogue.srt", "timing.json")
 FACE = "face"
+TWO_PORTRAITS, ONE_PICTURE = "two portraits", "one picture"
 FOUND_NOTES = {  # FaceLayout.found -> what the preview note says
     "detected": "face detected",
     "detected in the given box": "face detected in the box",
@@ -49,15 +50,15 @@ FACE_COLOR = (40, 200, 90)
 Annotated = dict[str, Any] | None
 
 
-def portrait_editor(label: str, elem_id: str) -> image_annotator:
-    """An upload that shows the portrait with one face box to drag, resize or draw anew."""
+def portrait_editor(label: str, elem_id: str, people: int = 1) -> image_annotator:
+    """An upload that shows the picture with its face box(es) to drag, resize or draw anew."""
     return image_annotator(
         None,
         label=label,
         elem_id=elem_id,
         image_type="filepath",
         sources=["upload"],
-        single_box=True,  # drawing a new box replaces the old one: one face per portrait
+        single_box=people == 1,  # on a portrait, drawing a new box replaces the old one
         label_list=[FACE],
         label_colors=[FACE_COLOR],
         use_default_label=True,
@@ -72,24 +73,56 @@ def image_of(value: Annotated) -> str | None:
     return (value or {}).get("image") or None
 
 
+def boxes_of(value: Annotated, what: str) -> list[Box]:
+    """The boxes drawn on a picture, left to right, in the uploaded image's pixels."""
+    drawn = [
+        Box.parse([b["xmin"], b["ymin"], b["xmax"], b["ymax"]], f"the {what} box")
+        for b in (value or {}).get("boxes") or []
+    ]
+    return sorted(drawn, key=lambda box: box.center[0])
+
+
 def box_of(value: Annotated, what: str) -> Box | None:
-    """The face box drawn on a portrait, in the uploaded image's pixels; none drawn: None (detect)."""
-    boxes = (value or {}).get("boxes") or []
-    if not boxes:
-        return None
-    drawn = boxes[-1]
-    return Box.parse([drawn["xmin"], drawn["ymin"], drawn["xmax"], drawn["ymax"]], f"the {what} box")
+    """A portrait's face box; none drawn: None (the face is detected)."""
+    boxes = boxes_of(value, what)
+    return boxes[0] if boxes else None
 
 
-def with_box(value: Annotated, box: Box | None) -> Annotated:
-    """The editor's value showing `box` (or no box) on the same image."""
+def with_boxes(value: Annotated, boxes: list[Box]) -> Annotated:
+    """The editor's value showing `boxes` on the same image."""
     if not image_of(value):
         return value
-    boxes = []
-    if box is not None:
+    drawn = []
+    for box in boxes:
         x0, y0, x1, y1 = box.as_list()
-        boxes = [{"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": FACE, "color": FACE_COLOR}]
-    return {"image": image_of(value), "boxes": boxes}
+        drawn.append({"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": FACE, "color": FACE_COLOR})
+    return {"image": image_of(value), "boxes": drawn}
+
+
+def chosen_pictures(
+    mode: str, left: Annotated, right: Annotated, both: Annotated
+) -> tuple[dict[str, bytes], tuple[Box | None, Box | None]]:
+    """The uploads and face boxes of a video request, from whichever way the pictures were given:
+    two portraits (`image_left`, `image_right`) or one picture of both (`image`, the left box S1)."""
+    if mode == ONE_PICTURE:
+        path = image_of(both)
+        if not path:
+            raise StudioError("upload the picture of both people")
+        boxes = boxes_of(both, "face")
+        if len(boxes) not in (0, 2):
+            raise StudioError(
+                f"{len(boxes)} box(es) drawn on the picture: draw one box per person, two in all "
+                "(the left box speaks S1), or remove them all to find the faces again"
+            )
+        return {"image": Path(path).read_bytes()}, (boxes[0], boxes[1]) if boxes else (None, None)
+    missing = [side for side, value in (("left", left), ("right", right)) if not image_of(value)]
+    if missing:
+        raise StudioError(f"upload the {' and the '.join(missing)} portrait")
+    uploads = {
+        "image_left": Path(str(image_of(left))).read_bytes(),
+        "image_right": Path(str(image_of(right))).read_bytes(),
+    }
+    return uploads, (box_of(left, "left"), box_of(right, "right"))
 
 
 def parse_box(text: str, what: str) -> Box | None:
@@ -119,17 +152,26 @@ def multitalk_note(missing: list[str]) -> str:
 def build_video_tab(studio: Studio) -> None:
     voice_choices = all_voices(studio)
     gr.Markdown(
-        "Two people talk in turns: the **left** portrait speaks **S1**, the **right** one **S2**. "
-        "Use frontal, well-lit portraits. Each face is found and boxed when you upload it: drag or "
-        "resize the box, or draw a new one, if the outline in the preview is wrong."
+        "Two people talk in turns: the person on the **left** speaks **S1**, the one on the **right** "
+        "**S2**. Use frontal, well-lit pictures. Each face is found and boxed when you upload: drag or "
+        "resize a box, or draw a new one, if the outline in the preview is wrong."
     )
+    mode = gr.State(TWO_PORTRAITS)
     with gr.Row():
-        with gr.Column():
-            left = portrait_editor("Left portrait (S1)", "video-left")
-            left_box = gr.Textbox(label="Left face box: x0, y0, x1, y1 (pixels)", elem_id="video-left-box")
-        with gr.Column():
-            right = portrait_editor("Right portrait (S2)", "video-right")
-            right_box = gr.Textbox(label="Right face box: x0, y0, x1, y1 (pixels)", elem_id="video-right-box")
+        with gr.Column(scale=2), gr.Tabs():
+            with gr.Tab("Two portraits", elem_id="video-two-portraits") as two_tab, gr.Row():
+                with gr.Column():
+                    left = portrait_editor("Left portrait (S1)", "video-left")
+                    left_box = gr.Textbox(
+                        label="Left face box: x0, y0, x1, y1 (pixels)", elem_id="video-left-box"
+                    )
+                with gr.Column():
+                    right = portrait_editor("Right portrait (S2)", "video-right")
+                    right_box = gr.Textbox(
+                        label="Right face box: x0, y0, x1, y1 (pixels)", elem_id="video-right-box"
+                    )
+            with gr.Tab("One picture of both", elem_id="video-one-picture") as one_tab:
+                both = portrait_editor("Both people (left speaks S1)", "video-both", people=2)
         with gr.Column(scale=2):
             preview = gr.Image(
                 label="Preview (green: face, red: mouth, blue: eyes)",
@@ -201,8 +243,21 @@ def build_video_tab(studio: Studio) -> None:
             face = locate_face(portrait.pixels, None, "this portrait")
         except StudioError as error:
             gr.Warning(error.message)
-            return with_box(value, None)
-        return with_box(value, face.face.scaled(1 / portrait.scale))
+            return with_boxes(value, [])
+        return with_boxes(value, [face.face.scaled(1 / portrait.scale)])
+
+    def detect_both(value: Annotated) -> Annotated:
+        """A new picture of both people: their two faces boxed."""
+        path = image_of(value)
+        if not path:
+            return value
+        try:
+            picture = load_portrait(Path(path).read_bytes(), "the picture")
+            faces = locate_two_faces(picture.pixels, (None, None))
+        except StudioError as error:
+            gr.Warning(f"{error.message} (draw a box on each face)")
+            return with_boxes(value, [])
+        return with_boxes(value, [face.face.scaled(1 / picture.scale) for face in faces])
 
     def box_numbers(value: Annotated) -> str:
         """The drawn box as numbers (what the box field shows)."""
@@ -216,38 +271,25 @@ def build_video_tab(studio: Studio) -> None:
         if not image_of(value):
             return value
         try:
-            return with_box(value, parse_box(text, "face"))
+            box = parse_box(text, "face")
+            return with_boxes(value, [box] if box else [])
         except StudioError as error:
             gr.Warning(error.message)
             return value
 
-    def show(left_value: Annotated, right_value: Annotated, size: str) -> tuple[Any, str]:
-        """The composed frame with what was found outlined; or, per side, what is wrong."""
-        found: list[tuple[np.ndarray, FaceLayout] | None] = []
-        notes = []
-        for value, side in ((left_value, "left"), (right_value, "right")):
-            path = image_of(value)
-            if not path:
-                found.append(None)
-                notes.append(f"{side}: no portrait yet")
-                continue
-            try:
-                portrait = load_portrait(Path(path).read_bytes(), f"the {side} portrait")
-                hint = box_of(value, side)
-                face = locate_face(
-                    portrait.pixels, hint.scaled(portrait.scale) if hint else None, f"the {side} portrait"
-                )
-            except StudioError as error:
-                found.append(None)
-                notes.append(f"⚠️ {side}: {error.message}")
-                continue
-            found.append((portrait.pixels, face))
-            notes.append(f"{side}: {FOUND_NOTES[face.found]}")
-        if found[0] is None or found[1] is None:
-            return None, " · ".join(notes)
-        (left_pixels, left_face), (right_pixels, right_face) = found[0], found[1]
-        composite = compose_pair(left_pixels, left_face, right_pixels, right_face, RESOLUTIONS[size])
-        return draw_layout(composite.frame, list(composite.faces)), " · ".join(notes)
+    def show(
+        chosen: str, left_value: Annotated, right_value: Annotated, both_value: Annotated, size: str
+    ) -> tuple[Any, str]:
+        """The video's frame as it will be composed, with what was found outlined; or what is wrong."""
+        try:
+            uploads, hints = chosen_pictures(chosen, left_value, right_value, both_value)
+            frame, faces = studio.video.preview(uploads, hints, size)
+        except StudioError as error:
+            return None, f"⚠️ {error.message}"
+        return frame, " · ".join(
+            f"{person} ({side}): {FOUND_NOTES[face.found]}"
+            for person, side, face in zip(("S1", "S2"), ("left", "right"), faces, strict=True)
+        )
 
     def on_script(text: str) -> str:
         try:
@@ -256,8 +298,10 @@ def build_video_tab(studio: Studio) -> None:
             return f"⚠️ {error.message}"
 
     def on_generate(
+        chosen: str,
         left_value: Annotated,
         right_value: Annotated,
+        both_value: Annotated,
         text: str,
         s1: str,
         s2: str,
@@ -272,15 +316,7 @@ def build_video_tab(studio: Studio) -> None:
         request: gr.Request,
     ) -> Iterator[list[Any]]:
         try:
-            hints = {"S1": box_of(left_value, "left"), "S2": box_of(right_value, "right")}
-            uploads = {
-                name: Path(path).read_bytes()
-                for name, path in (
-                    ("image_left", image_of(left_value)),
-                    ("image_right", image_of(right_value)),
-                )
-                if path
-            }
+            uploads, hints = chosen_pictures(chosen, left_value, right_value, both_value)
             present = {s.id for s in parse_script(text).speakers}
             video_request = VideoRequest(
                 script=text,
@@ -293,7 +329,7 @@ def build_video_tab(studio: Studio) -> None:
                 seed=int(seed_value or 0),
                 engine=engine_name,
                 preset=preset_name,
-                bboxes={k: box.as_list() for k, box in hints.items() if box},
+                bboxes={p: box.as_list() for p, box in zip(("S1", "S2"), hints, strict=True) if box},
             )
             config = studio.video.prepare(video_request, uploads)
             task = studio.runner.submit("video", "video (UI)", config, ui_owner(request))
@@ -333,22 +369,28 @@ def build_video_tab(studio: Studio) -> None:
             return "Cancelling…"
         return "Nothing is running."
 
-    sides = [left, right, resolution]
+    pictures = [mode, left, right, both, resolution]
     for editor, box in ((left, left_box), (right, right_box)):
         editor.upload(detect, editor, editor)
         # Every new box (found, dragged, drawn or typed) shows as numbers and in the preview.
-        editor.change(box_numbers, editor, box).then(show, sides, [preview, faces_note])
+        editor.change(box_numbers, editor, box).then(show, pictures, [preview, faces_note])
         box.submit(typed_box, [editor, box], editor)
         box.blur(typed_box, [editor, box], editor)
-    resolution.change(show, sides, [preview, faces_note])
+    both.upload(detect_both, both, both)
+    both.change(show, pictures, [preview, faces_note])
+    for tab, chosen in ((two_tab, TWO_PORTRAITS), (one_tab, ONE_PICTURE)):
+        tab.select(lambda chosen=chosen: chosen, None, mode).then(show, pictures, [preview, faces_note])
+    resolution.change(show, pictures, [preview, faces_note])
     preset.change(lambda name: PRESET_STEPS[name], preset, steps)
     script.change(on_script, script, parsed)
     advanced = [steps, text_guidance, audio_guidance, seed]
     generate.click(
         on_generate,
         [
+            mode,
             left,
             right,
+            both,
             script,
             voice_s1,
             voice_s2,
