@@ -99,6 +99,24 @@ def with_boxes(value: Annotated, boxes: list[Box]) -> Annotated:
     return {"image": image_of(value), "boxes": drawn}
 
 
+def with_found_faces(value: Annotated, people: int) -> Annotated:
+    """A newly uploaded picture with its `people` face(s) boxed, found afresh (old boxes belonged to
+    the old picture); where they are not found, no boxes and a warning saying what to do."""
+    path = image_of(value)
+    if not path:
+        return value
+    try:
+        picture = load_portrait(Path(path).read_bytes(), "the picture")
+        if people == 1:
+            faces = [locate_face(picture.pixels, None, "this portrait")]
+        else:
+            faces = list(locate_two_faces(picture.pixels, (None, None)))
+    except StudioError as error:
+        gr.Warning(f"{error.message} (or draw a box on each face)")
+        return with_boxes(value, [])
+    return with_boxes(value, [face.face.scaled(1 / picture.scale) for face in faces])
+
+
 def chosen_pictures(
     mode: str, left: Annotated, right: Annotated, both: Annotated
 ) -> tuple[dict[str, bytes], tuple[Box | None, Box | None]]:
@@ -233,32 +251,6 @@ def build_video_tab(studio: Studio) -> None:
         )
     task_id = gr.State("")
 
-    def detect(value: Annotated) -> Annotated:
-        """A new portrait: its face boxed, found afresh (an old box belonged to the old picture)."""
-        path = image_of(value)
-        if not path:
-            return value
-        try:
-            portrait = load_portrait(Path(path).read_bytes(), "the portrait")
-            face = locate_face(portrait.pixels, None, "this portrait")
-        except StudioError as error:
-            gr.Warning(error.message)
-            return with_boxes(value, [])
-        return with_boxes(value, [face.face.scaled(1 / portrait.scale)])
-
-    def detect_both(value: Annotated) -> Annotated:
-        """A new picture of both people: their two faces boxed."""
-        path = image_of(value)
-        if not path:
-            return value
-        try:
-            picture = load_portrait(Path(path).read_bytes(), "the picture")
-            faces = locate_two_faces(picture.pixels, (None, None))
-        except StudioError as error:
-            gr.Warning(f"{error.message} (draw a box on each face)")
-            return with_boxes(value, [])
-        return with_boxes(value, [face.face.scaled(1 / picture.scale) for face in faces])
-
     def box_numbers(value: Annotated) -> str:
         """The drawn box as numbers (what the box field shows)."""
         try:
@@ -371,12 +363,12 @@ def build_video_tab(studio: Studio) -> None:
 
     pictures = [mode, left, right, both, resolution]
     for editor, box in ((left, left_box), (right, right_box)):
-        editor.upload(detect, editor, editor)
+        editor.upload(lambda value: with_found_faces(value, 1), editor, editor)
         # Every new box (found, dragged, drawn or typed) shows as numbers and in the preview.
         editor.change(box_numbers, editor, box).then(show, pictures, [preview, faces_note])
         box.submit(typed_box, [editor, box], editor)
         box.blur(typed_box, [editor, box], editor)
-    both.upload(detect_both, both, both)
+    both.upload(lambda value: with_found_faces(value, 2), both, both)
     both.change(show, pictures, [preview, faces_note])
     for tab, chosen in ((two_tab, TWO_PORTRAITS), (one_tab, ONE_PICTURE)):
         tab.select(lambda chosen=chosen: chosen, None, mode).then(show, pictures, [preview, faces_note])
