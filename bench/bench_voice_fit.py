@@ -161,8 +161,10 @@ def espeak(text: str, voice: str = "en+f3") -> tuple[np.ndarray, int]:
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int]
     lib.espeak_Synth.argtypes += [ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-    synchronous, position_character = 2, 1
-    rate = lib.espeak_Initialize(synchronous, 0, espeakng_loader.get_data_path().encode(), 0)
+    synchronous, position_character, dont_exit = 2, 1, 0x8000  # dont_exit: fail with -1, not exit()
+    rate = lib.espeak_Initialize(synchronous, 0, espeakng_loader.get_data_path().encode(), dont_exit)
+    if rate <= 0:
+        raise RuntimeError(f"espeak-ng did not start (data at {espeakng_loader.get_data_path()})")
     parts: list[np.ndarray] = []
 
     @on_samples
@@ -171,13 +173,18 @@ def espeak(text: str, voice: str = "en+f3") -> tuple[np.ndarray, int]:
             parts.append(np.ctypeslib.as_array(samples, shape=(count,)).astype(np.float32) / 32768)
         return 0  # go on
 
-    lib.espeak_SetSynthCallback(collect)
-    encoded = text.encode()
-    if rate <= 0 or lib.espeak_SetVoiceByName(voice.encode()) != 0:
-        raise RuntimeError(f"espeak-ng could not start with voice {voice!r}")
-    if lib.espeak_Synth(encoded, len(encoded) + 1, 0, position_character, 0, 0, None, None) != 0:
-        raise RuntimeError("espeak-ng failed to synthesize")
-    lib.espeak_Synchronize()
+    try:
+        lib.espeak_SetSynthCallback(collect)
+        encoded = text.encode()
+        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise RuntimeError(f"espeak-ng has no voice {voice!r}")
+        if lib.espeak_Synth(encoded, len(encoded) + 1, 0, position_character, 0, 0, None, None) != 0:
+            raise RuntimeError("espeak-ng failed to synthesize")
+        lib.espeak_Synchronize()
+    finally:
+        lib.espeak_Terminate()  # the library must not keep `collect` once this returns
+    if not parts:
+        raise RuntimeError(f"espeak-ng made no audio for {text!r}")
     return np.concatenate(parts), rate
 
 

@@ -7,7 +7,6 @@ Piper voices trained in the studio (exported `.onnx` + `.onnx.json` under the da
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 
@@ -95,8 +94,8 @@ class PiperEngine(Engine):
         model = self._model_for(voice)
         config = SynthesisConfig(
             length_scale=1.0 / max(options.speed, 0.1),
-            noise_scale=_optional_float(options.extra.get("noise_scale")),
-            noise_w_scale=_optional_float(options.extra.get("noise_w_scale")),
+            noise_scale=_noise(options.extra, "noise_scale"),
+            noise_w_scale=_noise(options.extra, "noise_w_scale"),
         )
         chunks = [chunk.audio_float_array for chunk in model.synthesize(sentence, syn_config=config)]  # type: ignore[attr-defined]
         rate = model.config.sample_rate  # type: ignore[attr-defined]
@@ -108,5 +107,13 @@ class PiperEngine(Engine):
         return audio
 
 
-def _optional_float(value: object) -> float | None:
-    return None if value is None else float(cast(float, value))
+def _noise(extra: dict[str, object], key: str) -> float | None:
+    """One of Piper's noise scales from `options.extra`: None (the voice's own) or a number 0..2."""
+    value = extra.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
+        raise ValueError(
+            f"{key} must be a number from 0 to 2 (Piper voices use about 0.67-0.8); got {value!r}"
+        )
+    return float(value)

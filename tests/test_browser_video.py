@@ -1,8 +1,8 @@
 """The Video tab as a user drives it in a real headless Chromium against `python app.py`.
 
 Two portraits are uploaded (each face is boxed, the box shows as numbers and the preview outlines
-the faces); a blurred portrait the detector misses gets its face box dragged by hand and the preview
-takes it; a 4-turn script is pasted, Generate makes a video that the tab plays and offers for download; the
+the faces): one arrives sideways and is turned back with the editor's rotate button, and a blurred
+one the detector misses gets its face box dragged by hand and the preview takes it; a 4-turn script is pasted, Generate makes a video that the tab plays and offers for download; the
 downloaded MP4 is H.264 + AAC, as long as the dialogue, carries the dialogue's audio, and each
 person's mouth moves in their own turns only. The `browser`, `page` and `live_server` fixtures are in
 conftest.py; the checks are shared with the API test (tests/video_checks.py).
@@ -71,7 +71,9 @@ def test_video_tab_makes_a_two_person_video_whose_mouths_follow_the_turns(
     page: sync_api.Page, tmp_path: Path
 ) -> None:
     left, right = portraits()
-    (tmp_path / "left.png").write_bytes(png(left))
+    # The left portrait arrives sideways (turned a quarter counterclockwise, as phone photos do):
+    # the user turns it back with the editor's rotate button.
+    (tmp_path / "left.png").write_bytes(png(np.ascontiguousarray(np.rot90(left))))
     (tmp_path / "right.png").write_bytes(png(right))
     # The same face blurred: the cascade finds nothing, so the user boxes it by hand.
     (tmp_path / "blurred.png").write_bytes(png(cv2.GaussianBlur(right, (0, 0), 12)))
@@ -80,8 +82,9 @@ def test_video_tab_makes_a_two_person_video_whose_mouths_follow_the_turns(
     page.get_by_role("tab", name="Video").click()
     sync_api.expect(page.get_by_role("tab", name="Video")).to_have_attribute("aria-selected", "true")
     page.locator("#video-left input[type=file]").set_input_files(tmp_path / "left.png")
-    sync_api.expect(text_field(page, "video-left-box")).to_have_value(BOX)
-    sync_api.expect(page.locator("#video-left canvas").first).to_be_visible()
+    sync_api.expect(page.locator(".toast-body").filter(has_text="found 0 of 1 face")).to_be_visible()
+    sync_api.expect(text_field(page, "video-left-box")).to_have_value("")
+    page.locator("#video-left").get_by_role("button", name="Rotate clockwise").click()
 
     page.locator("#video-right input[type=file]").set_input_files(tmp_path / "blurred.png")
     sync_api.expect(faces).to_contain_text("no face found in image_right (the right portrait)")
@@ -99,7 +102,7 @@ def test_video_tab_makes_a_two_person_video_whose_mouths_follow_the_turns(
     sync_api.expect(text_field(page, "video-right-box")).to_have_value("")
     page.locator("#video-right input[type=file]").set_input_files(tmp_path / "right.png")
     sync_api.expect(text_field(page, "video-right-box")).to_have_value(BOX)
-    sync_api.expect(faces).to_contain_text("S1 (left): face detected")
+    sync_api.expect(faces).to_contain_text("S1 (left): face detected")  # in the turned picture
     sync_api.expect(faces).to_contain_text("S2 (right): face detected")
     sync_api.expect(page.locator("#video-preview img")).to_be_visible()
 

@@ -324,7 +324,7 @@ class VideoService:
                 context.log(f"MultiTalk is not set up: {'; '.join(missing)}")
                 result["note"] = (
                     f"MultiTalk is not set up ({len(missing)} thing(s) missing, first: {missing[0]}; "
-                    "the Engines tab lists them all): used the embedded renderer"
+                    "GET /api/v1/engines and the Engines tab list them all): used the embedded renderer"
                 )
         if engine == MULTITALK:
             result |= self._multitalk(request, composite, folder, context)

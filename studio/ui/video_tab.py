@@ -11,6 +11,7 @@ done, with the dialogue audio and subtitles beside it.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +19,12 @@ from typing import Any
 
 import gradio as gr
 from gradio_image_annotation import image_annotator
+from PIL import Image
 
 from studio.core import Studio
 from studio.errors import StudioError
 from studio.services.dialogue import DEFAULT_VOICES
-from studio.services.portrait import Box, load_portrait, locate_face, locate_two_faces
+from studio.services.portrait import Box, detect_faces, load_portrait
 from studio.services.script import parse_script
 from studio.services.talking_head import ENCODER_PRESETS, RESOLUTIONS
 from studio.services.video import PRESET_STEPS, VideoRequest
@@ -45,9 +47,11 @@ FOUND_NOTES = {  # FaceLayout.found -> what the preview note says
     "given": "no face detected in the box: the box is used as drawn",
 }
 FACE_COLOR = (40, 200, 90)
+CLOCKWISE = {1: Image.Transpose.ROTATE_270, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_90}
 
-# The box editor's value: {"image": path, "boxes": [{"xmin", "ymin", "xmax", "ymax", ...}]} or None.
-Annotated = dict[str, Any] | None
+# The box editor's value: {"image": path, "boxes": [{"xmin", "ymin", "xmax", "ymax", ...}],
+# "orientation": clockwise quarter turns the user gave it (the boxes are in the turned picture)} or None.
+EditorValue = dict[str, Any] | None
 
 
 def portrait_editor(label: str, elem_id: str, people: int = 1) -> image_annotator:
@@ -66,14 +70,15 @@ def portrait_editor(label: str, elem_id: str, people: int = 1) -> image_annotato
         height=260,
         show_download_button=False,
         show_share_button=False,
+        show_remove_button=True,
     )
 
 
-def image_of(value: Annotated) -> str | None:
+def image_of(value: EditorValue) -> str | None:
     return (value or {}).get("image") or None
 
 
-def boxes_of(value: Annotated, what: str) -> list[Box]:
+def boxes_of(value: EditorValue, what: str) -> list[Box]:
     """The boxes drawn on a picture, left to right, in the uploaded image's pixels."""
     drawn = [
         Box.parse([b["xmin"], b["ymin"], b["xmax"], b["ymax"]], f"the {what} box")
@@ -82,43 +87,59 @@ def boxes_of(value: Annotated, what: str) -> list[Box]:
     return sorted(drawn, key=lambda box: box.center[0])
 
 
-def box_of(value: Annotated, what: str) -> Box | None:
+def box_of(value: EditorValue, what: str) -> Box | None:
     """A portrait's face box; none drawn: None (the face is detected)."""
     boxes = boxes_of(value, what)
     return boxes[0] if boxes else None
 
 
-def with_boxes(value: Annotated, boxes: list[Box]) -> Annotated:
-    """The editor's value showing `boxes` on the same image."""
-    if not image_of(value):
+def with_boxes(value: EditorValue, boxes: list[Box]) -> EditorValue:
+    """The editor's value showing `boxes` on the same image, turned as it was."""
+    if not value or not image_of(value):
         return value
     drawn = []
     for box in boxes:
         x0, y0, x1, y1 = box.as_list()
         drawn.append({"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": FACE, "color": FACE_COLOR})
-    return {"image": image_of(value), "boxes": drawn}
+    return {"image": image_of(value), "boxes": drawn, "orientation": value.get("orientation") or 0}
 
 
-def with_found_faces(value: Annotated, people: int) -> Annotated:
-    """A newly uploaded picture with its `people` face(s) boxed, found afresh (old boxes belonged to
-    the old picture); where they are not found, no boxes and a warning saying what to do."""
-    path = image_of(value)
-    if not path:
+def picture_bytes(value: EditorValue) -> bytes:
+    """The picture as the user sees it in the editor: turned by the rotate buttons (as a PNG), or
+    the file as it is."""
+    path = Path(str(image_of(value)))
+    turns = int((value or {}).get("orientation") or 0) % 4
+    if not turns:
+        return path.read_bytes()
+    with Image.open(path) as picture:
+        turned = picture.transpose(CLOCKWISE[turns])
+        buffer = io.BytesIO()
+        turned.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def with_found_faces(value: EditorValue, people: int) -> EditorValue:
+    """A newly uploaded picture with the faces found on it boxed (up to `people`, left to right; old
+    boxes belonged to the old picture), and a warning saying what to do where some are missing."""
+    if not image_of(value):
         return value
     try:
-        picture = load_portrait(Path(path).read_bytes(), "the picture")
-        if people == 1:
-            faces = [locate_face(picture.pixels, None, "this portrait")]
-        else:
-            faces = list(locate_two_faces(picture.pixels, (None, None)))
+        picture = load_portrait(picture_bytes(value), "the picture")
     except StudioError as error:
-        gr.Warning(f"{error.message} (or draw a box on each face)")
+        gr.Warning(error.message)
         return with_boxes(value, [])
-    return with_boxes(value, [face.face.scaled(1 / picture.scale) for face in faces])
+    faces = sorted(detect_faces(picture.pixels)[:people], key=lambda box: box.center[0])
+    if len(faces) < people:
+        wanted = "the face" if people == 1 else "each person's face (the left box speaks S1)"
+        gr.Warning(
+            f"found {len(faces)} of {people} face(s): drag a box around {wanted} on the picture; "
+            "frontal, well-lit faces are found best"
+        )
+    return with_boxes(value, [face.scaled(1 / picture.scale) for face in faces])
 
 
 def chosen_pictures(
-    mode: str, left: Annotated, right: Annotated, both: Annotated
+    mode: str, left: EditorValue, right: EditorValue, both: EditorValue
 ) -> tuple[dict[str, bytes], tuple[Box | None, Box | None]]:
     """The uploads and face boxes of a video request, from whichever way the pictures were given:
     two portraits (`image_left`, `image_right`) or one picture of both (`image`, the left box S1)."""
@@ -130,16 +151,13 @@ def chosen_pictures(
         if len(boxes) not in (0, 2):
             raise StudioError(
                 f"{len(boxes)} box(es) drawn on the picture: draw one box per person, two in all "
-                "(the left box speaks S1), or remove them all to find the faces again"
+                "(the left box speaks S1); select a box and press its remove button to take it away"
             )
-        return {"image": Path(path).read_bytes()}, (boxes[0], boxes[1]) if boxes else (None, None)
+        return {"image": picture_bytes(both)}, (boxes[0], boxes[1]) if boxes else (None, None)
     missing = [side for side, value in (("left", left), ("right", right)) if not image_of(value)]
     if missing:
         raise StudioError(f"upload the {' and the '.join(missing)} portrait")
-    uploads = {
-        "image_left": Path(str(image_of(left))).read_bytes(),
-        "image_right": Path(str(image_of(right))).read_bytes(),
-    }
+    uploads = {"image_left": picture_bytes(left), "image_right": picture_bytes(right)}
     return uploads, (box_of(left, "left"), box_of(right, "right"))
 
 
@@ -251,26 +269,29 @@ def build_video_tab(studio: Studio) -> None:
         )
     task_id = gr.State("")
 
-    def box_numbers(value: Annotated) -> str:
+    def box_numbers(value: EditorValue) -> str:
         """The drawn box as numbers (what the box field shows)."""
         try:
             return box_text(box_of(value, "face"))
         except StudioError:
             return ""
 
-    def typed_box(value: Annotated, text: str) -> Annotated:
-        """Numbers typed into a box field: the box drawn there."""
+    def typed_box(value: EditorValue, text: str) -> Any:
+        """Numbers typed into a box field: the box drawn there (nothing sent back when they are the
+        box already drawn, so leaving the field never undoes a drag made meanwhile)."""
         if not image_of(value):
-            return value
+            return gr.skip()
         try:
             box = parse_box(text, "face")
+            if box == box_of(value, "face"):
+                return gr.skip()
             return with_boxes(value, [box] if box else [])
         except StudioError as error:
             gr.Warning(error.message)
-            return value
+            return gr.skip()
 
     def show(
-        chosen: str, left_value: Annotated, right_value: Annotated, both_value: Annotated, size: str
+        chosen: str, left_value: EditorValue, right_value: EditorValue, both_value: EditorValue, size: str
     ) -> tuple[Any, str]:
         """The video's frame as it will be composed, with what was found outlined; or what is wrong."""
         try:
@@ -291,9 +312,9 @@ def build_video_tab(studio: Studio) -> None:
 
     def on_generate(
         chosen: str,
-        left_value: Annotated,
-        right_value: Annotated,
-        both_value: Annotated,
+        left_value: EditorValue,
+        right_value: EditorValue,
+        both_value: EditorValue,
         text: str,
         s1: str,
         s2: str,
