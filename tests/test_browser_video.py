@@ -101,7 +101,15 @@ def test_video_tab_makes_a_two_person_video_whose_mouths_follow_the_turns(
     page.locator("#video-right").get_by_role("button", name="Remove Image").click()
     sync_api.expect(text_field(page, "video-right-box")).to_have_value("")
     page.locator("#video-right input[type=file]").set_input_files(tmp_path / "right.png")
-    sync_api.expect(text_field(page, "video-right-box")).to_have_value(BOX)
+    right_box = text_field(page, "video-right-box")
+    sync_api.expect(right_box).to_have_value(BOX)
+    found = right_box.input_value()
+    right_box.fill("0, 0, 60, 60")  # typed numbers move the box (here off the face) ...
+    right_box.press("Enter")
+    sync_api.expect(faces).to_contain_text("S2 (right): no face detected in the box")
+    right_box.fill(found)  # ... and back
+    right_box.press("Enter")
+    sync_api.expect(faces).to_contain_text("S2 (right): face detected in the box")
     sync_api.expect(faces).to_contain_text("S1 (left): face detected")  # in the turned picture
     sync_api.expect(faces).to_contain_text("S2 (right): face detected")
     sync_api.expect(page.locator("#video-preview img")).to_be_visible()

@@ -385,15 +385,22 @@ def build_video_tab(studio: Studio) -> None:
     pictures = [mode, left, right, both, resolution]
     for editor, box in ((left, left_box), (right, right_box)):
         editor.upload(lambda value: with_found_faces(value, 1), editor, editor)
-        # Every new box (found, dragged, drawn or typed) shows as numbers and in the preview.
-        editor.change(box_numbers, editor, box).then(show, pictures, [preview, faces_note])
-        box.submit(typed_box, [editor, box], editor)
-        box.blur(typed_box, [editor, box], editor)
+        # Every new box (found, dragged, drawn or typed) shows as numbers and in the preview, in one
+        # event; "always_last": an edit made while the last one is being shown runs after it
+        # (gradio's default drops it, and the preview would keep showing the older box).
+        editor.change(
+            lambda value, *shown: (box_numbers(value), *show(*shown)),
+            [editor, *pictures],
+            [box, preview, faces_note],
+            trigger_mode="always_last",
+        )
+        box.submit(typed_box, [editor, box], editor, trigger_mode="always_last")
+        box.blur(typed_box, [editor, box], editor, trigger_mode="always_last")
     both.upload(lambda value: with_found_faces(value, 2), both, both)
-    both.change(show, pictures, [preview, faces_note])
+    both.change(show, pictures, [preview, faces_note], trigger_mode="always_last")
     for tab, chosen in ((two_tab, TWO_PORTRAITS), (one_tab, ONE_PICTURE)):
         tab.select(lambda chosen=chosen: chosen, None, mode).then(show, pictures, [preview, faces_note])
-    resolution.change(show, pictures, [preview, faces_note])
+    resolution.change(show, pictures, [preview, faces_note], trigger_mode="always_last")
     preset.change(lambda name: PRESET_STEPS[name], preset, steps)
     script.change(on_script, script, parsed)
     advanced = [steps, text_guidance, audio_guidance, seed]
