@@ -7,6 +7,7 @@ import pytest
 
 from engines.text import split_sentences
 from studio import audio as audio_io
+from studio.services.asr import word_error_rate
 from studio.subtitles import Cue, to_srt, to_vtt
 
 
@@ -28,6 +29,16 @@ def test_long_sentences_are_cut_at_clauses_then_words() -> None:
     assert all(len(p) <= 120 for p in pieces)
     assert " ".join(pieces).split() == sentence.split()
     assert split_sentences("。。。 ... !!") == []  # punctuation alone is not a sentence
+
+
+def test_word_error_rate_reads_numbers_as_the_words_they_are() -> None:
+    # Whisper writes digits where a script spells numbers: that is not a misheard word.
+    said = "The meeting moved to three o'clock on the twenty-first; one thousand came."
+    assert word_error_rate(said, "The meeting moved to 3 o'clock on the 21st, 1,000 came.") == 0.0
+    assert word_error_rate("Pay 2.5 dollars.", "pay two point five dollars") == 0.0
+    one_wrong = word_error_rate(said, "The meeting moved to 4 o'clock on the 21st, 1,000 came.")
+    assert one_wrong == pytest.approx(1 / 13)  # 13 words once spelled out ("twenty first", "one thousand")
+    assert word_error_rate("", "") == 0.0 and word_error_rate("", "words") == 1.0
 
 
 def test_srt_and_vtt_timestamps() -> None:

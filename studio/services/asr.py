@@ -80,12 +80,28 @@ class Transcriber:
         return ClipTranscript(text, round(math.exp(logprob) * (1 - no_speech), 4), round(no_speech, 4))
 
 
+NUMBER = re.compile(r"(\d+(?:\.\d+)?)(st|nd|rd|th)?")
+
+
+def _spelled(match: re.Match[str]) -> str:
+    """A number as words, the way a script usually writes what Whisper writes as digits ("3" ->
+    "three", "21st" -> "twenty-first", "2.5" -> "two point five")."""
+    from num2words import num2words
+
+    digits, ordinal = match.groups()
+    if ordinal and "." not in digits:
+        return f" {num2words(int(digits), to='ordinal')} "
+    return f" {num2words(float(digits) if '.' in digits else int(digits))} "
+
+
 def normalize_words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+    """Lowercased words without punctuation, numbers spelled out (so "3 o'clock" = "three o'clock")."""
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", text.lower())  # 1,000 -> 1000
+    return re.sub(r"[^a-z' ]+", " ", NUMBER.sub(_spelled, text)).split()
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level edit distance / reference length, on lowercased words without punctuation."""
+    """Word-level edit distance / reference length, on `normalize_words` of each."""
     ref, hyp = normalize_words(reference), normalize_words(hypothesis)
     if not ref:
         return 0.0 if not hyp else 1.0
