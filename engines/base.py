@@ -97,14 +97,28 @@ class VoiceInfo:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class PhonemeSpan:
+    """Where one phoneme (IPA) is spoken in a chunk's audio, in seconds from the chunk's start."""
+
+    phoneme: str
+    start: float
+    end: float
+
+    def shifted(self, seconds: float) -> PhonemeSpan:
+        return PhonemeSpan(self.phoneme, self.start + seconds, self.end + seconds)
+
+
 @dataclass
 class AudioChunk:
-    """One sentence of speech: mono float32 in [-1, 1] at `sample_rate`."""
+    """One sentence of speech: mono float32 in [-1, 1] at `sample_rate`, and where the engine gives
+    them (Piper does), its phonemes' times."""
 
     audio: np.ndarray
     sample_rate: int
     text: str
     index: int
+    phonemes: tuple[PhonemeSpan, ...] = ()
 
     @property
     def duration(self) -> float:
@@ -269,8 +283,10 @@ class Engine(ABC):
         for index, sentence in enumerate(split_sentences(text)):
             with self._run_lock:
                 self.last_used = time.monotonic()
-                audio = self._synthesize_sentence(sentence, voice, options)
-            yield AudioChunk(np.asarray(audio, dtype=np.float32), self.info.sample_rate, sentence, index)
+                audio, phonemes = self._synthesize_timed(sentence, voice, options)
+            yield AudioChunk(
+                np.asarray(audio, dtype=np.float32), self.info.sample_rate, sentence, index, phonemes
+            )
 
     def check_voice(self, voice: str) -> None:
         """Raise UnknownVoice (with the valid ids) unless this engine can speak with `voice`."""
@@ -288,3 +304,9 @@ class Engine(ABC):
 
     def _synthesize_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
         raise EngineUnavailable(f"engine '{self.info.name}' does not synthesize speech")
+
+    def _synthesize_timed(
+        self, sentence: str, voice: str, options: SynthesisOptions
+    ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...]]:
+        """The sentence's audio and its phonemes' times; an engine that knows them overrides this."""
+        return self._synthesize_sentence(sentence, voice, options), ()

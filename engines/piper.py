@@ -10,7 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import Capability, Engine, EngineInfo, Requirement, SynthesisOptions, VoiceInfo
+from engines.base import (
+    Capability,
+    Engine,
+    EngineInfo,
+    PhonemeSpan,
+    Requirement,
+    SynthesisOptions,
+    VoiceInfo,
+)
 from engines.gpu import GpuAllocator
 
 JOE_ID = "joe"
@@ -83,12 +91,15 @@ class PiperEngine(Engine):
         voice = JOE_ID if voice == JOE_FULL_NAME else voice
         if voice not in self._models:
             model, config = self._voice_files()[voice]
-            self._models[voice] = PiperVoice.load(model, config)
+            # Alignments: Piper's own in-memory patch of the graph exposes each phoneme's length.
+            self._models[voice] = PiperVoice.load(model, config, include_alignments=True)
         return self._models[voice]
 
-    def _synthesize_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
-        """`options.extra`: Piper's own `noise_scale` and `noise_w_scale` (the voice's
-        .onnx.json values when absent); 0 for both gives the same audio on every call."""
+    def _synthesize_timed(
+        self, sentence: str, voice: str, options: SynthesisOptions
+    ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...]]:
+        """`options.extra`: Piper's own `noise_scale` and `noise_w_scale` (the voice's .onnx.json
+        values when absent); 0 for both gives the same audio on every call."""
         from piper import SynthesisConfig
 
         model = self._model_for(voice)
@@ -97,14 +108,21 @@ class PiperEngine(Engine):
             noise_scale=_noise(options.extra, "noise_scale"),
             noise_w_scale=_noise(options.extra, "noise_w_scale"),
         )
-        chunks = [chunk.audio_float_array for chunk in model.synthesize(sentence, syn_config=config)]  # type: ignore[attr-defined]
         rate = model.config.sample_rate  # type: ignore[attr-defined]
-        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        pieces, phonemes, offset = [], [], 0
+        for chunk in model.synthesize(sentence, syn_config=config, include_alignments=True):  # type: ignore[attr-defined]
+            pieces.append(chunk.audio_float_array)
+            at = offset  # samples; a voice whose graph could not be patched gives no alignments
+            for aligned in chunk.phoneme_alignments or ():
+                phonemes.append(PhonemeSpan(aligned.phoneme, at / rate, (at + aligned.num_samples) / rate))
+                at += int(aligned.num_samples)
+            offset += len(chunk.audio_float_array)
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         if rate != self.info.sample_rate:
             import soxr
 
             audio = soxr.resample(audio, rate, self.info.sample_rate)
-        return audio
+        return audio, tuple(phonemes)
 
 
 def _noise(extra: dict[str, object], key: str) -> float | None:

@@ -39,7 +39,7 @@ def test_kokoro_speaks_the_words(kokoro: KokoroOnnxEngine, transcriber, voice: s
     chunks = list(kokoro.synthesize(SENTENCES, voice))
     assert [c.text for c in chunks] == ["The weather is lovely today.", "Let us walk to the park."]
     audio, rate = spoken(chunks)
-    assert rate == 24000 and 2.0 < len(audio) / rate < 8.0
+    assert rate == 24000 and 2.0 < len(audio) / rate < 8.0 and chunks[0].phonemes == ()  # none given
     assert np.sqrt(np.mean(audio**2)) > 0.02
     assert word_error_rate(SENTENCES, transcriber.transcribe(audio, rate).text) <= 0.2
 
@@ -72,13 +72,20 @@ def test_piper_speaks_the_words(piper: PiperEngine, transcriber) -> None:  # typ
     # (about 1 in 20 takes of this sentence is heard as "But whether..."); without noise it
     # is the same audio every time and the words are checked on that.
     steady = SynthesisOptions(extra={"noise_scale": 0.0, "noise_w_scale": 0.0})
-    audio, rate = spoken(list(piper.synthesize(SENTENCES, "en_US-joe-medium", steady)))
+    chunks = list(piper.synthesize(SENTENCES, "en_US-joe-medium", steady))
+    audio, rate = spoken(chunks)
     again, _ = spoken(list(piper.synthesize(SENTENCES, "en_US-joe-medium", steady)))
     assert rate == 22050 and 2.0 < len(audio) / rate < 8.0
     assert np.array_equal(audio, again)
     assert word_error_rate(SENTENCES, transcriber.transcribe(audio, rate).text) <= 0.2
     varied, _ = spoken(list(piper.synthesize(SENTENCES, "en_US-joe-medium")))
     assert 2.0 < len(varied) / rate < 8.0 and np.sqrt(np.mean(varied**2)) > 0.02
+    # Piper says where each phoneme is: back to back from 0 to the chunk's end ("park" has its p).
+    for chunk in chunks:
+        spans = chunk.phonemes
+        assert spans[0].start == 0.0 and spans[-1].end == pytest.approx(chunk.duration, abs=1e-3)
+        assert all(a.end == pytest.approx(b.start) for a, b in itertools.pairwise(spans))
+    assert "p" in {span.phoneme for span in chunks[1].phonemes}
 
 
 def test_first_chunk_arrives_before_the_rest_is_made(kokoro: KokoroOnnxEngine) -> None:

@@ -32,6 +32,8 @@ from tests.video_checks import (
     VOICES,
     audio_match,
     check_video,
+    find_face,
+    gray_frames,
     motion_by_turn,
     png,
     portraits,
@@ -139,6 +141,42 @@ def test_one_image_of_both_animates_each_mouth_in_its_own_turns(tmp_path: Path) 
     motion = motion_by_turn(tmp_path / "v.mp4", timing, (848, 480), 25.0)
     for person in ("S1", "S2"):
         assert motion[person]["mouth"].own_turns > 3 * motion[person]["mouth"].other_turns, motion
+
+
+def test_the_lips_close_on_p_b_m_where_the_engine_gives_phoneme_times(tmp_path: Path) -> None:
+    """A steady loud vowel holds the mouth open; where the phoneme times say "m" (as Piper's do),
+    the mouth in those frames moves most of the way back to the closed mouth of the silent start.
+    The same audio without phoneme times keeps it open there."""
+    left, right = portraits()
+    composite = compose_pair(
+        left, locate_face(left, None, "left"), right, locate_face(right, None, "right"), RESOLUTIONS["480p"]
+    )
+    rate, seconds = 24000, 3.0
+    t = np.arange(int(seconds * rate)) / rate
+    vowel = np.where(t >= 0.6, 0.2 * np.sin(2 * np.pi * 180 * t), 0).astype(np.float32)
+    sf.write(tmp_path / "d.wav", vowel, rate)
+    closures = ((1.2, 1.32), (2.2, 2.32))  # seconds: 3 frames each
+    phonemes = (("a", 0.6, 1.2), ("m", *closures[0]), ("a", 1.32, 2.2), ("m", *closures[1]), ("a", 2.32, 3.0))
+
+    def away_from_closed(timed: tuple[tuple[str, float, float], ...]) -> tuple[list[float], list[float]]:
+        """Mean gray change of the speaker's mouth from the silent start: in the "m" frames, and
+        in three frames of the vowel."""
+        video = tmp_path / f"v{len(timed)}.mp4"
+        tracks = (Track(vowel, rate, ((0.6, 3.0),), timed), Track(np.zeros_like(vowel), rate, ()))
+        render(composite, tracks, tmp_path / "d.wav", video, RenderOptions())
+        frames = list(gray_frames(video, (848, 480)))
+        x, y, w, h = find_face(frames[0][:, :424])
+        mouth = (slice(y + int(0.65 * h), y + h), slice(x + w // 4, x + 3 * w // 4))
+        change = [
+            float(np.abs(f[mouth].astype(np.int16) - frames[5][mouth].astype(np.int16)).mean())
+            for f in frames
+        ]
+        return [change[round(start * 25) + 1] for start, _ in closures], [change[i] for i in (25, 45, 70)]
+
+    at_m, vowel_open = away_from_closed(phonemes)
+    assert max(at_m) < 0.5 * min(vowel_open), (at_m, vowel_open)
+    untimed_at_m, _ = away_from_closed(())
+    assert min(untimed_at_m) > 0.9 * min(vowel_open), (untimed_at_m, vowel_open)
 
 
 def test_an_undecodable_image_is_refused_with_what_to_send(studio_client: TestClient) -> None:

@@ -212,7 +212,7 @@ class DialogueService:
         language = detect_language(p.turn.text)
         text = normalize_text(p.turn.text, language or "en") if normalize else p.turn.text
         request = SpeechRequest(text=text, voice=p.voice, engine=p.engine, speed=p.speed, language=language)
-        pieces, sentences, position = [], [], 0.0
+        pieces, sentences, phonemes, position = [], [], [], 0.0
         for chunk in self.speech.stream(request):
             if context:
                 context.check_cancelled()
@@ -221,6 +221,10 @@ class DialogueService:
             sentences.append(
                 {"start": position + gap, "end": position + len(audio) / MIX_RATE, "text": chunk.text}
             )
+            phonemes += [
+                [span.phoneme, round(position + span.start, 3), round(position + span.end, 3)]
+                for span in chunk.phonemes
+            ]
             position += len(audio) / MIX_RATE
             pieces.append(audio)
         audio = _fade(np.concatenate(pieces) if pieces else np.zeros(0, np.float32))
@@ -230,7 +234,8 @@ class DialogueService:
         # The .json is written last and atomically: a turn counts as done only when both exist.
         tmp = meta.with_suffix(".tmp")
         tmp.write_text(
-            json.dumps({"sentences": sentences, "voice": p.voice, "engine": p.engine}), encoding="utf-8"
+            json.dumps({"sentences": sentences, "voice": p.voice, "engine": p.engine, "phonemes": phonemes}),
+            encoding="utf-8",
         )
         tmp.replace(meta)
 
@@ -310,6 +315,11 @@ class DialogueService:
                             "end": round(end, 3),
                         }
                     )
+                    if meta.get("phonemes"):  # where the engine gives them: [phoneme, start, end]
+                        timing[-1]["phonemes"] = [
+                            [ph, round(start + t0, 3), round(start + t1, 3)]
+                            for ph, t0, t1 in meta["phonemes"]
+                        ]
                     position = end
             finally:
                 for stem in stems.values():

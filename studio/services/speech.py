@@ -119,12 +119,11 @@ class SpeechService:
             options = SynthesisOptions(speed=request.speed, language=request.language)
             chunks = engine.synthesize(request.text, voice, options)
             for chunk in chunks:
-                audio = audio_io.change_pitch(chunk.audio, chunk.sample_rate, request.pitch)
-                if chunk.index > 0:
-                    audio = np.concatenate(
-                        [np.zeros(int(SENTENCE_GAP_S * chunk.sample_rate), np.float32), audio]
-                    )
-                yield AudioChunk(audio, chunk.sample_rate, chunk.text, chunk.index)
+                audio = audio_io.change_pitch(chunk.audio, chunk.sample_rate, request.pitch)  # same length
+                gap = int(SENTENCE_GAP_S * chunk.sample_rate) if chunk.index > 0 else 0
+                audio = np.concatenate([np.zeros(gap, np.float32), audio])
+                phonemes = tuple(span.shifted(gap / chunk.sample_rate) for span in chunk.phonemes)
+                yield AudioChunk(audio, chunk.sample_rate, chunk.text, chunk.index, phonemes)
         except EngineUnavailable as error:
             raise Unavailable(str(error)) from None
 

@@ -38,6 +38,9 @@ CUE_COLOUR = np.array([255, 190, 20], np.float32)  # amber bar under the person 
 CAVITY_COLOUR = np.array([74, 28, 32], np.float32)
 OPEN_RANGE_DB = 28.0  # loudness below the person's speech level over which the mouth goes from open to shut
 FRICATIVE_HZ = (2500.0, 5000.0)  # spectral centroid over which a sound counts as a hiss: the mouth narrows
+# How far the mouth may open on a phoneme, where the engine gives phoneme times: the lips meet on
+# p/b/m and the lower lip meets the teeth on f/v, however loud the sound around them.
+LIP_LIMIT = {"p": 0.05, "b": 0.05, "m": 0.05, "f": 0.35, "v": 0.35}
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,13 @@ class Composite:
 
 @dataclass(frozen=True)
 class Track:
-    """One person's own audio (the whole dialogue's length, silent outside their turns) and their turns."""
+    """One person's own audio (the whole dialogue's length, silent outside their turns), their
+    turns, and where the engine gave them, their phonemes' times."""
 
     audio: np.ndarray  # mono float32
     sample_rate: int
     turns: tuple[tuple[float, float], ...]  # (start, end) seconds
+    phonemes: tuple[tuple[str, float, float], ...] = ()  # (IPA phoneme, start, end) seconds
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,21 @@ def mouth_openness(audio: np.ndarray, sample_rate: int, frames: int, fps: int = 
         previous = value if value > previous else 0.45 * previous + 0.55 * value
         smoothed[i] = previous
     return smoothed
+
+
+def shape_by_phonemes(
+    openness: np.ndarray, phonemes: tuple[tuple[str, float, float], ...], fps: int = FPS
+) -> np.ndarray:
+    """`openness` held down (LIP_LIMIT) in the frames a lip-closing phoneme covers most of."""
+    shaped = openness.copy()
+    for phoneme, start, end in phonemes:
+        limit = LIP_LIMIT.get(phoneme)
+        if limit is None:
+            continue
+        # The frames whose middle falls inside the phoneme; a short one still gets its nearest frame.
+        first, last = round(start * fps), max(round(start * fps), round(end * fps) - 1)
+        shaped[first : last + 1] = np.minimum(shaped[first : last + 1], limit)
+    return shaped
 
 
 def floor_held(
@@ -396,7 +416,12 @@ def render(
         _Head(composite.frame, face, region)
         for face, region in zip(composite.faces, composite.regions, strict=True)
     ]
-    openness = [mouth_openness(t.audio, t.sample_rate, frames, options.fps) for t in tracks]
+    openness = [
+        shape_by_phonemes(
+            mouth_openness(t.audio, t.sample_rate, frames, options.fps), t.phonemes, options.fps
+        )
+        for t in tracks
+    ]
     held = [floor_held(t.turns, frames, options.fps) for t in tracks]
     closed = [blinks(frames, rng, options.fps) for _ in tracks]
     motion = [head_motion(frames, openness[i] * held[i], rng, options.fps) for i in range(len(tracks))]

@@ -350,15 +350,19 @@ class VideoService:
         return result | {"engine": engine}
 
     def _tracks(self, folder: Path) -> tuple[Track, Track]:
-        """Each person's own audio (their stem; silence for one who never speaks) and their turns."""
+        """Each person's own audio (their stem; silence for one who never speaks), their turns and
+        the phoneme times their engine gave."""
         timing = json.loads((folder / "timing.json").read_text(encoding="utf-8"))
         length = sf.info(str(folder / "dialogue.wav")).frames
         tracks = []
         for person in PEOPLE:
             stem = folder / "stems" / f"{person}.wav"
             audio = sf.read(stem, dtype="float32")[0] if stem.exists() else np.zeros(length, np.float32)
-            turns = tuple((t["start"], t["end"]) for t in timing if t["speaker"] == person)
-            tracks.append(Track(audio, MIX_RATE, turns))
+            own = [t for t in timing if t["speaker"] == person]
+            phonemes = tuple(
+                (str(ph), float(t0), float(t1)) for t in own for ph, t0, t1 in t.get("phonemes", ())
+            )
+            tracks.append(Track(audio, MIX_RATE, tuple((t["start"], t["end"]) for t in own), phonemes))
         return tracks[0], tracks[1]
 
     @staticmethod
