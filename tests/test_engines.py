@@ -39,7 +39,13 @@ def test_kokoro_speaks_the_words(kokoro: KokoroOnnxEngine, transcriber, voice: s
     chunks = list(kokoro.synthesize(SENTENCES, voice))
     assert [c.text for c in chunks] == ["The weather is lovely today.", "Let us walk to the park."]
     audio, rate = spoken(chunks)
-    assert rate == 24000 and 2.0 < len(audio) / rate < 8.0 and chunks[0].phonemes == ()  # none given
+    assert rate == 24000 and 2.0 < len(audio) / rate < 8.0
+    for chunk in chunks:  # kokoro-onnx's phoneme times, from the durations the graph now reports
+        spans = chunk.phonemes
+        assert all(0 <= s.start <= s.end <= chunk.duration + 1e-3 for s in spans)
+        assert [s.start for s in spans] == sorted(s.start for s in spans)
+        assert spans[-1].end == pytest.approx(chunk.duration, abs=0.05)
+    assert "p" in {s.phoneme for s in chunks[1].phonemes}  # "park"
     assert np.sqrt(np.mean(audio**2)) > 0.02
     assert word_error_rate(SENTENCES, transcriber.transcribe(audio, rate).text) <= 0.2
 

@@ -33,7 +33,7 @@ SCRIPT = (
     "[S1] Shall we start with the news of the week?\n"
     "[S2] Yes, let us begin right away."
 )
-VOICES = {"S1": "joe", "S2": "jf_alpha"}  # Piper (phoneme times: lips close on p/b/m) and Kokoro
+VOICES = {"S1": "joe", "S2": "jf_alpha"}  # one Piper voice, one Kokoro voice
 
 
 def portraits() -> tuple[np.ndarray, np.ndarray]:
