@@ -327,7 +327,8 @@ def build_video_tab(studio: Studio) -> None:
         audio_g: float,
         seed_value: float | None,
         request: gr.Request,
-    ) -> Iterator[list[Any]]:
+    ) -> list[Any]:
+        """Submit the "video" task (what follows it is `follow`)."""
         try:
             uploads, hints = chosen_pictures(chosen, left_value, right_value, both_value)
             present = {s.id for s in parse_script(text).speakers}
@@ -348,33 +349,31 @@ def build_video_tab(studio: Studio) -> None:
             task = studio.runner.submit("video", "video (UI)", config, ui_owner(request))
         except StudioError as error:
             raise gr.Error(error.message) from None
-        yield [task.task_id, "Queued…", None, None]
+        return [task.task_id, "Queued…", None, None]
+
+    def follow(current_id: str) -> Iterator[list[Any]]:
+        """The task's progress until it ends, then the video and the downloads."""
         while True:
-            current = studio.store.get(task.task_id)
+            current = studio.store.get(current_id)
             assert current is not None
             if current.status.finished:
                 break
             eta = f", about {current.eta_seconds:.0f} s left" if current.eta_seconds else ""
             step = current.current_step or "starting"
-            yield [task.task_id, f"**{current.progress:.0f}%** · {step}{eta}", None, None]
+            yield [f"**{current.progress:.0f}%** · {step}{eta}", None, None]
             time.sleep(POLL_SECONDS)
         if current.status != TaskStatus.COMPLETED:
             reason = f": {current.error_message}" if current.error_message else ""
-            yield [task.task_id, f"**{current.status.value}**{reason}", None, None]
+            yield [f"**{current.status.value}**{reason}", None, None]
             return
-        folder = studio.store.folder(task.task_id)
+        folder = studio.store.folder(current_id)
         result = current.result
         note = f"\n\n⚠️ {result['note']}" if result.get("note") else ""
         summary = (
-            f"Done: {result['duration']:.1f} s, {result['turns']} turns, {result.get('size', size)} "
-            f"({result['engine']}; task `{task.task_id}`){note}"
+            f"Done: {result['duration']:.1f} s, {result['turns']} turns, {result.get('size', '')} "
+            f"({result['engine']}; task `{current_id}`){note}"
         )
-        yield [
-            task.task_id,
-            summary,
-            str(folder / "video.mp4"),
-            [str(folder / name) for name in RESULT_FILES],
-        ]
+        yield [summary, str(folder / "video.mp4"), [str(folder / name) for name in RESULT_FILES]]
 
     def on_cancel(current: str) -> str:
         if current:
@@ -383,8 +382,12 @@ def build_video_tab(studio: Studio) -> None:
         return "Nothing is running."
 
     pictures = [mode, left, right, both, resolution]
+    # Every event that reads a picture editor runs alone: reading one re-saves its picture under the
+    # same cache path (gradio_image_annotation's preprocessing), and two at once could read a
+    # half-written file. They are short; the video itself is followed outside the group.
+    alone: dict[str, Any] = {"concurrency_id": "video-pictures", "concurrency_limit": 1}
     for editor, box in ((left, left_box), (right, right_box)):
-        editor.upload(lambda value: with_found_faces(value, 1), editor, editor)
+        editor.upload(lambda value: with_found_faces(value, 1), editor, editor, **alone)
         # Every new box (found, dragged, drawn or typed) shows as numbers and in the preview, in one
         # event; "always_last": an edit made while the last one is being shown runs after it
         # (gradio's default drops it, and the preview would keep showing the older box).
@@ -393,14 +396,17 @@ def build_video_tab(studio: Studio) -> None:
             [editor, *pictures],
             [box, preview, faces_note],
             trigger_mode="always_last",
+            **alone,
         )
-        box.submit(typed_box, [editor, box], editor, trigger_mode="always_last")
-        box.blur(typed_box, [editor, box], editor, trigger_mode="always_last")
-    both.upload(lambda value: with_found_faces(value, 2), both, both)
-    both.change(show, pictures, [preview, faces_note], trigger_mode="always_last")
+        box.submit(typed_box, [editor, box], editor, trigger_mode="always_last", **alone)
+        box.blur(typed_box, [editor, box], editor, trigger_mode="always_last", **alone)
+    both.upload(lambda value: with_found_faces(value, 2), both, both, **alone)
+    both.change(show, pictures, [preview, faces_note], trigger_mode="always_last", **alone)
     for tab, chosen in ((two_tab, TWO_PORTRAITS), (one_tab, ONE_PICTURE)):
-        tab.select(lambda chosen=chosen: chosen, None, mode).then(show, pictures, [preview, faces_note])
-    resolution.change(show, pictures, [preview, faces_note], trigger_mode="always_last")
+        tab.select(lambda chosen=chosen: chosen, None, mode).then(
+            show, pictures, [preview, faces_note], **alone
+        )
+    resolution.change(show, pictures, [preview, faces_note], trigger_mode="always_last", **alone)
     preset.change(lambda name: PRESET_STEPS[name], preset, steps)
     script.change(on_script, script, parsed)
     advanced = [steps, text_guidance, audio_guidance, seed]
@@ -421,5 +427,6 @@ def build_video_tab(studio: Studio) -> None:
             *advanced,
         ],
         [task_id, status, player, downloads],
-    )
+        **alone,
+    ).success(follow, task_id, [status, player, downloads])
     cancel.click(on_cancel, task_id, status)
