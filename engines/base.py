@@ -112,7 +112,7 @@ class PhonemeSpan:
 @dataclass
 class AudioChunk:
     """One sentence of speech: mono float32 in [-1, 1] at `sample_rate`, and where the engine gives
-    them (Piper does), its phonemes' times."""
+    them (the embedded Kokoro and Piper do), its phonemes' times."""
 
     audio: np.ndarray
     sample_rate: int

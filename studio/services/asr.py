@@ -10,6 +10,7 @@ import math
 import re
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -49,28 +50,27 @@ class Transcriber:
             )
         return self._model
 
-    def transcribe(self, audio: np.ndarray, sample_rate: int) -> Transcript:
+    def _segments(self, audio: np.ndarray, sample_rate: int, **options: Any) -> list[Any]:
+        """Whisper's segments for `audio` (English, beam 5, no VAD), one call at a time."""
         audio = resample(np.asarray(audio, np.float32), sample_rate, WHISPER_RATE)
         with self._lock:
-            segments, _ = self._load().transcribe(audio, beam_size=5, language="en", vad_filter=False)
-            segments = list(segments)
+            segments, _ = self._load().transcribe(
+                audio, beam_size=5, language="en", vad_filter=False, **options
+            )
+            return list(segments)
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int) -> Transcript:
+        segments = self._segments(audio, sample_rate)
         text = " ".join(s.text.strip() for s in segments).strip()
         confidence = float(np.mean([np.exp(s.avg_logprob) for s in segments])) if segments else 0.0
         return Transcript(text, confidence)
 
     def transcribe_clip(self, audio: np.ndarray, sample_rate: int) -> ClipTranscript:
         """One short training clip on its own, with the scores a dataset needs to rank it."""
-        audio = resample(np.asarray(audio, np.float32), sample_rate, WHISPER_RATE)
-        with self._lock:
-            segments, _ = self._load().transcribe(
-                audio,
-                beam_size=5,
-                language="en",
-                vad_filter=False,
-                condition_on_previous_text=False,  # each clip stands alone
-                without_timestamps=True,
-            )
-            segments = list(segments)
+        # Each clip stands alone: no text carried over, no timestamps wanted.
+        segments = self._segments(
+            audio, sample_rate, condition_on_previous_text=False, without_timestamps=True
+        )
         text = " ".join(" ".join(s.text.split()) for s in segments).strip()
         if not segments:
             return ClipTranscript("", 0.0, 1.0)

@@ -507,7 +507,8 @@ def clip_audio_folder(workspace: Workspace) -> Path:
 def asr_transcribe(
     workspace: Workspace, params: dict[str, Any], report: StepReport, transcriber: Transcriber
 ) -> dict[str, Any]:
-    """Transcribe every clip with the studio's Whisper; write the dataset's wavs (training rate, even loudness) and clips.json.
+    """Transcribe every clip with the studio's Whisper; write the dataset's wavs (training rate,
+    even loudness) and clips.json.
 
     Clips whose text the owner edited in proofreading keep that text when this step runs again.
     """
