@@ -25,7 +25,7 @@ What it does, in one run (all traffic to a `python app.py` server it starts on 1
    a /health probe every 2 s, and a privacy checker that asks, with key k1, for the long task and
    for other keys' small dialogue tasks (GET, logs, download, cancel: each must be 404, and k1's task
    list must not show them), while k2 still sees its own.
-5. Afterwards (server stopped): every kept audio is transcribed with the bundled Whisper tiny.en
+5. Afterwards (server stopped): every kept audio is transcribed with the bundled Whisper base
    (studio.services.asr.Transcriber) and must match its own request text with WER <= 0.35 (digits
    in the transcript are spelled out first); a miss is a "mixed output", and the report says whether
    the transcript fits another request's text better (audio swapped or mixed) or none (garbled).
@@ -734,7 +734,7 @@ def report(run: Run) -> bool:
     swapped = [c for c in mixed if c.best_other and c.best_other[0] < c.wer]
     kept_kinds = Counter(c.record.kind for c in run.checks)
     print(
-        f"Output check (Whisper tiny.en, WER <= {WER_LIMIT}): {len(run.checks)} kept outputs "
+        f"Output check (Whisper base, WER <= {WER_LIMIT}): {len(run.checks)} kept outputs "
         f"({', '.join(f'{k} {n}' for k, n in kept_kinds.items())}), mean WER "
         f"{np.mean([c.wer for c in run.checks]) if run.checks else float('nan'):.3f}; "
         f"mixed outputs: {len(mixed)} ({len(swapped)} fit another request's text better: swapped "

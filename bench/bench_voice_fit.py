@@ -121,8 +121,10 @@ def metered_components(meter: Meter, threads: int, asr_threads: int):  # type: i
             return timed("embed", lambda: super(MeteredEncoder, self).embed(audio, sample_rate))
 
     class MeteredTranscriber(Transcriber):
-        def transcribe(self, audio: np.ndarray, sample_rate: int) -> Transcript:
-            return timed("asr", lambda: super(MeteredTranscriber, self).transcribe(audio, sample_rate))
+        def transcribe(self, audio: np.ndarray, sample_rate: int, language: str | None = None) -> Transcript:
+            return timed(
+                "asr", lambda: super(MeteredTranscriber, self).transcribe(audio, sample_rate, language)
+            )
 
     kokoro = MeteredKokoro(ROOT / "weights", GpuAllocator([]), threads=threads)
     return kokoro, MeteredEncoder(), MeteredTranscriber(asr_threads)

@@ -16,14 +16,14 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
 from engines.gpu import GpuAllocator, Lease
-from engines.text import split_sentences
+from engines.text import base_language, detect_language, split_sentences
 
 log = logging.getLogger("engines")
 
@@ -92,9 +92,10 @@ class VoiceInfo:
     id: str
     name: str
     engine: str
-    language: str
+    language: str  # the voice's own language (the one it was made from)
     gender: str = ""
     description: str = ""
+    languages: tuple[str, ...] = ()  # what it can speak; empty: its own language only
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class AudioChunk:
 @dataclass
 class SynthesisOptions:
     speed: float = 1.0
-    language: str | None = None  # None: the engine's first language
+    language: str | None = None  # a studio code ("zh", "ja", "en-us", "en-gb"); None: per sentence, detected
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -276,14 +277,16 @@ class Engine(ABC):
     def synthesize(
         self, text: str, voice: str, options: SynthesisOptions | None = None
     ) -> Iterator[AudioChunk]:
-        """Speak `text` sentence by sentence; the first chunk comes before the whole text is done."""
+        """Speak `text` sentence by sentence; the first chunk comes before the whole text is done.
+        Without `options.language` each sentence is spoken in the language its script says."""
         options = options or SynthesisOptions()
         self.check_voice(voice)
         self.ensure_loaded()
         for index, sentence in enumerate(split_sentences(text)):
+            language = options.language or detect_language(sentence, context=text)
             with self._run_lock:
                 self.last_used = time.monotonic()
-                audio, phonemes = self._synthesize_timed(sentence, voice, options)
+                audio, phonemes = self._synthesize_timed(sentence, voice, replace(options, language=language))
             yield AudioChunk(
                 np.asarray(audio, dtype=np.float32), self.info.sample_rate, sentence, index, phonemes
             )
@@ -293,6 +296,17 @@ class Engine(ABC):
         ids = [v.id for v in self.voices()]
         if voice not in ids:
             raise UnknownVoice(f"engine '{self.info.name}' has no voice '{voice}'; voices: {', '.join(ids)}")
+
+    def voice_languages(self, voice: str) -> tuple[str, ...]:
+        """The languages `voice` can speak (studio codes); the engine's for voices it does not list."""
+        for info in self.voices():
+            if info.id == voice:
+                return info.languages or (info.language,)
+        return self.info.languages
+
+    def speaks(self, voice: str, language: str) -> bool:
+        """Whether `voice` can speak `language` (any English voice speaks en-us and en-gb)."""
+        return any(base_language(own) == base_language(language) for own in self.voice_languages(voice))
 
     # ---- for subclasses ------------------------------------------------------------------------
     @abstractmethod

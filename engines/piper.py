@@ -6,6 +6,7 @@ Piper voices trained in the studio (exported `.onnx` + `.onnx.json` under the da
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from engines.base import (
     VoiceInfo,
 )
 from engines.gpu import GpuAllocator
+from engines.text import canonical_language
 
 JOE_ID = "joe"
 JOE_FULL_NAME = "en_US-joe-medium"
@@ -63,17 +65,15 @@ class PiperEngine(Engine):
 
     def voices(self) -> list[VoiceInfo]:
         out = []
-        for voice_id in self._voice_files():
+        for voice_id, (_, config) in self._voice_files().items():
             if voice_id == JOE_ID:
                 out.append(
                     VoiceInfo(JOE_ID, "Joe", self.info.name, "en-us", "male", f"Piper {JOE_FULL_NAME}")
                 )
             else:
-                out.append(
-                    VoiceInfo(
-                        voice_id, voice_id, self.info.name, "en-us", "", "Piper voice trained in the studio"
-                    )
-                )
+                language = _voice_language(config)
+                description = "Piper voice trained in the studio"
+                out.append(VoiceInfo(voice_id, voice_id, self.info.name, language, "", description))
         return out
 
     def check_voice(self, voice: str) -> None:
@@ -123,6 +123,15 @@ class PiperEngine(Engine):
 
             audio = soxr.resample(audio, rate, self.info.sample_rate)
         return audio, tuple(phonemes)
+
+
+def _voice_language(config: Path) -> str:
+    """The language a Piper voice speaks, from its .onnx.json (the espeak voice it was trained with)."""
+    try:
+        espeak_voice = json.loads(config.read_text(encoding="utf-8"))["espeak"]["voice"]
+        return canonical_language(espeak_voice) or "en-us"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "en-us"  # the trainer's default
 
 
 def _noise(extra: dict[str, object], key: str) -> float | None:

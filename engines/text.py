@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import re
 
-# Split after ., !, ? (followed by space) and after CJK sentence marks; keep the mark with its sentence.
-_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|(?<=[。！？])|\n+")
-_CLAUSE_END = re.compile(r"(?<=[,;:、，；])\s*")
+# Split after ., !, ? (followed by space), after CJK sentence marks (with any closing quote), after
+# Latin marks and ellipses glued to CJK text, and at line breaks; the mark stays with its sentence.
+_CLOSERS = "”’」』）)》"
+_SENTENCE_END = re.compile(
+    rf"(?<=[.!?…])[\"')\]]*\s+"
+    rf"|(?:(?<=[。！？；])|(?<=[。！？；][{_CLOSERS}]))(?![{_CLOSERS}。！？；])"
+    r"|(?<=[!?…])(?=[\u3040-\u30ff\u3400-\u9fff])"
+    r"|\n+"
+)
+_CLAUSE_END = re.compile(r"(?<=[,;:、，；：])\s*")
 _ABBREVIATIONS = ("Mr.", "Mrs.", "Ms.", "Dr.", "Prof.", "St.", "vs.", "e.g.", "i.e.", "etc.", "No.")
+CJK_WIDTH = 3  # a CJK character is about as much speech as three Latin ones
 
 
 def split_sentences(text: str, max_chars: int = 300) -> list[str]:
-    """Sentences of `text`, each at most `max_chars` (long ones are cut at clauses, then words)."""
+    """Sentences of `text`, each at most `max_chars` wide (a CJK character counts `CJK_WIDTH`): long
+    ones are cut at clauses (，、, ...), then at words (CJK: at characters)."""
     protected = text
     for i, abbr in enumerate(_ABBREVIATIONS):
         protected = protected.replace(abbr, f"\x00{i}\x00")
@@ -26,36 +35,103 @@ def split_sentences(text: str, max_chars: int = 300) -> list[str]:
     return [s for s in sentences if any(ch.isalnum() for ch in s)]
 
 
+def _width(text: str) -> int:
+    return sum(CJK_WIDTH if is_cjk(ch) else 1 for ch in text)
+
+
+def _joined(left: str, right: str) -> str:
+    """Two pieces of a sentence put back together: a space between Latin words, none around CJK."""
+    if not left:
+        return right
+    return left + right if is_cjk(left[-1]) or is_cjk(right[:1]) else f"{left} {right}"
+
+
 def _limit(sentence: str, max_chars: int) -> list[str]:
-    if len(sentence) <= max_chars:
+    if _width(sentence) <= max_chars:
         return [sentence]
     out: list[str] = []
     current = ""
     for clause in _CLAUSE_END.split(sentence):
         for word in _words(clause, max_chars):
-            if current and len(current) + 1 + len(word) > max_chars:
+            if current and _width(_joined(current, word)) > max_chars:
                 out.append(current)
                 current = word
             else:
-                current = f"{current} {word}".strip() if current else word
+                current = _joined(current, word)
     if current:
         out.append(current)
     return out
 
 
 def _words(clause: str, max_chars: int) -> list[str]:
-    if len(clause) <= max_chars:
+    if _width(clause) <= max_chars:
         return [clause]
     words = clause.split()
     if len(words) == 1:  # CJK text has no spaces: cut by characters
-        return [clause[i : i + max_chars] for i in range(0, len(clause), max_chars)]
+        step = max(1, max_chars // (CJK_WIDTH if is_cjk(clause) else 1))
+        return [clause[i : i + step] for i in range(0, len(clause), step)]
     return words
 
 
-def detect_language(text: str) -> str | None:
-    """'ja' for text with kana, 'zh' for Han characters without kana, None for anything else."""
-    if re.search(r"[\u3040-\u30ff]", text):
+# ---- languages ----------------------------------------------------------------------------
+# The studio's language codes: "zh" (Mandarin), "ja", "en-us", "en-gb". `None` everywhere means
+# "auto": each sentence is detected by its script.
+LANGUAGE_NAMES = {"zh": "Mandarin Chinese", "ja": "Japanese", "en-us": "English", "en-gb": "British English"}
+_ALIASES = {
+    "zh": (
+        "zh",
+        "zh-cn",
+        "zh-hans",
+        "zh_cn",
+        "cmn",
+        "mandarin",
+        "chinese",
+        "中文",
+        "汉语",
+        "普通话",
+        "zho",
+        "chi",
+    ),
+    "ja": ("ja", "ja-jp", "ja_jp", "jp", "jpn", "japanese", "日文", "日语", "日本語"),
+    "en-us": ("en", "en-us", "en_us", "eng", "english", "英文", "英语", "a"),
+    "en-gb": ("en-gb", "en_gb", "b"),
+}
+_CANONICAL = {alias: code for code, aliases in _ALIASES.items() for alias in aliases}
+_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def canonical_language(value: str | None) -> str | None:
+    """A language as the studio names it ("zh", "ja", "en-us", "en-gb"), or None for auto/empty.
+
+    Accepts the common spellings clients send: ISO codes, "cmn", "Chinese", GPT-SoVITS's "中文" /
+    "日文" / "英文", Kokoro's "a"/"b". Raises ValueError naming the choices for anything else.
+    """
+    if value is None or not str(value).strip() or str(value).strip().lower() == "auto":
+        return None
+    code = _CANONICAL.get(str(value).strip().lower())
+    if code is None:
+        raise ValueError(
+            f"language '{value}' is not one the studio speaks: use auto, zh (Mandarin), ja or en (en-us, en-gb)"
+        )
+    return code
+
+
+def detect_language(text: str, context: str = "") -> str:
+    """The language of one sentence by its script: kana -> "ja", Han without kana -> "zh", else
+    "en-us". A Han-only sentence in a text (`context`) that has kana elsewhere is Japanese."""
+    if _KANA.search(text):
         return "ja"
-    if re.search(r"[\u4e00-\u9fff]", text):
-        return "zh"
-    return None
+    if _HAN.search(text):
+        return "ja" if context and _KANA.search(context) else "zh"
+    return "en-us"
+
+
+def base_language(code: str) -> str:
+    """ "zh", "ja" or "en" for a studio language code (the family engines and ASR care about)."""
+    return code.split("-")[0]
+
+
+def is_cjk(text: str) -> bool:
+    """Whether `text` is written in Chinese or Japanese characters (no spaces between words)."""
+    return bool(_HAN.search(text) or _KANA.search(text))

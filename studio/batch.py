@@ -2,7 +2,8 @@
 
     python -m studio.batch --jsonl data.jsonl --output_dir out [--max_samples N] [--use_normalize]
 
-Each line is a JSON object with `text` (a script) and, per speaker N, optionally `voice_speakerN`
+Each line is a JSON object with `text` (a script), optionally `language` (auto when absent: each
+sentence in its own language, so Chinese lines need no field) and, per speaker N, `voice_speakerN`
 (a studio voice id), or `prompt_audio_speakerN` + `prompt_text_speakerN` (a reference clip, path
 relative to the JSONL file, for engines that clone zero-shot); `voices` ({"S1": id, ...}) works too.
 Each line's results go to `<output_dir>/line_NNNN/` (dialogue audio, .srt, .vtt, timing, stems).
@@ -57,7 +58,10 @@ def request_for(item: dict[str, Any], base: Path, normalize: bool, fmt: str) -> 
                     "(MOSS-TTSD with its weights, see weights/README.md); none is available here. "
                     f"Give a studio voice instead with voice_speaker{n}"
                 )
-    return DialogueRequest(script=text, voices=voices, format=fmt, normalize=normalize)
+    language = item.get("language")
+    if language is not None and not isinstance(language, str):
+        raise ValueError("'language' must be a string: auto, zh, ja or en")
+    return DialogueRequest(script=text, voices=voices, format=fmt, normalize=normalize, language=language)
 
 
 def run_batch(

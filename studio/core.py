@@ -48,7 +48,7 @@ class Studio:
             workers=settings.task_workers,
             short_lane_workers=settings.short_task_workers,
         )
-        self.transcriber = Transcriber(settings.onnx_threads)
+        self.transcriber = Transcriber(settings.onnx_threads, settings.cache_dir / "whisper")
         self.speech = SpeechService(self.registry, settings.max_text_chars)
         builtin_ids = {v.id for v in self.registry.voices()} | set(OPENAI_VOICES)
         self.library = VoiceLibrary(settings.data_dir / "voices", self.transcriber, builtin_ids)

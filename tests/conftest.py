@@ -41,7 +41,7 @@ UI_TIMEOUT_MS = 30_000  # default wait for any element or assertion in a browser
 
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One engine cache for the whole run (the assembled Kokoro model is 92 MB)."""
+    """One engine cache for the whole run (the assembled Kokoro model is 92 MB, Whisper's 145 MB)."""
     return tmp_path_factory.mktemp("cache")
 
 
@@ -67,10 +67,10 @@ def studio_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClie
 
 
 @pytest.fixture(scope="session")
-def transcriber():  # type: ignore[no-untyped-def]
+def transcriber(shared_cache: Path):  # type: ignore[no-untyped-def]
     from studio.services.asr import Transcriber
 
-    return Transcriber()
+    return Transcriber(cache_dir=shared_cache / "whisper")
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ import pytest
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pip package is not installed")
 
 from studio.audio import decode  # noqa: E402
-from studio.services.asr import Transcriber, word_error_rate  # noqa: E402
+from studio.services.asr import Transcriber, transcript_error_rate, word_error_rate  # noqa: E402
 
 if TYPE_CHECKING:
     from conftest import LiveServer
@@ -72,6 +72,25 @@ def test_speech_tab_generates_audio_that_says_the_typed_text(
     assert shown and abs(float(shown.group(1)) - duration) < 0.2, info.inner_text()
     heard = transcriber.transcribe(audio, rate).text
     assert word_error_rate(SENTENCE, heard) <= 0.35, f"Whisper heard {heard!r}"
+
+
+def test_speech_tab_speaks_chinese_with_the_language_on_auto(
+    page: sync_api.Page, transcriber: Transcriber, tmp_path: Path
+) -> None:
+    chinese = "今天天气很好，我们一起去公园散步吧。"
+    sync_api.expect(page.locator("#speech-language input")).to_have_value(re.compile("Auto"))
+    page.locator("#speech-text textarea").fill(chinese)
+    pick_voice(page, "jm_kumo")
+    page.locator("#speech-generate").click()
+    link = page.locator("#speech-audio a[download]")
+    link.wait_for(state="attached", timeout=GENERATE_TIMEOUT_MS)
+    page.screenshot(path=tmp_path / "speech_tab_chinese.png", full_page=True)
+    href = link.get_attribute("href")
+    assert href, "the download link has no href"
+    audio, rate = decode(httpx.get(urljoin(page.url, href), timeout=30).content)
+    heard = transcriber.transcribe(audio, rate)
+    assert heard.language == "zh", heard
+    assert transcript_error_rate(chinese, heard.text, "zh") <= 0.35, f"Whisper heard {heard.text!r}"
 
 
 def test_engines_tab_shows_states_and_what_is_missing(page: sync_api.Page) -> None:

@@ -212,7 +212,7 @@ def test_store_never_builds_paths_from_bad_ids(tmp_path: Path, bad_id: str) -> N
 
 def stepwise_kind(calls: list[tuple[str, dict]]) -> TaskKind:
     """Three steps: 'prepare' writes a file, 'check' is skipped unless asked, 'train' ticks until
-    cancelled or `params['ticks']` are done and fails on request."""
+    cancelled or `params['ticks']` are done and fails on request; 'train' needs 'prepare'."""
 
     def run_step(context: TaskContext, step: str, params: dict) -> dict:
         calls.append((step, params))
@@ -229,7 +229,13 @@ def stepwise_kind(calls: list[tuple[str, dict]]) -> TaskKind:
             context.wait(0.05)
         return {"ticks": ticks}
 
-    return TaskKind("steps", resumable=True, steps=("prepare", "check", "train"), run_step=run_step)
+    return TaskKind(
+        "steps",
+        resumable=True,
+        steps=("prepare", "check", "train"),
+        run_step=run_step,
+        needs={"train": ("prepare",)},
+    )
 
 
 def test_stepwise_tasks_run_asked_steps_in_order_skip_fail_cancel_and_rerun(tmp_path: Path) -> None:
@@ -252,17 +258,23 @@ def test_stepwise_tasks_run_asked_steps_in_order_skip_fail_cancel_and_rerun(tmp_
             time.sleep(0.02)
         raise AssertionError(f"steps did not settle: {current}")
 
-    # Asked out of order, they run in the kind's order; between steps the task waits as pending.
-    runner.queue_steps(task.task_id, ["check", "prepare"])
+    # Asked out of order, they run in the kind's order. With nothing left to run the task is
+    # `completed` (what a client polling for completed/failed after each step waits for), and
+    # `remaining_steps` says what was never asked for; progress is the share of steps finished.
+    queued = runner.queue_steps(task.task_id, ["check", "prepare"])
+    assert queued.status == TaskStatus.PENDING and queued.remaining_steps == ["prepare", "check", "train"]
     done = settle()
     assert [step for step, _ in calls] == ["prepare", "check"]
-    assert done.status == TaskStatus.PENDING
+    assert done.status == TaskStatus.COMPLETED and done.remaining_steps == ["train"]
+    assert round(done.progress) == 67 and done.to_dict()["remaining_steps"] == ["train"]
     assert done.steps == {"prepare": "done", "check": "skipped", "train": "pending"}
     assert done.result["steps"]["check"]["skipped"] == "checking is off"
     assert (runner.store.folder(task.task_id) / "prepared.txt").exists()
 
-    # A failing step ends the task failed with its reason; the step can be asked for again.
-    runner.queue_steps(task.task_id, ["train"], {"fail": True})
+    # Asking for a step makes the task pending at once (never the completed state before it), so the
+    # client's poll cannot end early; a failing step ends the task failed with its reason.
+    assert runner.queue_steps(task.task_id, ["train"], {"fail": True}).status == TaskStatus.PENDING
+    assert runner.store.get(task.task_id).status in (TaskStatus.PENDING, TaskStatus.RUNNING)  # type: ignore[union-attr]
     failed = settle()
     assert failed.status == TaskStatus.FAILED and "out of memory" in failed.error_message
     assert failed.steps["train"] == "failed"
@@ -316,8 +328,60 @@ def test_a_step_running_at_shutdown_runs_again_after_the_restart(tmp_path: Path)
         time.sleep(0.02)
     assert [step for step, _ in calls] == ["train"]  # the finished step was not redone
     assert resumed.steps["train"] == "done"
-    assert resumed.status == TaskStatus.PENDING  # 'check' was never asked for
+    assert resumed.status == TaskStatus.COMPLETED and resumed.remaining_steps == ["check"]  # never asked for
     restarted.stop()
+
+
+def test_needed_steps_come_along_and_step_defaults_underlie_step_params(tmp_path: Path) -> None:
+    calls: list[tuple[str, dict]] = []
+    runner = TaskRunner(TaskStore(tmp_path), GpuAllocator([]))
+    runner.register(stepwise_kind(calls))
+    runner.start()
+    task = runner.submit(
+        "steps", "defaults", {"step_defaults": {"train": {"ticks": 2, "note": "set at creation"}}}
+    )
+
+    # 'train' alone: 'prepare', which it needs, runs first; the creation's defaults are its params.
+    queued = runner.queue_steps(task.task_id, ["train"], {})
+    assert queued.steps == {"prepare": "queued", "check": "pending", "train": "queued"}
+    done = runner.wait(task.task_id, timeout=10)
+    assert [step for step, _ in calls] == ["prepare", "train"]
+    assert calls[1][1] == {"ticks": 2, "note": "set at creation"}
+    assert done.status == TaskStatus.COMPLETED and done.remaining_steps == ["check"]
+    assert "queued step(s): train (and prepare, which they need)" in runner.store.read_log(task.task_id)
+
+    # Asked again with params: they override the defaults key by key; 'prepare' is done, not redone.
+    calls.clear()
+    runner.queue_steps(task.task_id, ["train"], {"ticks": 1})
+    runner.wait(task.task_id, timeout=10)
+    assert calls == [("train", {"ticks": 1, "note": "set at creation"})]
+    runner.stop()
+
+
+def test_store_updates_of_different_fields_never_undo_each_other(tmp_path: Path) -> None:
+    """A running step's progress writes and a client's queued step land on the same row at once."""
+    import threading
+
+    store = TaskStore(tmp_path)
+    task = store.create("steps", "race", {}, steps=[f"s{i}" for i in range(40)])
+
+    def report_progress() -> None:
+        for percent in range(200):
+            store.update(task.task_id, progress=percent / 2)
+
+    writer = threading.Thread(target=report_progress)
+    writer.start()
+    for i in range(40):  # one writer of steps, as under the runner's lock
+        current = store.get(task.task_id)
+        assert current is not None
+        store.update(task.task_id, steps=current.steps | {f"s{i}": "queued"})
+    writer.join()
+    final = store.get(task.task_id)
+    assert final is not None and set(final.steps.values()) == {"queued"} and final.progress == 99.5
+    store.delete(task.task_id)
+    with pytest.raises(KeyError):  # an update after a delete does not bring the row back
+        store.update(task.task_id, progress=1.0)
+    assert store.get(task.task_id) is None
 
 
 def test_short_jobs_run_in_their_own_lane_while_a_long_job_holds_the_worker(tmp_path: Path) -> None:

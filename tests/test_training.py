@@ -112,7 +112,9 @@ def test_recordings_to_a_library_voice_step_by_step(studio_client: TestClient) -
     results = task["result"]["steps"]
     assert results["convert_audio"]["files"] == 2 and results["convert_audio"]["skipped"]
     assert abs(results["slice_audio"]["clips"] - len(SENTENCES)) <= 2
-    assert task["status"] == "pending" and task["progress"] < 100
+    # Between steps the task is `completed` with the steps not run yet named (a client's poll ends).
+    assert task["status"] == "completed" and task["progress"] < 100
+    assert task["remaining_steps"][:2] == ["extract_text_features", "extract_audio_features"]
 
     # Proofreading: least certain first; fix one transcript, drop one clip; metadata.csv follows.
     clips = client.get(f"/api/v1/training/{task_id}/clips").json()["clips"]
@@ -205,6 +207,62 @@ def test_failure_paths_end_with_the_real_reason(studio_client: TestClient) -> No
     assert bad.status_code == 422 and "backend" in bad.json()["error"]["message"]
     taken = client.post("/api/v1/task/create", json={"config": {"kind": "training", "voice_name": "joe"}})
     assert taken.status_code == 409 and "exists already" in taken.json()["error"]["message"]
+
+
+def test_gpt_sovits_config_keys_map_onto_each_backend(studio_client: TestClient) -> None:
+    """The GPT-SoVITS service's client creates tasks with no kind and its own keys: a training task
+    whose config and result say what became of each key, for every backend."""
+    client = studio_client
+    keys = {"exp_name": "My Speaker", "language": "中文", "batch_size": 16, "epochs_s2": 20, "epochs_s1": 8}
+    keys |= {"gpu_id": "0-1-2", "save_every_epoch": 4}
+    made = {}
+    for backend in ("kokoro_fit", "piper", "gpt_sovits"):
+        response = client.post(
+            "/api/v1/task/create", json={"task_name": "gpt-sovits", "config": keys | {"backend": backend}}
+        )
+        assert response.status_code == 200, response.text
+        made[backend] = response.json()
+        task = made[backend]
+        assert task["kind"] == "training" and task["status"] == "pending"
+        assert task["config"]["voice_name"] == "my_speaker" and task["config"]["language"] == "zh"
+        assert task["config"]["save_every_epoch"] == 4  # unknown keys are kept
+        notes = task["result"]["config_notes"]
+        assert notes["unknown"] == {
+            "save_every_epoch": "kept in the config; the training task does not use it"
+        }
+        assert {"exp_name", "language"} <= set(notes["mapped"])
+        log = client.get(f"/api/v1/task/{task['task_id']}/logs").text
+        assert "config keys mapped: exp_name: voice_name 'my_speaker'" in log and "save_every_epoch" in log
+
+    kokoro = made["kokoro_fit"]
+    assert set(kokoro["result"]["config_notes"]["not_applicable"]) == {
+        "batch_size",
+        "epochs_s1",
+        "epochs_s2",
+        "gpu_id",
+    }
+    assert "step_defaults" not in kokoro["config"]
+    piper = made["piper"]["config"]["step_defaults"]
+    assert piper["train_sovits"] == {"espeak_voice": "cmn", "batch_size": 16, "devices": 3}
+    assert "max_steps" in made["piper"]["result"]["config_notes"]["not_applicable"]["epochs_s2"]
+    gpt = made["gpt_sovits"]["config"]["step_defaults"]
+    assert gpt["train_sovits"] == {"language": "zh", "batch_size": 16, "sovits_epochs": 20}
+    assert gpt["train_gpt"] == {"language": "zh", "batch_size": 16, "gpt_epochs": 8}
+    assert gpt["extract_text_features"] == {"language": "zh"}
+
+    for task in made.values():
+        assert client.delete(f"/api/v1/task/{task['task_id']}").status_code == 200
+
+    bad = {
+        "language": ("klingon", "bad_language", "zh (Mandarin), ja or en"),
+        "exp_name": ("张三", "bad_voice_name", "makes no valid voice id"),
+        "gpu_id": ("cuda:0", "bad_training_param", "'0-1-2'"),
+        "batch_size": (0, "bad_training_param", "batch_size"),
+    }
+    for key, (value, code, message) in bad.items():
+        response = client.post("/api/v1/task/create", json={"config": {"exp_name": "fine"} | {key: value}})
+        error = response.json()["error"]
+        assert response.status_code == 422 and error["code"] == code and message in error["message"], error
 
 
 @pytest.mark.parametrize("route", ["clips", "preflight", "dataset/export"])

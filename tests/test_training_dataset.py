@@ -424,7 +424,7 @@ def test_transcribing_again_keeps_proofread_text(
     assert again[0]["text"] == "What the owner typed." and again[0]["edited"]
     assert "edited" not in again[1] and again[1]["text"]
     assert not (workspace.dataset / "metadata.csv").exists()  # stale until write_metadata runs
-    with pytest.raises(TaskFailed, match="only transcribes English"):
+    with pytest.raises(TaskFailed, match="language 'de' is not one the studio speaks"):
         dataset.asr_transcribe(workspace, {"language": "de"}, RecordingReport(), transcriber)
 
 

@@ -19,6 +19,7 @@ router = APIRouter(tags=["dialogue"])
 class TurnOverrideBody(BaseModel):
     speed: float | None = Field(None, ge=0.25, le=4.0)
     pause_ms: int | None = Field(None, ge=0, le=10_000)
+    language: str | None = Field(None, description="this turn's language (zh, ja, en, ...)")
 
 
 class DialogueBody(BaseModel):
@@ -29,7 +30,13 @@ class DialogueBody(BaseModel):
     speed: float = Field(1.0, ge=0.25, le=4.0)
     normalize: bool = Field(False, description="spell out numbers and abbreviations before synthesis")
     overrides: dict[int, TurnOverrideBody] = Field(
-        default_factory=dict, description="turn index (0-based) -> speed/pause"
+        default_factory=dict, description="turn index (0-based) -> speed/pause/language"
+    )
+    language: str | None = Field(
+        None, description="auto (default: each sentence's own, by its script), zh, ja, en, en-gb"
+    )
+    languages: dict[str, str] = Field(
+        default_factory=dict, description='speaker ("S1" or its name) -> language, over `language`'
     )
     engine: Literal["moss-ttsd"] | None = Field(
         None,

@@ -54,7 +54,9 @@ def openai_speech(body: OpenAISpeechRequest, studio: Studio = Depends(get_studio
             f"or an engine name: {', '.join(studio.registry.names())}",
             "unknown_model",
         )
-    request = SpeechRequest(text=body.input, voice=body.voice, engine=body.model, speed=body.speed)
+    request = SpeechRequest(
+        text=body.input, voice=body.voice, engine=body.model, speed=body.speed, language=body.language
+    )
     chunks = studio.speech.stream(request)
     first = next(chunks)  # errors (unknown voice, engine missing) surface here as JSON, before streaming
     everything = itertools.chain([first], _ahead(chunks))

@@ -13,7 +13,6 @@ from studio.api.deps import caller, get_studio
 from studio.api.schemas import StepRequest, TaskCreate, TaskOut
 from studio.core import Studio
 from studio.errors import BadInput, Conflict, NotFound, TooLarge
-from studio.tasks.runner import FINISHED_STEP_STATES
 from studio.tasks.store import Task
 
 router = APIRouter(tags=["tasks"], dependencies=[Depends(caller)])
@@ -42,8 +41,11 @@ def owned_task(studio: Studio, task_id: str, owner: str, change: bool = False) -
 def create_task(
     body: TaskCreate, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> TaskOut:
-    kind = body.kind or body.config.get("kind")
-    if not kind or kind not in studio.runner.kinds:
+    """Create a task of `kind` (or `config.kind`). Without a kind it is a training task, as the
+    GPT-SoVITS training service's own client creates one (`exp_name`, `language`, `batch_size`,
+    `epochs_s1`, `epochs_s2`, `gpu_id`: the result's `config_notes` say what became of each key)."""
+    kind = body.kind or body.config.get("kind") or "training"
+    if kind not in studio.runner.kinds:
         raise BadInput(f"kind must be one of {', '.join(studio.runner.kinds)} (got {kind!r})", "unknown_kind")
     config = {k: v for k, v in body.config.items() if k != "kind"}
     return task_out(studio, studio.runner.submit(kind, body.task_name, config, owner))
@@ -86,7 +88,7 @@ def run_remaining_steps(
     """Run every step of a stepwise task that is not done or skipped yet, in order. `params` maps a
     step name to that step's params (steps not named keep the params they were last given)."""
     task = owned_task(studio, task_id, owner, change=True)
-    remaining = [step for step, state in task.steps.items() if state not in FINISHED_STEP_STATES]
+    remaining = task.remaining_steps
     if task.steps and not remaining:
         raise Conflict(f"every step of task '{task_id}' is done; run a step by name to redo it", "no_steps")
     bad = [step for step, params in body.params.items() if not isinstance(params, dict)]

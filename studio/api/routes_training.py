@@ -18,6 +18,7 @@ from studio.core import Studio
 from studio.errors import BadInput, TooLarge
 from studio.services.training import dataset
 from studio.services.training.common import Workspace
+from studio.tasks.runner import step_params
 from studio.tasks.store import Task
 
 router = APIRouter(tags=["training"], dependencies=[Depends(caller)])
@@ -72,7 +73,7 @@ def preflight(
 ) -> dict[str, Any]:
     """What would make training fail (disk, memory, dataset size), each with what to change."""
     task = training_task(studio, task_id, owner)
-    params = task.config.get("step_params", {}).get("train_sovits", {})
+    params = step_params(task.config, "train_sovits")
     workspace = Workspace(studio.store.folder(task_id))
     problems = studio.training.preflight(workspace, task.config["backend"], params)
     return {"ok": not problems, "problems": problems}

@@ -58,6 +58,7 @@ async def upload_voice(
     tags: str = Form("", description="comma-separated"),
     fit: FitMode = Form("quick", description="quick: fitted now (~30 s); thorough: a task; none: later"),
     voice_latent: UploadFile | None = File(None, description="optional MegaTTS3 latent (.npy)"),
+    language: str = Form("auto", description="the clip's language: auto (heard by the ASR), zh, ja, en"),
     studio: Studio = Depends(get_studio),
     owner: str = Depends(caller),
 ) -> dict[str, Any]:
@@ -75,6 +76,7 @@ async def upload_voice(
         description,
         tags.split(","),
         latent,
+        studio.speech.language(language),
     )
     answer: dict[str, Any] = {}
     if fit == "quick":
@@ -158,6 +160,7 @@ async def synthesize_file(
     ),
     speed: float = Form(1.0),
     format: Literal["wav", "mp3", "flac", "ogg"] = Form("wav"),
+    language: str = Form("auto", description="auto (each sentence's own, by its script), zh, ja, en"),
     studio: Studio = Depends(get_studio),
 ) -> Response:
     """Zero-shot: speech in the voice of `voice_file`. On CPU the clip's voice is fitted first (~30 s,
@@ -166,7 +169,7 @@ async def synthesize_file(
     clip = await read_limited(voice_file, limit)
     latent = await read_limited(voice_latent, limit) if voice_latent else None
     speech, info = await run_in_threadpool(
-        studio.cloning.synthesize_from_clip, text, clip, voice_file.filename or "", speed, latent
+        studio.cloning.synthesize_from_clip, text, clip, voice_file.filename or "", speed, latent, language
     )
     headers = {
         "X-Engine": info["engine"],

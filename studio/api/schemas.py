@@ -21,7 +21,9 @@ class SynthesizeRequest(BaseModel):
     voice_id: str = Field("jf_alpha", description="a voice id from GET /api/v1/voices, or a Kokoro blend")
     engine: str | None = Field(None, description="engine name; default: the engine that owns the voice")
     format: AudioFormat = "wav"
-    language: str | None = Field(None, description="e.g. en-us, en-gb, ja; default: the engine's first")
+    language: str | None = Field(
+        None, description="auto (default: each sentence's own, by its script), zh, ja, en, en-gb"
+    )
     parameters: SpeechParameters = Field(default_factory=SpeechParameters)
 
 
@@ -33,6 +35,7 @@ class OpenAISpeechRequest(BaseModel):
     voice: str = "alloy"
     response_format: OpenAIFormat = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
+    language: str | None = Field(None, description="studio extension: auto (default), zh, ja, en, en-gb")
 
 
 class EngineOut(BaseModel):
@@ -60,7 +63,9 @@ class VoiceOut(BaseModel):
 
 class TaskCreate(BaseModel):
     task_name: str = ""
-    kind: str | None = Field(None, description="task kind; may also be given as config.kind")
+    kind: str | None = Field(
+        None, description="task kind; may also be given as config.kind; neither: a training task"
+    )
     config: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -78,6 +83,10 @@ class TaskOut(BaseModel):
     eta_seconds: float | None
     queue_position: int
     steps: dict[str, str]
+    remaining_steps: list[str] = Field(
+        description="steps of a stepwise task not done or skipped yet; a `completed` task with some "
+        "left is waiting for them to be asked for"
+    )
     error_message: str
     files: list[str]
     result: dict[str, Any]

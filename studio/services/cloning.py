@@ -18,6 +18,7 @@ import soundfile as sf
 
 from engines.base import EngineState
 from engines.kokoro_onnx import KokoroOnnxEngine
+from engines.text import base_language
 from studio.errors import BadInput
 from studio.services.asr import Transcriber
 from studio.services.speaker import SpeakerEncoder
@@ -29,7 +30,11 @@ from studio.subtitles import Cue
 from studio.tasks.runner import TaskContext, TaskKind
 
 CLONE_PREFIX = "clone-"  # zero-shot styles, cached by the clip's hash
-PREVIEW_TEXT = "Hello! This is how I sound in the studio. I hope you like it."
+PREVIEW_TEXT = {  # by language family: a voice previews in its own language
+    "en": "Hello! This is how I sound in the studio. I hope you like it.",
+    "zh": "你好！这就是我在工作室里的声音，希望你喜欢。",
+    "ja": "こんにちは！これがスタジオでの私の声です。気に入ってもらえたらうれしいです。",
+}
 THOROUGH_OFF = "thorough voice fitting is turned off on this server (shared use): fit with 'quick' instead"
 
 
@@ -75,6 +80,7 @@ class CloningService:
             raise BadInput(f"mode must be one of {', '.join(MODES)}", "bad_mode")
         if mode == "thorough" and not self.allow_thorough_fit:
             raise BadInput(THOROUGH_OFF, "thorough_fit_disabled")
+        record = self.library.require(voice_id)
         reference = self.library.reference(voice_id)
         progress = None
         if context:
@@ -84,7 +90,7 @@ class CloningService:
                 curve_file.write_text(json.dumps(curve))
                 context.progress(percent, step)
 
-        result = self.fitter.fit(reference, RATE, mode, progress=progress)
+        result = self.fitter.fit(reference, RATE, mode, progress=progress, language=record.language)
         if context:
             context.log(_describe(result))
         record = self.library.save_style(voice_id, result.style, fit_report(result, mode))
@@ -92,8 +98,13 @@ class CloningService:
         return record
 
     def write_preview(self, voice_id: str) -> None:
-        """The library voice's preview clip (what the library lists play), spoken with its fitted style."""
-        preview = self.speech.synthesize(SpeechRequest(text=PREVIEW_TEXT, voice=voice_id, engine="kokoro"))
+        """The library voice's preview clip (what the library lists play), spoken with its fitted style
+        in its language."""
+        language = self.library.require(voice_id).language
+        text = PREVIEW_TEXT[base_language(language)]
+        preview = self.speech.synthesize(
+            SpeechRequest(text=text, voice=voice_id, engine="kokoro", language=language)
+        )
         sf.write(
             self.library.root / voice_id / "preview.wav", preview.audio, preview.sample_rate, subtype="PCM_16"
         )
@@ -108,10 +119,16 @@ class CloningService:
 
     # ---- zero-shot -----------------------------------------------------------------------------
     def synthesize_from_clip(
-        self, text: str, clip: bytes, filename: str, speed: float = 1.0, latent: bytes | None = None
+        self,
+        text: str,
+        clip: bytes,
+        filename: str,
+        speed: float = 1.0,
+        latent: bytes | None = None,
+        language: str | None = None,
     ) -> tuple[Speech, dict[str, Any]]:
         """Speech in the voice of `clip`: MegaTTS3 when it can run and a latent is given, else a quick fit."""
-        self.speech.validate(SpeechRequest(text=text, speed=speed))
+        self.speech.validate(SpeechRequest(text=text, speed=speed, language=language))
         if latent is not None and self._megatts3_ready():
             return self._megatts3(text, clip, filename, speed, latent)
         voice_id = CLONE_PREFIX + hashlib.sha256(clip).hexdigest()[:20]
@@ -122,7 +139,7 @@ class CloningService:
             self._save_clone(voice_id, result.style)
             info |= {"cached": False, **fit_report(result, "quick"), "warnings": reference.warnings}
         return self.speech.synthesize(
-            SpeechRequest(text=text, voice=voice_id, engine="kokoro", speed=speed)
+            SpeechRequest(text=text, voice=voice_id, engine="kokoro", speed=speed, language=language)
         ), info
 
     def _megatts3_ready(self) -> bool:
@@ -181,6 +198,7 @@ def fit_report(result: FitResult, mode: str) -> dict[str, Any]:
         "similarity": round(result.check["similarity"], 4),
         "wer": round(result.check["wer"], 4),
         "baseline_voice": result.baseline_voice,
+        "language": result.language,  # of the check sentences; "wer" is their CER in Chinese and Japanese
         "baseline_similarity": round(result.check["baseline_similarity"], 4),
         "baseline_wer": round(result.check["baseline_wer"], 4),
         "probe_similarity": round(result.similarity, 4),

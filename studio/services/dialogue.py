@@ -43,6 +43,7 @@ WHOLE_SCRIPT_ENGINE = "moss-ttsd"  # makes the whole script in one pass instead 
 class TurnOverride:
     speed: float | None = None
     pause_ms: int | None = None
+    language: str | None = None
 
 
 @dataclass
@@ -57,6 +58,8 @@ class DialogueRequest:
     engine: str | None = (
         None  # None: each speaker's voice picks its engine; "moss-ttsd": the whole script at once
     )
+    language: str | None = None  # the whole script's; None/"auto": each sentence's own
+    languages: dict[str, str] = field(default_factory=dict)  # "S1" or the label -> that speaker's language
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DialogueRequest:
@@ -70,6 +73,8 @@ class DialogueRequest:
             normalize=bool(config.get("normalize", False)),
             overrides=overrides,
             engine=config.get("engine") or None,
+            language=config.get("language") or None,
+            languages={str(k): str(v) for k, v in (config.get("languages") or {}).items()},
         )
 
 
@@ -81,6 +86,7 @@ class PlannedTurn:
     engine: str
     speed: float
     pause_s: float  # silence before this turn (0 for the first)
+    language: str | None = None  # studio code; None: each sentence's own
 
 
 class DialogueService:
@@ -111,11 +117,20 @@ class DialogueService:
             raise BadInput(
                 f"engine must be '{WHOLE_SCRIPT_ENGINE}' or left out (each voice's engine)", "bad_engine"
             )
-        voices = self.voices_for(script, request.voices)
+        languages = self._turn_languages(script, request)
+        needed: dict[str, set[str]] = {}  # speaker -> the languages its turns are spoken in
+        for turn, language in zip(script.turns, languages, strict=True):
+            spoken = self.speech.languages_needed(turn.text, language)
+            needed.setdefault(turn.speaker, set()).update(spoken)
+        voices = self.voices_for(script, request.voices, needed)
         planned = []
-        for index, turn in enumerate(script.turns):
+        for index, (turn, language) in enumerate(zip(script.turns, languages, strict=True)):
             override = request.overrides.get(index, TurnOverride())
             engine, voice = self.speech.resolve(voices[turn.speaker])
+            try:
+                self.speech.check_languages(engine, voice, self.speech.languages_needed(turn.text, language))
+            except BadInput as error:
+                raise BadInput(f"line {turn.line} ({turn.label}): {error.message}", error.code) from None
             pause = override.pause_ms if override.pause_ms is not None else request.pause_ms
             planned.append(
                 PlannedTurn(
@@ -125,9 +140,29 @@ class DialogueService:
                     engine,
                     override.speed or request.speed,
                     pause / 1000 if index else 0.0,
+                    language,
                 )
             )
         return script, planned
+
+    def _turn_languages(self, script: Script, request: DialogueRequest) -> list[str | None]:
+        """Each turn's language: its override, else its speaker's, else the script's (None: auto)."""
+        by_speaker = {}
+        for speaker in script.speakers:
+            chosen = request.languages.get(speaker.id) or request.languages.get(speaker.label)
+            by_speaker[speaker.id] = self.speech.language(chosen) or self.speech.language(request.language)
+        unknown = sorted(
+            set(request.languages) - {s.id for s in script.speakers} - {s.label for s in script.speakers}
+        )
+        if unknown:
+            raise BadInput(
+                f"languages given for speakers not in the script: {', '.join(unknown)}", "unknown_speaker"
+            )
+        return [
+            self.speech.language(request.overrides.get(i, TurnOverride()).language)
+            or by_speaker[turn.speaker]
+            for i, turn in enumerate(script.turns)
+        ]
 
     def _plan_whole_script(self, script: Script, request: DialogueRequest) -> list[PlannedTurn]:
         engine = self.speech.registry.engine(WHOLE_SCRIPT_ENGINE)
@@ -143,8 +178,11 @@ class DialogueService:
             for i, turn in enumerate(script.turns)
         ]
 
-    def voices_for(self, script: Script, chosen: dict[str, str]) -> dict[str, str]:
-        """Speaker id -> voice id: the chosen voice (by id or label), else a default no other speaker uses."""
+    def voices_for(
+        self, script: Script, chosen: dict[str, str], languages: dict[str, set[str]] | None = None
+    ) -> dict[str, str]:
+        """Speaker id -> voice id: the chosen voice (by id or label), else a default no other speaker
+        uses that speaks the speaker's `languages` (Piper's joe is left out of a Chinese script)."""
         known = {s.id for s in script.speakers} | {s.label for s in script.speakers}
         unknown = sorted(set(chosen) - known)
         if unknown:
@@ -157,10 +195,16 @@ class DialogueService:
         spare = [v for v in DEFAULT_VOICES.values() if v not in voices.values()]
         for speaker_id, voice in voices.items():
             if not voice:
+                able = [v for v in spare if self._speaks_all(v, (languages or {}).get(speaker_id, set()))]
+                options = able or spare  # none able: the check after names the problem
                 preferred = DEFAULT_VOICES[speaker_id]
-                voices[speaker_id] = preferred if preferred in spare else spare[0]
+                voices[speaker_id] = preferred if preferred in options else options[0]
                 spare.remove(voices[speaker_id])
         return voices  # type: ignore[return-value]
+
+    def _speaks_all(self, voice: str, languages: set[str]) -> bool:
+        engine, voice = self.speech.resolve(voice)
+        return all(self.speech.registry.engine(engine).speaks(voice, language) for language in languages)
 
     # ---- the "dialogue" task ---------------------------------------------------------------
     def task_kind(self) -> TaskKind:
@@ -209,9 +253,9 @@ class DialogueService:
     def _render_turn(
         self, p: PlannedTurn, normalize: bool, turns_dir: Path, context: TaskContext | None
     ) -> None:
-        language = detect_language(p.turn.text)
-        text = normalize_text(p.turn.text, language or "en") if normalize else p.turn.text
-        request = SpeechRequest(text=text, voice=p.voice, engine=p.engine, speed=p.speed, language=language)
+        written_in = p.language or detect_language(p.turn.text)
+        text = normalize_text(p.turn.text, written_in) if normalize else p.turn.text
+        request = SpeechRequest(text=text, voice=p.voice, engine=p.engine, speed=p.speed, language=p.language)
         pieces, sentences, phonemes, position = [], [], [], 0.0
         for chunk in self.speech.stream(request):
             if context:

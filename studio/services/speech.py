@@ -18,7 +18,7 @@ import soundfile as sf
 
 from engines.base import AudioChunk, Capability, EngineUnavailable, SynthesisOptions, UnknownVoice
 from engines.registry import EngineRegistry
-from engines.text import split_sentences
+from engines.text import LANGUAGE_NAMES, canonical_language, detect_language, split_sentences
 from studio import audio as audio_io
 from studio.errors import BadInput, NotFound, TooLarge, Unavailable
 from studio.subtitles import Cue, to_srt
@@ -53,7 +53,7 @@ class SpeechRequest:
     engine: str | None = None
     speed: float = 1.0
     pitch: float = 1.0
-    language: str | None = None
+    language: str | None = None  # any spelling canonical_language takes; None or "auto": per sentence
 
 
 @dataclass
@@ -109,14 +109,46 @@ class SpeechService:
             raise BadInput(f"speed {request.speed} is out of range 0.25..4.0", "bad_speed")
         if not 0.5 <= request.pitch <= 2.0:
             raise BadInput(f"pitch {request.pitch} is out of range 0.5..2.0", "bad_pitch")
+        self.language(request.language)
+
+    @staticmethod
+    def language(value: str | None) -> str | None:
+        """The studio code for a requested language ("zh", "ja", "en-us", "en-gb"), None for auto."""
+        try:
+            return canonical_language(value)
+        except ValueError as error:
+            raise BadInput(str(error), "bad_language") from None
+
+    def languages_needed(self, text: str, language: str | None) -> list[str]:
+        """The languages `text` will be spoken in: the one asked for, or each sentence's own."""
+        if language := self.language(language):
+            return [language]
+        return sorted({detect_language(sentence, context=text) for sentence in split_sentences(text)})
+
+    def check_languages(self, engine_name: str, voice: str, languages: list[str]) -> None:
+        """422 naming the language and the voices that speak it, when `voice` cannot speak one."""
+        engine = self.registry.engine(engine_name)
+        for language in languages:
+            if engine.speaks(voice, language):
+                continue
+            able = [
+                v.id for v in self.registry.voices() if self.registry.engine(v.engine).speaks(v.id, language)
+            ]
+            raise BadInput(
+                f"voice '{voice}' cannot speak {LANGUAGE_NAMES[language]} ({language}); voices that can: "
+                f"{', '.join(able) or 'none here'}",
+                "unsupported_language",
+            )
 
     def stream(self, request: SpeechRequest) -> Iterator[AudioChunk]:
         """Sentence chunks as they are made; every chunk after the first starts with a short gap."""
         self.validate(request)
         engine_name, voice = self.resolve(request.voice, request.engine)
+        language = self.language(request.language)
+        self.check_languages(engine_name, voice, self.languages_needed(request.text, language))
         try:
             engine = self.registry.loaded(engine_name)
-            options = SynthesisOptions(speed=request.speed, language=request.language)
+            options = SynthesisOptions(speed=request.speed, language=language)
             chunks = engine.synthesize(request.text, voice, options)
             for chunk in chunks:
                 audio = audio_io.change_pitch(chunk.audio, chunk.sample_rate, request.pitch)  # same length
@@ -164,6 +196,8 @@ class SpeechService:
         )
         self.validate(request)
         engine_name, voice = self.resolve(request.voice, request.engine)
+        language = self.language(request.language)
+        self.check_languages(engine_name, voice, self.languages_needed(request.text, language))
         engine = self.registry.loaded(engine_name)
         sentences = split_sentences(request.text)
         parts = context.folder / "_parts"
@@ -171,12 +205,13 @@ class SpeechService:
         done = sum(1 for i in range(len(sentences)) if (parts / f"{i:05d}.wav").exists())
         if done:
             context.log(f"resuming: {done} of {len(sentences)} sentences already made")
-        options = SynthesisOptions(speed=request.speed, language=request.language)
         for i, sentence in enumerate(sentences):
             part = parts / f"{i:05d}.wav"
             if part.exists():
                 continue
             context.progress(100.0 * i / len(sentences), f"sentence {i + 1}/{len(sentences)}")
+            spoken_in = language or detect_language(sentence, context=request.text)
+            options = SynthesisOptions(speed=request.speed, language=spoken_in)
             chunk = next(iter(engine.synthesize(sentence, voice, options)))
             audio = audio_io.change_pitch(chunk.audio, chunk.sample_rate, request.pitch)
             tmp = part.with_suffix(".tmp.wav")

@@ -22,18 +22,34 @@ import numpy as np
 import pyworld
 
 from engines.kokoro_onnx import PACKS, KokoroOnnxEngine
-from studio.services.asr import Transcriber, word_error_rate
+from engines.text import base_language, canonical_language
+from studio.services.asr import Transcriber, transcript_error_rate
 from studio.services.speaker import SpeakerEncoder, similarity
 
-PROBES = (
-    "The quick brown fox jumps over the lazy dog by the river.",
-    "Please call me back when you have a moment this afternoon.",
-)
-HELD_OUT = (
+# Sentences the fit speaks, by language family: the reference's language, so the words are checked in
+# the language the voice will speak.
+PROBES = {
+    "en": (
+        "The quick brown fox jumps over the lazy dog by the river.",
+        "Please call me back when you have a moment this afternoon.",
+    ),
+    "zh": ("我们明天早上九点在学校门口见面。", "今天下午你有时间的话，请给我打个电话。"),
+    "ja": ("茶色の狐が川のそばで犬を飛び越えました。", "今日の午後、時間があるときに電話をください。"),
+}
+HELD_OUT = (  # the English held-out sentences: the training test's and the voices tab's default
     "We went to the market early and bought fresh bread and fruit.",
     "Could you tell me how to get to the train station from here?",
     "The meeting has been moved to Thursday at three o'clock.",
 )
+HELD_OUT_BY_LANGUAGE = {
+    "en": HELD_OUT,
+    "zh": ("我们一早去市场买了新鲜的面包和水果。", "请问从这里怎么去火车站？", "星期四下午三点开会。"),
+    "ja": (
+        "朝早く市場へ行って、焼きたてのパンと果物を買いました。",
+        "ここから駅までの行き方を教えていただけますか。",
+        "会議は木曜日の三時に変更になりました。",
+    ),
+}
 PITCH_PENALTY = 0.05  # similarity points per octave away from the reference's median pitch
 GRID_SENTENCE = "Hello there, this is a short sentence to hear what my voice sounds like."
 GRID_FILE = Path(__file__).resolve().parents[2] / "assets" / "kokoro_blend_grid.npz"
@@ -75,6 +91,7 @@ class FitResult:
     seconds: float
     reference_f0: float
     baseline_voice: str  # the shipped pack nearest to the reference
+    language: str  # the reference's (studio code): the probes and checks are spoken and heard in it
     check: dict[str, float]  # similarity/WER of fitted vs baseline on sentences the search never used
     curve: list[tuple[int, float]] = field(default_factory=list)  # (trial, best similarity so far)
 
@@ -83,7 +100,7 @@ class FitResult:
 class Evaluation:
     similarity: float
     score: float
-    wer: float
+    wer: float  # transcript_error_rate: WER in English, CER in Chinese and Japanese
 
 
 ProgressCallback = Callable[[float, str, list[tuple[int, float]]], None]
@@ -105,23 +122,31 @@ class VoiceFitter:
         mode: str = "quick",
         seed: int = 0,
         progress: ProgressCallback | None = None,
+        language: str | None = None,
     ) -> FitResult:
+        """A style like the reference's voice; `language` (a studio code) is the reference's, heard in
+        it when None."""
         settings = MODES[mode]
         started = time.monotonic()
         rng = np.random.default_rng(seed)
+        # The first 30 s say the language (Whisper detects on one 30 s window anyway).
+        language = (
+            canonical_language(language)
+            or self.transcriber.transcribe(reference[: 30 * sample_rate], sample_rate).language
+        )
         target = self.encoder.embed(reference, sample_rate)
         reference_f0 = median_f0(reference, sample_rate)
-        probes = PROBES[: settings.probes]
+        probes = PROBES[base_language(language)][: settings.probes]
         report = progress or (lambda percent, step, curve: None)
 
         def evaluate(style: np.ndarray, check_words: bool) -> Evaluation:
             sims, wers, pitches = [], [], []
             for text in probes:
-                audio = self.kokoro.speak(text, style)
+                audio = self.kokoro.speak(text, style, language=language)
                 sims.append(similarity(self.encoder.embed(audio, 24000), target))
                 pitches.append(median_f0(audio, 24000))
                 if check_words:
-                    wers.append(word_error_rate(text, self.transcriber.transcribe(audio, 24000).text))
+                    wers.append(self._error_rate(text, audio, language))
             sim = float(np.mean(sims))
             drift = (
                 abs(np.log2(max(np.median(pitches), 1.0) / max(reference_f0, 1.0)))
@@ -165,10 +190,11 @@ class VoiceFitter:
             report(percent, f"trial {trials}, similarity {best.similarity:.3f}", curve)
         style = (base + offset).astype(np.float32)
         report(98, "checking on sentences the search never heard", curve)
-        sentences = HELD_OUT if mode == "thorough" else HELD_OUT[:1]
-        fitted_sim, fitted_wer = self.held_out(style, reference, sample_rate, sentences)
+        held_out = HELD_OUT_BY_LANGUAGE[base_language(language)]
+        sentences = held_out if mode == "thorough" else held_out[:1]
+        fitted_sim, fitted_wer = self.held_out(style, reference, sample_rate, sentences, language)
         baseline_sim, baseline_wer = self.held_out(
-            self.kokoro.style(baseline_voice), reference, sample_rate, sentences
+            self.kokoro.style(baseline_voice), reference, sample_rate, sentences, language
         )
         return FitResult(
             style=style,
@@ -179,6 +205,7 @@ class VoiceFitter:
             seconds=time.monotonic() - started,
             reference_f0=reference_f0,
             baseline_voice=baseline_voice,
+            language=language,
             check={
                 "similarity": fitted_sim,
                 "wer": fitted_wer,
@@ -194,15 +221,22 @@ class VoiceFitter:
         reference: np.ndarray,
         sample_rate: int,
         sentences: tuple[str, ...] = HELD_OUT,
+        language: str = "en-us",
     ) -> tuple[float, float]:
-        """(similarity to the reference, WER) on sentences the fit never used."""
+        """(similarity to the reference, error rate) on sentences the fit never used, spoken and heard
+        in `language`."""
         target = self.encoder.embed(reference, sample_rate)
         sims, wers = [], []
         for text in sentences:
-            audio = self.kokoro.speak(text, style)
+            audio = self.kokoro.speak(text, style, language=language)
             sims.append(similarity(self.encoder.embed(audio, 24000), target))
-            wers.append(word_error_rate(text, self.transcriber.transcribe(audio, 24000).text))
+            wers.append(self._error_rate(text, audio, language))
         return float(np.mean(sims)), float(np.mean(wers))
+
+    def _error_rate(self, text: str, audio: np.ndarray, language: str) -> float:
+        """How far Whisper's transcript of Kokoro's `audio` (heard in `language`) is from `text`."""
+        heard = self.transcriber.transcribe(audio, 24000, language).text
+        return transcript_error_rate(text, heard, language)
 
     def grid(self) -> dict[str, np.ndarray]:
         """Embeddings of every grid blend speaking GRID_SENTENCE (shipped in assets/; computed if stale)."""

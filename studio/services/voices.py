@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from engines.text import canonical_language
 from studio import audio as audio_io
 from studio.errors import BadInput, Conflict, NotFound, TooLarge, UnsupportedMedia
 from studio.services.asr import Transcriber
@@ -151,8 +152,15 @@ class VoiceLibrary:
         description: str = "",
         tags: list[str] | None = None,
         latent: bytes | None = None,
+        language: str | None = None,
     ) -> VoiceRecord:
+        """A new library voice from an uploaded clip; its language is the uploader's (any spelling
+        `canonical_language` takes) or, when None, the one heard in the clip."""
         voice_id = voice_id.strip().lower()
+        try:
+            language = canonical_language(language)
+        except ValueError as error:
+            raise BadInput(str(error), "bad_language") from None
         if not VOICE_ID.match(voice_id):
             raise BadInput(
                 "voice_id must be 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter or digit",
@@ -165,7 +173,7 @@ class VoiceLibrary:
                 f"a voice '{voice_id}' exists already; delete it first or choose another id", "voice_exists"
             )
         clip = clean_reference(data, filename, max_bytes)
-        transcript = self.transcriber.transcribe(clip.audio, RATE)
+        transcript = self.transcriber.transcribe(clip.audio, RATE, language)
         warnings = list(clip.warnings)
         if transcript.text and transcript.confidence < 0.35:
             warnings.append("unclear speech: the transcript is uncertain (music, noise or another language?)")
@@ -182,6 +190,7 @@ class VoiceLibrary:
             name=(name or voice_id).strip()[:80],
             description=description.strip()[:500],
             tags=[t.strip()[:32] for t in (tags or []) if t.strip()][:10],
+            language=transcript.language,
             transcript=transcript.text,
             duration=round(len(clip.audio) / RATE, 2),
             warnings=warnings,

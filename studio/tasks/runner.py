@@ -8,9 +8,12 @@ a `task` event and handed to `listeners` (the metrics).
 
 A stepwise kind (training) has named steps instead of one function: the owner asks for steps
 (`queue_steps`), the runner runs the queued ones in the kind's order, each with its own state
-(pending / queued / running / done / skipped / failed / cancelled) and result. Between steps the task
-is `pending` and not queued; it is `completed` once every step is done or skipped. A failed or
-cancelled step can be asked for again (a training step resumes from its checkpoint).
+(pending / queued / running / done / skipped / failed / cancelled) and result. A new task is `pending`
+(not queued) until steps are asked for; while they run it is `pending`/`running`; when none is left
+to run it is `completed`, with `remaining_steps` naming the steps not done or skipped yet (so a
+client that polls until `completed` or `failed` after each step, as GPT-SoVITS's does, moves on). A
+failed step makes it `failed`; a failed or cancelled step can be asked for again (a training step
+resumes from its checkpoint).
 """
 
 from __future__ import annotations
@@ -22,13 +25,13 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engines.base import background_work
 from engines.gpu import GpuAllocator, Lease
-from studio.tasks.store import Task, TaskStatus, TaskStore
+from studio.tasks.store import FINISHED_STEP_STATES, Task, TaskStatus, TaskStore
 
 log = logging.getLogger("studio.tasks")
 
@@ -59,13 +62,22 @@ class TaskKind:
     is_short: Callable[[dict[str, Any]], bool] | None = (
         None  # a task the short lane may run (seconds of work)
     )
+    # step -> steps it cannot run without: asking for it also asks for those not done or skipped yet
+    needs: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def stepwise(self) -> bool:
         return self.run_step is not None
 
 
-FINISHED_STEP_STATES = ("done", "skipped")
+CONFIG_NOTES = "config_notes"  # check_config's account of how it read the config (see `submit`)
+
+
+def step_params(config: dict[str, Any], step: str) -> dict[str, Any]:
+    """The params a step runs with: the task config's `step_defaults` for it (set at creation, e.g.
+    mapped from a client's config), overridden key by key by the params the step was last asked with."""
+    defaults = config.get("step_defaults", {}).get(step, {})
+    return dict(defaults) | config.get("step_params", {}).get(step, {})
 
 
 class LaneQueue:
@@ -239,13 +251,22 @@ class TaskRunner:
             thread.join(timeout)
 
     def submit(self, kind: str, task_name: str, config: dict[str, Any], owner: str = "") -> Task:
-        """Create a task. A whole-run kind is queued now; a stepwise one waits for `queue_steps`."""
+        """Create a task. A whole-run kind is queued now; a stepwise one waits for `queue_steps`.
+
+        A kind's `check_config` may add `config_notes` ({heading: {key: what became of it}}, e.g. keys
+        it mapped or ignored): they go to the task's result and log, not into its config."""
         if kind not in self.kinds:
             raise KeyError(f"unknown task kind '{kind}'; kinds: {', '.join(self.kinds)}")
+        notes: dict[str, dict[str, str]] = {}
         if self.kinds[kind].check_config is not None:
             config = self.kinds[kind].check_config(config)  # type: ignore[misc]
-        task = self.store.create(kind, task_name, config, owner, list(self.kinds[kind].steps))
+            notes = config.pop(CONFIG_NOTES, {})
+        result = {CONFIG_NOTES: notes} if notes else None
+        task = self.store.create(kind, task_name, config, owner, list(self.kinds[kind].steps), result)
         self.store.append_log(task.task_id, f"created ({kind})")
+        for heading, keys in notes.items():
+            lines = "; ".join(f"{key}: {what}" for key, what in keys.items())
+            self.store.append_log(task.task_id, f"config keys {heading}: {lines}")
         self._event(task, "submitted")
         if not self.kinds[kind].stepwise:
             self._enqueue(task)
@@ -258,9 +279,11 @@ class TaskRunner:
         params: dict[str, Any] | None = None,
         per_step: dict[str, dict[str, Any]] | None = None,
     ) -> Task:
-        """Ask for steps of a stepwise task; they run in the kind's order after any already queued.
-        `params` (for every step asked) or `per_step` (by step name) replace the params a step was
-        last given. Raises ValueError for a step the kind does not have or one that is running now."""
+        """Ask for steps of a stepwise task; they run in the kind's order after any already queued,
+        with the steps they need (`TaskKind.needs`) that are not done yet. `params` (for every step
+        asked) or `per_step` (by step name) replace the params a step was last given. The task is
+        `pending` (or still `running`) when this returns, never the state before. Raises ValueError
+        for a step the kind does not have or one that is running now."""
         task = self._require(task_id)
         kind = self.kinds.get(task.kind)
         if kind is None or not kind.stepwise:
@@ -274,7 +297,14 @@ class TaskRunner:
             running = [step for step in steps if task.steps.get(step) == "running"]
             if running:
                 raise ValueError(f"step '{running[0]}' is running now; cancel it first or wait")
-            changes: dict[str, Any] = {"steps": task.steps | dict.fromkeys(steps, "queued")}
+            settled_or_coming = (*FINISHED_STEP_STATES, "queued", "running")
+            needed = [
+                need
+                for step in steps
+                for need in kind.needs.get(step, ())
+                if need not in steps and task.steps.get(need) not in settled_or_coming
+            ]
+            changes: dict[str, Any] = {"steps": task.steps | dict.fromkeys([*needed, *steps], "queued")}
             if given:
                 step_params = dict(task.config.get("step_params", {})) | given
                 changes["config"] = task.config | {"step_params": step_params}
@@ -284,7 +314,8 @@ class TaskRunner:
             task = self.store.update(task_id, **changes)
             if idle:  # a cancel of an earlier run does not stop this one
                 self._cancels.setdefault(task_id, threading.Event()).clear()
-        self.store.append_log(task_id, f"queued step(s): {', '.join(steps)}")
+        because = f" (and {', '.join(needed)}, which they need)" if needed else ""
+        self.store.append_log(task_id, f"queued step(s): {', '.join(steps)}{because}")
         if idle:
             self._enqueue(task)
         return task
@@ -450,7 +481,7 @@ class TaskRunner:
         context = TaskContext(self, task)
         try:
             if kind.stepwise:
-                result = self._run_steps(kind, context)
+                remaining = self._run_steps(kind, context)
             else:
                 assert kind.run is not None
                 result = kind.run(context) or {}
@@ -490,8 +521,10 @@ class TaskRunner:
         else:
             if kind.stepwise:  # _run_steps set the status (atomically with its last look for queued steps)
                 task = self._require(task.task_id)
-                if task.status == TaskStatus.PENDING:
-                    self.store.append_log(task.task_id, "waiting for the next step")
+                if remaining:
+                    self.store.append_log(
+                        task.task_id, f"waiting for the next step; not done yet: {', '.join(remaining)}"
+                    )
                     self._event(task, "steps_done", time.monotonic() - started)
                     return
             else:
@@ -514,32 +547,32 @@ class TaskRunner:
             with self._lock:
                 self._cancels.pop(task.task_id, None)
 
-    def _run_steps(self, kind: TaskKind, context: TaskContext) -> dict[str, Any]:
+    def _run_steps(self, kind: TaskKind, context: TaskContext) -> list[str]:
         """Run the queued steps in the kind's order (steps queued meanwhile too), then set the task
-        completed (every step done or skipped) or pending (waiting for the next step), under the lock
-        `queue_steps` takes: a step asked for while this run ends is never left queued with no run."""
+        completed, its progress the share of steps done or skipped, under the lock `queue_steps`
+        takes: a step asked for while this run ends is never left queued with no run. Returns the
+        steps not done or skipped yet."""
         assert kind.run_step is not None
         while True:
             with self._lock:
                 task = self._require(context.task_id)
                 queued = [step for step in kind.steps if task.steps.get(step) == "queued"]
                 if not queued:
-                    if all(task.steps.get(step) in FINISHED_STEP_STATES for step in kind.steps):
-                        changes = {
-                            "status": TaskStatus.COMPLETED,
-                            "progress": 100.0,
-                            "finished_at": time.time(),
-                        }
-                    else:
-                        changes = {"status": TaskStatus.PENDING}
-                    self.store.update(task.task_id, eta_seconds=None, **changes)
-                    return task.result
+                    remaining = task.remaining_steps
+                    self.store.update(
+                        task.task_id,
+                        status=TaskStatus.COMPLETED,
+                        progress=round(100.0 * (len(kind.steps) - len(remaining)) / len(kind.steps), 2),
+                        eta_seconds=None,
+                        finished_at=time.time(),
+                    )
+                    return remaining
                 step = queued[0]
                 self.store.update(task.task_id, steps=task.steps | {step: "running"})
             index = kind.steps.index(step)
             share = 100.0 / len(kind.steps)
             context._begin_step(step, index * share, (index + 1) * share)
-            params = dict(task.config.get("step_params", {}).get(step, {}))
+            params = step_params(task.config, step)
             self.store.append_log(task.task_id, f"step {step}: started")
             started = time.monotonic()
             try:

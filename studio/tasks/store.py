@@ -16,6 +16,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+FINISHED_STEP_STATES = ("done", "skipped")
+
 
 class TaskStatus(StrEnum):
     PENDING = "pending"
@@ -49,8 +51,13 @@ class Task:
     started_at: float | None = None
     finished_at: float | None = None
 
+    @property
+    def remaining_steps(self) -> list[str]:
+        """A stepwise task's steps not done or skipped yet, in the kind's order."""
+        return [step for step, state in self.steps.items() if state not in FINISHED_STEP_STATES]
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"status": self.status.value}
+        return asdict(self) | {"status": self.status.value, "remaining_steps": self.remaining_steps}
 
 
 _COLUMNS = (
@@ -86,6 +93,7 @@ class TaskStore:
         config: dict[str, Any],
         owner: str = "",
         steps: list[str] | None = None,
+        result: dict[str, Any] | None = None,
     ) -> Task:
         now = time.time()
         task = Task(
@@ -95,12 +103,14 @@ class TaskStore:
             owner=owner,
             status=TaskStatus.PENDING,
             config=config,
+            result=result or {},
             steps=dict.fromkeys(steps or [], "pending"),
             created_at=now,
             updated_at=now,
         )
         self.folder(task.task_id).mkdir(parents=True, exist_ok=True)
-        self._write(task, insert=True)
+        with self._lock:
+            self._execute_write(task, "INSERT")
         return task
 
     def get(self, task_id: str) -> Task | None:
@@ -119,13 +129,17 @@ class TaskStore:
         return [_from_row(row) for row in rows]
 
     def update(self, task_id: str, **changes: Any) -> Task:
-        task = self.get(task_id)
-        if task is None:
-            raise KeyError(task_id)
-        for key, value in changes.items():
-            setattr(task, key, value)
-        task.updated_at = time.time()
-        self._write(task)
+        """Change some fields; read and write are one step, so writers of other fields (a step's
+        progress, a client queueing steps) never undo each other's changes, nor bring back a deleted row."""
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            if row is None:
+                raise KeyError(task_id)
+            task = _from_row(row)
+            for key, value in changes.items():
+                setattr(task, key, value)
+            task.updated_at = time.time()
+            self._execute_write(task, "REPLACE")
         return task
 
     def delete(self, task_id: str) -> None:
@@ -168,17 +182,14 @@ class TaskStore:
             if p.is_file() and p.name != "task.log" and not p.relative_to(folder).parts[0].startswith("_")
         )
 
-    def _write(self, task: Task, insert: bool = False) -> None:
+    def _execute_write(self, task: Task, verb: str) -> None:
+        """INSERT or REPLACE the task's row; the caller holds the lock."""
         values = [
             json.dumps(getattr(task, name)) if name in _JSON_FIELDS else getattr(task, name)
             for name in _COLUMNS.split(", ")
         ]
         values[_COLUMNS.split(", ").index("status")] = task.status.value
-        verb = "INSERT" if insert else "REPLACE"
-        with self._lock:
-            self._db.execute(
-                f"{verb} INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' * len(values))})", values
-            )
+        self._db.execute(f"{verb} INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' * len(values))})", values)
 
 
 def _from_row(row: tuple[Any, ...]) -> Task:

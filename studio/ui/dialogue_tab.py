@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from engines.text import detect_language
 from studio import audio as audio_io
 from studio.core import Studio
 from studio.errors import StudioError
@@ -16,9 +17,16 @@ from studio.services.dialogue import DEFAULT_VOICES, DialogueRequest
 from studio.services.script import Script, parse_script
 from studio.services.speech import SpeechRequest
 from studio.tasks.store import TaskStatus
+from studio.ui.speech_tab import LANGUAGE_CHOICES
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "dialogue_examples"
 MAX_SPEAKERS = len(DEFAULT_VOICES)
+PREVIEW_LINES = {
+    "zh": "你好，我是第{n}位说话人。",
+    "ja": "こんにちは、{n}番目の話し手です。",
+    "en-us": "Hello, I am speaker {n}.",
+    "en-gb": "Hello, I am speaker {n}.",
+}
 
 
 def examples() -> dict[str, str]:
@@ -79,9 +87,17 @@ def build_dialogue_tab(studio: Studio) -> None:
                         scale=3,
                         elem_id=f"dialogue-voice-s{n}",
                     )
+                    language = gr.Dropdown(
+                        LANGUAGE_CHOICES,
+                        value="auto",
+                        label="Language",
+                        scale=2,
+                        min_width=120,
+                        elem_id=f"dialogue-language-s{n}",
+                    )
                     preview = gr.Button("▶ Preview", scale=1, size="sm")
                     preview_audio = gr.Audio(type="filepath", show_label=False, scale=2, interactive=False)
-                rows.append((row, voice, preview, preview_audio))
+                rows.append((row, voice, language, preview, preview_audio))
             with gr.Row():
                 pause = gr.Slider(0, 2000, value=350, step=50, label="Pause between turns (ms)")
                 fmt = gr.Dropdown(["wav", "mp3", "flac"], value="wav", label="Format")
@@ -115,9 +131,17 @@ def build_dialogue_tab(studio: Studio) -> None:
             ]
         return updates
 
-    def on_preview(voice: str, n: int) -> str:
+    def on_preview(voice: str, language: str, text: str, n: int) -> str:
+        """A line in the speaker's language: the one chosen, else the one its first turn is written in."""
+        if language == "auto":
+            try:
+                first = next(t.text for t in parse_script(text).turns if t.speaker == f"S{n}")
+                language = detect_language(first)
+            except (StudioError, StopIteration):
+                language = "en-us"
+        line = PREVIEW_LINES.get(language, PREVIEW_LINES["en-us"]).format(n=n)
         try:
-            speech = studio.speech.synthesize(SpeechRequest(text=f"Hello, I am speaker {n}.", voice=voice))
+            speech = studio.speech.synthesize(SpeechRequest(text=line, voice=voice, language=language))
         except StudioError as error:
             raise gr.Error(error.message) from None
         path = studio.settings.data_dir / "ui_outputs" / f"preview-s{n}-{time.time_ns()}.wav"
@@ -125,7 +149,7 @@ def build_dialogue_tab(studio: Studio) -> None:
         path.write_bytes(audio_io.encode(speech.audio, speech.sample_rate, "wav"))
         return str(path)
 
-    def on_generate(  # one voice argument per speaker row (MAX_SPEAKERS), then who asks
+    def on_generate(  # one voice per speaker row (MAX_SPEAKERS), then one language per row, then who asks
         text: str,
         pause_ms: float,
         out_fmt: str,
@@ -135,19 +159,28 @@ def build_dialogue_tab(studio: Studio) -> None:
         s3: str,
         s4: str,
         s5: str,
+        l1: str,
+        l2: str,
+        l3: str,
+        l4: str,
+        l5: str,
         request: gr.Request,
     ) -> Iterator[list[Any]]:
-        voices = (s1, s2, s3, s4, s5)
+        voices, languages = (s1, s2, s3, s4, s5), (l1, l2, l3, l4, l5)
         config = {
             "script": text,
-            "voices": {f"S{n}": v for n, v in enumerate(voices, 1) if v},
             "format": out_fmt,
             "pause_ms": int(pause_ms),
             "normalize": spell,
         }
         try:
             present = {s.id for s in parse_script(text).speakers}  # hidden rows hold voices too: drop them
-            config["voices"] = {k: v for k, v in config["voices"].items() if k in present}
+            config["voices"] = {f"S{n}": v for n, v in enumerate(voices, 1) if v and f"S{n}" in present}
+            config["languages"] = {
+                f"S{n}": lang
+                for n, lang in enumerate(languages, 1)
+                if lang and lang != "auto" and f"S{n}" in present
+            }
             studio.dialogue.plan(DialogueRequest.from_config(config))
         except StudioError as error:
             raise gr.Error(error.message) from None
@@ -189,12 +222,17 @@ def build_dialogue_tab(studio: Studio) -> None:
         return "Nothing is running."
 
     example.change(lambda name: samples[name], example, script)
-    row_outputs = [item for row, voice, _, _ in rows for item in (row, voice)]
+    row_outputs = [item for row, voice, _, _, _ in rows for item in (row, voice)]
     script.change(on_script, script, [parsed, *row_outputs])
-    for n, (_, voice, preview, preview_audio) in enumerate(rows, 1):
-        preview.click(lambda v, n=n: on_preview(v, n), voice, preview_audio)
-    voices = [voice for _, voice, _, _ in rows]
+    for n, (_, voice, language, preview, preview_audio) in enumerate(rows, 1):
+        preview.click(
+            lambda v, lang, text, n=n: on_preview(v, lang, text, n), [voice, language, script], preview_audio
+        )
+    voices = [voice for _, voice, _, _, _ in rows]
+    languages = [language for _, _, language, _, _ in rows]
     generate.click(
-        on_generate, [script, pause, fmt, normalize, *voices], [task_id, status, player, subtitles, downloads]
+        on_generate,
+        [script, pause, fmt, normalize, *voices, *languages],
+        [task_id, status, player, subtitles, downloads],
     )
     cancel.click(on_cancel, task_id, status)

@@ -15,6 +15,14 @@ from studio.errors import StudioError
 from studio.services.speech import DEFAULT_ENGINE, DEFAULT_VOICE, SpeechRequest
 
 EXAMPLE = "Welcome to Speech Studio. Type any text here, pick a voice, and press Generate."
+# What the language control offers: auto detects each sentence's language by its script.
+LANGUAGE_CHOICES = [
+    ("Auto (each sentence)", "auto"),
+    ("Mandarin 中文", "zh"),
+    ("Japanese 日本語", "ja"),
+    ("English (US)", "en-us"),
+    ("English (UK)", "en-gb"),
+]
 
 
 def voice_choices(studio: Studio, engine: str) -> list[tuple[str, str]]:
@@ -39,6 +47,13 @@ def build_speech_tab(studio: Studio) -> None:
                     info="Kokoro voices blend: `jf_alpha*0.7+jm_kumo*0.3`",
                     elem_id="speech-voice",
                 )
+                language = gr.Dropdown(
+                    LANGUAGE_CHOICES,
+                    value="auto",
+                    label="Language",
+                    info="Auto reads Chinese, Japanese and English sentences each in its own language",
+                    elem_id="speech-language",
+                )
             with gr.Row():
                 speed = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Speed")
                 pitch = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Pitch")
@@ -56,12 +71,15 @@ def build_speech_tab(studio: Studio) -> None:
         text: str,
         engine: str,
         voice: str,
+        language: str,
         speed: float,
         pitch: float,
         fmt: str,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[str, str]:
-        request = SpeechRequest(text=text, voice=voice, engine=engine, speed=speed, pitch=pitch)
+        request = SpeechRequest(
+            text=text, voice=voice, engine=engine, speed=speed, pitch=pitch, language=language
+        )
         total = max(len(split_sentences(text or "")), 1)
         pieces, rate = [], 0
         progress(0.0, desc="loading the engine")
@@ -79,4 +97,6 @@ def build_speech_tab(studio: Studio) -> None:
         return str(path), f"{len(audio) / rate:.1f} s of audio from **{name}**, voice `{voice}`"
 
     engine.change(on_engine, engine, voice)
-    generate.click(on_generate, [text, engine, voice, speed, pitch, fmt], [player, info], concurrency_limit=2)
+    generate.click(
+        on_generate, [text, engine, voice, language, speed, pitch, fmt], [player, info], concurrency_limit=2
+    )

@@ -33,6 +33,7 @@ from studio.services.training.service import BACKENDS, STEPS
 from studio.services.voice_fit import HELD_OUT
 from studio.tasks.store import Task, TaskStatus
 from studio.ui.dialogue_tab import ui_owner
+from studio.ui.speech_tab import LANGUAGE_CHOICES
 
 PREPARE_STEPS = ("convert_audio", "slice_audio", "denoise_audio", "asr_transcribe")
 TRAIN_STEPS = tuple(step for step in STEPS if step not in (*PREPARE_STEPS, "test_inference"))
@@ -134,6 +135,12 @@ def step_rows(task: Task) -> list[list[Any]]:
     return rows
 
 
+def steps_left(task: Task) -> str:
+    """The "(n steps left)" suffix for a task `completed` between steps (its status alone reads as finished)."""
+    left = len(task.remaining_steps)
+    return f" ({left} steps left)" if task.status == TaskStatus.COMPLETED and left else ""
+
+
 def status_html(task: Task, queue_position: int) -> str:
     """The progress bar and one line: percent, current step, ETA, task id; a failure's reason."""
     active = [step for step, state in task.steps.items() if state in ACTIVE]
@@ -148,10 +155,10 @@ def status_html(task: Task, queue_position: int) -> str:
             parts.append(f"about {task.eta_seconds:.0f} s left in this step")
     elif task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         parts.append(html.escape(task.status.value))
-    elif task.status == TaskStatus.COMPLETED:
-        parts.append("every step is done")
-    else:
+    elif task.remaining_steps:  # `completed` between steps: only what was asked for is done
         parts.append("waiting for the next step")
+    else:
+        parts.append("every step is done")
     parts.append(f"task <code>{html.escape(task.task_id)}</code>")
     text = " · ".join(parts)
     if task.status == TaskStatus.FAILED and task.error_message:
@@ -302,6 +309,13 @@ def build_training_tab(studio: Studio) -> None:
                     value="kokoro_fit",
                     label="Backend",
                     elem_id="training-backend",
+                )
+                language = gr.Dropdown(
+                    LANGUAGE_CHOICES,
+                    value="auto",
+                    label="Language of the recordings",
+                    info="for the transcripts and the test sentences; auto: heard per clip",
+                    elem_id="training-language",
                 )
                 files = gr.File(
                     file_count="multiple",
@@ -458,7 +472,7 @@ def build_training_tab(studio: Studio) -> None:
 
     def task_choices(owner: str) -> list[tuple[str, str]]:
         return [
-            (f"{t.task_name} · {t.status.value} · {t.task_id}", t.task_id)
+            (f"{t.task_name} · {t.status.value}{steps_left(t)} · {t.task_id}", t.task_id)
             for t in studio.store.list(owner=owner)
             if t.kind == "training"
         ]
@@ -542,7 +556,7 @@ def build_training_tab(studio: Studio) -> None:
             raise gr.Error(str(error)) from None
 
     def on_create(
-        name: str, backend_name: str, paths: list[str] | None, request: gr.Request
+        name: str, backend_name: str, spoken: str, paths: list[str] | None, request: gr.Request
     ) -> dict[Any, Any]:
         uploads = [Path(p) for p in paths or []]
         if not uploads:
@@ -558,9 +572,8 @@ def build_training_tab(studio: Studio) -> None:
             raise gr.Error(f"{large[0]} is larger than the {studio.settings.max_upload_mb} MB upload limit.")
         owner = ui_owner(request)
         try:
-            task = studio.runner.submit(
-                "training", f"train {name} (UI)", {"backend": backend_name, "voice_name": name}, owner
-            )
+            config = {"backend": backend_name, "voice_name": name, "language": spoken}
+            task = studio.runner.submit("training", f"train {name} (UI)", config, owner)
         except StudioError as error:  # a bad or taken voice name
             raise gr.Error(error.message) from None
         workspace = Workspace(studio.store.folder(task.task_id))
@@ -730,7 +743,7 @@ def build_training_tab(studio: Studio) -> None:
     ]
     params_in = [mode, preset, batch_size, max_steps, precision, use_gpu]
     gr.on(None, on_tasks, None, task_pick)  # no triggers: on page load
-    create.click(on_create, [voice_name, backend, files], panel)
+    create.click(on_create, [voice_name, backend, language, files], panel)
     open_task.click(on_open, task_pick, panel)
     prepare.click(on_prepare, [task_state, seen, denoise], panel)
     cancel.click(on_cancel, [task_state, seen], panel)

@@ -29,6 +29,7 @@ from studio.services.voices import RATE, VoiceRecord
 from studio.tasks.runner import TaskContext
 from studio.tasks.store import TaskStatus
 from studio.ui.dialogue_tab import ui_owner
+from studio.ui.speech_tab import LANGUAGE_CHOICES
 
 COMPARE_SENTENCE = HELD_OUT[1]  # "Could you tell me how to get to the train station from here?"
 TRY_SENTENCE = "Please bring the blue folder to the office tomorrow morning."
@@ -146,7 +147,15 @@ def build_voices_tab(studio: Studio) -> None:
                 )
                 name = gr.Textbox(label="Name", placeholder="defaults to the id", elem_id="voices-name")
             description = gr.Textbox(label="Description", elem_id="voices-description")
-            tags = gr.Textbox(label="Tags", placeholder="comma-separated", elem_id="voices-tags")
+            with gr.Row():
+                tags = gr.Textbox(label="Tags", placeholder="comma-separated", elem_id="voices-tags")
+                language = gr.Dropdown(
+                    LANGUAGE_CHOICES,
+                    value="auto",
+                    label="Clip language",
+                    info="Auto: the studio hears it",
+                    elem_id="voices-language",
+                )
             modes = [QUICK, THOROUGH] if studio.settings.allow_thorough_fit else [QUICK]
             mode = gr.Radio(modes, value="quick", label="Fit", elem_id="voices-mode")
             with gr.Row():
@@ -253,6 +262,7 @@ def build_voices_tab(studio: Studio) -> None:
         new_name: str,
         about: str,
         tag_text: str,
+        clip_language: str,
         fit_mode: str,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),
@@ -270,6 +280,7 @@ def build_voices_tab(studio: Studio) -> None:
                 new_name,
                 about,
                 tag_text.split(","),
+                language=studio.speech.language(clip_language),
             )
         except StudioError as error:
             raise gr.Error(error.message) from None
@@ -431,7 +442,9 @@ def build_voices_tab(studio: Studio) -> None:
         pick,
         cancel,
     ]
-    create.click(on_create, [clip, voice_id, name, description, tags, mode], fit_outputs, concurrency_limit=2)
+    create.click(
+        on_create, [clip, voice_id, name, description, tags, language, mode], fit_outputs, concurrency_limit=2
+    )
     refit.click(on_refit, [pick, mode], fit_outputs, concurrency_limit=2)
     cancel.click(on_cancel, task_id, status)
     save_transcript.click(on_save_transcript, [current, transcript], status)

@@ -5,7 +5,7 @@ The steps run in this order, each `step(workspace, params, report) -> result` (s
 - `convert_audio`: every upload -> `_work/converted/<name>.wav` (mono float, the training rate).
 - `slice_audio`: silero VAD -> utterances of `min_seconds`..`max_seconds` in `_work/sliced/`.
 - `denoise_audio`: DeepFilterNet3 (RNNoise when DFN cannot load) -> `_work/denoised/`.
-- `asr_transcribe`: bundled Whisper -> `dataset/wavs/<id>.wav` + `dataset/clips.json`.
+- `asr_transcribe`: bundled Whisper (zh, ja, en) -> `dataset/wavs/<id>.wav` + `dataset/clips.json`.
 - proofreading between steps: `load_clips` / `update_clips` (called by the API and UI).
 - `write_metadata`: `dataset/metadata.csv`, the `<id>.wav|<text>` lines `piper.train` reads.
 
@@ -29,6 +29,7 @@ import tempfile
 import threading
 import zipfile
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -37,6 +38,7 @@ from typing import IO, Any
 import numpy as np
 import soundfile as sf
 
+from engines.text import canonical_language
 from studio import audio as audio_io
 from studio.errors import BadInput, NotFound
 from studio.services.asr import Transcriber
@@ -507,29 +509,31 @@ def clip_audio_folder(workspace: Workspace) -> Path:
 def asr_transcribe(
     workspace: Workspace, params: dict[str, Any], report: StepReport, transcriber: Transcriber
 ) -> dict[str, Any]:
-    """Transcribe every clip with the studio's Whisper; write the dataset's wavs (training rate,
-    even loudness) and clips.json.
+    """Transcribe every clip with the studio's Whisper, in `params.language` (None or "auto": each
+    clip in the language detected); write the dataset's wavs (training rate, even loudness) and
+    clips.json.
 
     Clips whose text the owner edited in proofreading keep that text when this step runs again.
     """
-    language = str(params.get("language", "en"))
-    if language not in ("en", "en-us", "en-gb"):
-        raise TaskFailed(
-            f"the bundled Whisper model (tiny.en) only transcribes English (language {language!r}): "
-            "import a dataset with your own metadata.csv instead"
-        )
+    try:
+        language = canonical_language(params.get("language"))
+    except ValueError as error:
+        raise TaskFailed(f"params.language: {error}") from None
     rate = training_rate(params)
     folder = clip_audio_folder(workspace)
     clips = _read_json(folder / "clips.json")
-    report.log(f"transcribing {len(clips)} {folder.name} clips with Whisper tiny.en")
+    spoken = f"in {language}" if language else "each in the language it is heard in"
+    report.log(f"transcribing {len(clips)} {folder.name} clips with Whisper base, {spoken}")
     previous = {c["id"]: c for c in _load_clips_or_empty(workspace) if c.get("edited")}
     wavs = _fresh_dir(workspace.dataset / "wavs")
     (workspace.dataset / "metadata.csv").unlink(missing_ok=True)  # stale until write_metadata runs
-    entries = []
+    entries, heard_in = [], Counter[str]()
     for index, clip in enumerate(clips):
         report.step_progress(index / len(clips))
         audio, source_rate = sf.read(folder / f"{clip['id']}.wav", dtype="float32")
-        heard = transcriber.transcribe_clip(audio, source_rate)
+        heard = transcriber.transcribe_clip(audio, source_rate, language)
+        if heard.text:
+            heard_in[heard.language] += 1
         audio = audio_io.resample(audio, source_rate, rate)
         rms = float(np.sqrt(np.mean(audio**2))) if audio.size else 0.0
         audio = audio_io.limit_peak(audio * (TARGET_RMS / max(rms, 1e-4)))
@@ -567,6 +571,7 @@ def asr_transcribe(
         "seconds": round(sum(e["duration"] for e in kept), 2),
         "mean_confidence": round(float(np.mean([e["confidence"] for e in kept])), 3) if kept else 0.0,
         "low_confidence": len(unsure),
+        "languages": dict(heard_in.most_common()),  # clips Whisper heard words in, by language
     }
 
 

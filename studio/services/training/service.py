@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -25,16 +26,17 @@ import soundfile as sf
 
 from engines.base import EngineState
 from engines.registry import EngineRegistry
+from engines.text import base_language, canonical_language, detect_language
 from studio.errors import BadInput, Conflict
-from studio.services.asr import Transcriber, word_error_rate
+from studio.services.asr import Transcriber, transcript_error_rate
 from studio.services.cloning import CloningService, fit_report
 from studio.services.speaker import SpeakerEncoder, similarity
 from studio.services.speech import SpeechRequest, SpeechService
 from studio.services.training import dataset, features
 from studio.services.training.common import StepReport, StepSkipped, Workspace
-from studio.services.voice_fit import HELD_OUT, MODES
+from studio.services.voice_fit import HELD_OUT_BY_LANGUAGE, MODES
 from studio.services.voices import VOICE_ID, VoiceLibrary
-from studio.tasks.runner import TaskContext, TaskFailed, TaskKind
+from studio.tasks.runner import CONFIG_NOTES, TaskContext, TaskFailed, TaskKind
 
 DatasetStep = Callable[[Workspace, dict[str, Any], StepReport], dict[str, Any]]
 DATASET_STEPS: dict[str, DatasetStep] = {
@@ -96,23 +98,30 @@ class TrainingService:
 
     def task_kind(self) -> TaskKind:
         return TaskKind(
-            "training", resumable=True, steps=STEPS, run_step=self._run_step, check_config=self.check_config
+            "training",
+            resumable=True,
+            steps=STEPS,
+            run_step=self._run_step,
+            check_config=self.check_config,
+            needs={"test_inference": ("export_voice",)},  # GPT-SoVITS's client has no export step
         )
 
     def check_config(self, config: dict[str, Any]) -> dict[str, Any]:
         """The task's config, checked at creation: which backend, and the name the voice will get (free
-        now, so a name clash is found before training, not at export)."""
+        now, so a name clash is found before training, not at export).
+
+        The GPT-SoVITS training service's keys (`exp_name`, `language`, `batch_size`, `epochs_s1`,
+        `epochs_s2`, `gpu_id`) become the voice name, `config.language` and `step_defaults` (the
+        params the backend's steps start from; a step's own params override them). The task's
+        result and log say which keys were mapped, which this backend has no use for, and which
+        are unknown (those stay in the config)."""
         backend = config.get("backend", "kokoro_fit")
         if backend not in BACKENDS:
             raise BadInput(
                 f"config.backend must be one of {', '.join(BACKENDS)} (got {backend!r})", "bad_backend"
             )
-        voice_name = str(config.get("voice_name", "")).strip().lower()
-        if not VOICE_ID.match(voice_name):
-            raise BadInput(
-                "config.voice_name must be 1-64 characters of a-z, 0-9, '_' or '-' (the trained voice's id)",
-                "bad_voice_name",
-            )
+        notes: dict[str, dict[str, str]] = {"mapped": {}, "not_applicable": {}}
+        voice_name = _voice_name(config, notes)
         taken = (
             voice_name in self.library.reserved_ids
             or self.library.get(voice_name) is not None
@@ -123,7 +132,21 @@ class TrainingService:
                 f"a voice '{voice_name}' exists already: choose another voice_name, or delete that voice first",
                 "voice_exists",
             )
-        return config | {"backend": backend, "voice_name": voice_name}
+        language, defaults = _language(config, backend, notes)
+        for step, params in _gpt_sovits_params(config, backend, notes).items():
+            defaults[step] = defaults.get(step, {}) | params
+        for step, params in _given_step_defaults(config).items():  # given per step: they win
+            defaults[step] = defaults.get(step, {}) | params
+        unknown = sorted(set(config) - CONFIG_KEYS)
+        notes["unknown"] = dict.fromkeys(unknown, "kept in the config; the training task does not use it")
+        checked = config | {"backend": backend, "voice_name": voice_name}
+        if language:
+            checked["language"] = language
+        if defaults:
+            checked["step_defaults"] = defaults
+        if any(notes.values()):
+            checked[CONFIG_NOTES] = {heading: keys for heading, keys in notes.items() if keys}
+        return checked
 
     # ---- steps -----------------------------------------------------------------------------------
     def _run_step(self, context: TaskContext, step: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +157,10 @@ class TrainingService:
         if backend == "gpt_sovits" and step in GPT_SOVITS_FEATURE_STEPS:
             return self._gpt_sovits(step, workspace, params, context)  # its own scripts and models
         if step == "asr_transcribe":
-            return dataset.asr_transcribe(workspace, params, context, self.transcriber)
+            language = params.get("language") or context.config.get("language")  # the task's, unless given
+            return dataset.asr_transcribe(
+                workspace, params | {"language": language}, context, self.transcriber
+            )
         if step in DATASET_STEPS:
             return DATASET_STEPS[step](workspace, params | {"backend": backend}, context)
         if step == "train_sovits":
@@ -226,31 +252,37 @@ class TrainingService:
         return {"voice_id": voice_id, "engine": "kokoro"}
 
     def _test(self, workspace: Workspace, params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
-        """Speak sentences the training never saw with the new voice; Whisper's transcript and the
-        similarity to the dataset speaker say how it went."""
+        """Speak sentences the training never saw with the new voice, in the task's language (auto: the
+        dataset's, by its transcripts' script); Whisper's transcript (WER in English, CER in Chinese and
+        Japanese) and the similarity to the dataset speaker say how it went."""
         task_result = context.result_so_far()
         exported = task_result.get("steps", {}).get("export_voice", {})
         voice_id = exported.get("voice_id")
         if not voice_id:
             raise TaskFailed("no exported voice yet: run export_voice first")
-        sentences = [str(s) for s in params.get("sentences") or HELD_OUT][:5]
+        language = canonical_language(params.get("language") or context.config.get("language"))
+        if language is None:
+            kept = [clip["text"] for clip in dataset.load_clips(workspace) if not clip.get("dropped")]
+            language = detect_language(" ".join(kept))
+        held_out = HELD_OUT_BY_LANGUAGE[base_language(language)]
+        sentences = [str(s) for s in params.get("sentences") or held_out][:5]
         reference, rate = self._dataset_reference(workspace)
         target = self._encoder.embed(reference, rate)
         workspace.test.mkdir(exist_ok=True)
         rows = []
         for index, text in enumerate(sentences):
             speech = self.speech.synthesize(
-                SpeechRequest(text=text, voice=voice_id, engine=exported.get("engine"))
+                SpeechRequest(text=text, voice=voice_id, engine=exported.get("engine"), language=language)
             )
             name = f"test_{index + 1}.wav"
             sf.write(workspace.test / name, speech.audio, speech.sample_rate, subtype="PCM_16")
-            heard = self.transcriber.transcribe(speech.audio, speech.sample_rate).text
+            heard = self.transcriber.transcribe(speech.audio, speech.sample_rate, language).text
             rows.append(
                 {
                     "text": text,
                     "file": f"test/{name}",
                     "transcript": heard,
-                    "wer": round(word_error_rate(text, heard), 3),
+                    "wer": round(transcript_error_rate(text, heard, language), 3),
                     "similarity": round(
                         similarity(self._encoder.embed(speech.audio, speech.sample_rate), target), 4
                     ),
@@ -260,6 +292,7 @@ class TrainingService:
             context.step_progress((index + 1) / len(sentences))
         return {
             "voice_id": voice_id,
+            "language": language,
             "sentences": rows,
             "mean_similarity": round(float(np.mean([r["similarity"] for r in rows])), 4),
             "mean_wer": round(float(np.mean([r["wer"] for r in rows])), 3),
@@ -328,3 +361,138 @@ class TrainingService:
         """A Piper dataset zip made elsewhere becomes this task's dataset (the dataset steps can be skipped)."""
         dataset.import_piper_dataset(workspace, io.BytesIO(data))
         return dataset.load_clips(workspace)
+
+
+# ---- the task's config (check_config) -----------------------------------------------------------------
+GPT_SOVITS_KEYS = ("exp_name", "language", "batch_size", "epochs_s1", "epochs_s2", "gpu_id")
+CONFIG_KEYS = {"backend", "voice_name", "step_defaults", "step_params", *GPT_SOVITS_KEYS}
+GPU_IDS = re.compile(r"^[0-9]+(-[0-9]+)*$")  # GPT-SoVITS's gpu_id: "0", "0-1-2"
+GPT_SOVITS_STEPS = (*GPT_SOVITS_FEATURE_STEPS, "train_sovits", "train_gpt")  # each reads params.language
+PIPER_ESPEAK = {"en-us": "en-us", "en-gb": "en-gb-x-rp", "zh": "cmn", "ja": "ja"}  # Piper's phonemizer voices
+# A GPT-SoVITS numeric key -> per backend: the step params it becomes, or why the backend has no use for it.
+GPT_SOVITS_PARAMS: dict[str, dict[str, tuple[tuple[str, str], ...] | str]] = {
+    "batch_size": {
+        "kokoro_fit": "the Kokoro fit searches styles one trial at a time: it has no batches",
+        "piper": (("train_sovits", "batch_size"),),
+        "gpt_sovits": (("train_sovits", "batch_size"), ("train_gpt", "batch_size")),
+    },
+    "epochs_s2": {
+        "kokoro_fit": "the Kokoro fit has no epochs: its length is train_sovits params.mode (quick, thorough)",
+        "piper": "Piper trains for a number of steps, not epochs: give train_sovits params.max_steps",
+        "gpt_sovits": (("train_sovits", "sovits_epochs"),),
+    },
+    "epochs_s1": {
+        "kokoro_fit": "kokoro_fit has no GPT stage (train_gpt is skipped)",
+        "piper": "piper has no GPT stage (train_gpt is skipped)",
+        "gpt_sovits": (("train_gpt", "gpt_epochs"),),
+    },
+    "gpu_id": {
+        "kokoro_fit": "kokoro_fit runs on the CPU",
+        "piper": (("train_sovits", "devices"),),  # how many GPUs the GPU preset leases
+        "gpt_sovits": "each GPT-SoVITS step leases one free GPU",
+    },
+}
+
+
+def _voice_name(config: dict[str, Any], notes: dict[str, dict[str, str]]) -> str:
+    """`voice_name`, or GPT-SoVITS's `exp_name` made into a voice id (lower case, other characters '_')."""
+    if "voice_name" in config or "exp_name" not in config:
+        voice_name = str(config.get("voice_name", "")).strip().lower()
+        if not VOICE_ID.match(voice_name):
+            raise BadInput(
+                "config.voice_name (or GPT-SoVITS's exp_name) must be 1-64 characters of a-z, 0-9, '_' or '-' "
+                "(the trained voice's id)",
+                "bad_voice_name",
+            )
+        if "exp_name" in config:
+            notes["not_applicable"]["exp_name"] = f"voice_name '{voice_name}' names the voice"
+        return voice_name
+    exp_name = str(config["exp_name"])
+    voice_name = re.sub(r"[^a-z0-9_-]+", "_", exp_name.strip().lower()).strip("_-")
+    if not VOICE_ID.match(voice_name):
+        raise BadInput(
+            f"config.exp_name {exp_name!r} makes no valid voice id (got {voice_name!r}): a voice id is 1-64 "
+            "characters of a-z, 0-9, '_' or '-', starting with a letter or digit; give config.voice_name",
+            "bad_voice_name",
+        )
+    notes["mapped"]["exp_name"] = f"voice_name '{voice_name}'"
+    return voice_name
+
+
+def _language(
+    config: dict[str, Any], backend: str, notes: dict[str, dict[str, str]]
+) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    """The task's language as the studio names it ("auto" kept), and the step params it sets."""
+    if "language" not in config:
+        return None, {}
+    try:
+        code = canonical_language(config["language"])
+    except ValueError as error:
+        raise BadInput(f"config.language: {error}", "bad_language") from None
+    if code is None:
+        notes["mapped"]["language"] = "config.language 'auto' (each clip's language is detected)"
+        return "auto", {}
+    steps: tuple[str, ...] = ()
+    if backend == "gpt_sovits":
+        steps, param, value = GPT_SOVITS_STEPS, "language", base_language(code)
+    elif backend == "piper":
+        steps, param, value = ("extract_text_features", "train_sovits"), "espeak_voice", PIPER_ESPEAK[code]
+    where = "".join(f"; {step}.{param} = {value!r}" for step in steps)
+    notes["mapped"]["language"] = f"config.language '{code}' (asr_transcribe, test_inference){where}"
+    return code, {step: {param: value} for step in steps}
+
+
+def _gpt_sovits_params(
+    config: dict[str, Any], backend: str, notes: dict[str, dict[str, str]]
+) -> dict[str, dict[str, Any]]:
+    """GPT-SoVITS's batch size, epochs and GPUs as this backend's step params (see GPT_SOVITS_PARAMS)."""
+    defaults: dict[str, dict[str, Any]] = {}
+    for key, by_backend in GPT_SOVITS_PARAMS.items():
+        if key not in config:
+            continue
+        value = _gpu_count(config[key]) if key == "gpu_id" else _positive_int(key, config[key])
+        target = by_backend[backend]
+        if isinstance(target, str):
+            notes["not_applicable"][key] = target
+            continue
+        for step, param in target:
+            defaults.setdefault(step, {})[param] = value
+        where = ", ".join(f"{step}.{param} = {value}" for step, param in target)
+        notes["mapped"][key] = where + (
+            " (a count: the allocator picks which GPUs)" if key == "gpu_id" else ""
+        )
+    return defaults
+
+
+def _positive_int(key: str, value: Any) -> int:
+    """A count as GPT-SoVITS's client sends it (16 or "16"), at least 1."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not (text.isascii() and text.isdecimal()) or int(text) < 1:
+        raise BadInput(
+            f"config.{key} must be a whole number of 1 or more (got {value!r})", "bad_training_param"
+        )
+    return int(text)
+
+
+def _gpu_count(value: Any) -> int:
+    """How many GPUs GPT-SoVITS's `gpu_id` ("0", "0-1-2") names."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not GPU_IDS.match(text):
+        raise BadInput(
+            f"config.gpu_id must be GPU indices joined by '-', like '0' or '0-1-2' (got {value!r})",
+            "bad_training_param",
+        )
+    return len(set(text.split("-")))
+
+
+def _given_step_defaults(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`config.step_defaults` as given: {step name: params}."""
+    given = config.get("step_defaults", {})
+    if not isinstance(given, dict) or not all(isinstance(params, dict) for params in given.values()):
+        raise BadInput("config.step_defaults must map step names to their params", "bad_step_defaults")
+    unknown = [step for step in given if step not in STEPS]
+    if unknown:
+        raise BadInput(
+            f"config.step_defaults: unknown step '{unknown[0]}'; steps: {', '.join(STEPS)}", "unknown_step"
+        )
+    return given
