@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # Split after ., !, ? (followed by space), after CJK sentence marks (with any closing quote), after
 # Latin marks and ellipses glued to CJK text, and at line breaks; the mark stays with its sentence.
@@ -18,10 +19,30 @@ _ABBREVIATIONS = ("Mr.", "Mrs.", "Ms.", "Dr.", "Prof.", "St.", "vs.", "e.g.", "i
 CJK_WIDTH = 3  # a CJK character is about as much speech as three Latin ones
 
 
+def speakable(text: str) -> str:
+    """`text` without what no engine can say: control, format and zero-width characters, private or
+    unassigned code points, and pictographs (emoji, dingbats); line breaks and tabs stay."""
+    kept = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if ch in "\n\t":
+            kept.append(ch)
+        elif category in _UNSPEAKABLE or ch in _EMOJI_JOINERS:
+            kept.append(" " if category == "Cc" else "")
+        else:
+            kept.append(ch)
+    return re.sub(r" {2,}", " ", "".join(kept))
+
+
+_UNSPEAKABLE = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "So"})  # So: emoji, arrows, dingbats, ...
+_EMOJI_JOINERS = "\ufe0e\ufe0f\u20e3"  # variation selectors and the keycap mark (category Mn)
+
+
 def split_sentences(text: str, max_chars: int = 300) -> list[str]:
-    """Sentences of `text`, each at most `max_chars` wide (a CJK character counts `CJK_WIDTH`): long
-    ones are cut at clauses (，、, ...), then at words (CJK: at characters)."""
-    protected = text
+    """Sentences of `text` (made `speakable` first), each at most `max_chars` wide (a CJK character
+    counts `CJK_WIDTH`): long ones are cut at clauses (，、, ...), then at words (CJK: characters).
+    Pieces with no letter or digit are left out: `[]` means there is nothing to say."""
+    protected = speakable(text)
     for i, abbr in enumerate(_ABBREVIATIONS):
         protected = protected.replace(abbr, f"\x00{i}\x00")
     pieces = [p.strip() for p in _SENTENCE_END.split(protected)]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import time
 
 import httpx
 import numpy as np
 import pytest
 import pyworld
+import soundfile as sf
 from fastapi.testclient import TestClient
 
 from studio.audio import decode
@@ -143,3 +145,25 @@ def test_streaming_sends_first_audio_before_the_whole_text_is_done(live_server) 
     total = time.monotonic() - started
     assert len(first) + len(rest) > 24000 * 2 * 10  # > 10 s of 16-bit audio
     assert first_at < total / 3
+
+
+@pytest.mark.parametrize("text", ["😀😀😀", "...!!!???", "»", "\u001b\u0011¬", "\u200b\u200d"])
+@pytest.mark.parametrize("route", ["/api/v1/tts/synthesize", "/v1/audio/speech"])
+def test_text_with_nothing_speakable_is_refused_not_a_crash(
+    studio_client: TestClient, route: str, text: str
+) -> None:
+    body = {"text": text} if route.startswith("/api") else {"input": text, "response_format": "wav"}
+    response = studio_client.post(route, json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "nothing_to_speak"
+
+
+@pytest.mark.parametrize("voice", ["jf_alpha", "joe"])
+def test_unspeakable_characters_inside_text_are_dropped(studio_client: TestClient, voice: str) -> None:
+    text = "\u0000\u0001Hello 😀 there\u200b, 1\ufe0f\u20e3 friend."
+    response = studio_client.post(
+        "/v1/audio/speech", json={"input": text, "voice": voice, "response_format": "wav"}
+    )
+    assert response.status_code == 200, response.text
+    audio, rate = sf.read(io.BytesIO(response.content), dtype="float32")
+    assert 0.8 < len(audio) / rate < 6 and np.sqrt(np.mean(audio**2)) > 0.02

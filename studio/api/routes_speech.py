@@ -58,7 +58,11 @@ def openai_speech(body: OpenAISpeechRequest, studio: Studio = Depends(get_studio
         text=body.input, voice=body.voice, engine=body.model, speed=body.speed, language=body.language
     )
     chunks = studio.speech.stream(request)
-    first = next(chunks)  # errors (unknown voice, engine missing) surface here as JSON, before streaming
+    first = next(
+        chunks, None
+    )  # errors (unknown voice, engine missing) surface here as JSON, before streaming
+    if first is None:
+        raise BadInput("text has nothing speakable", "nothing_to_speak")
     everything = itertools.chain([first], _ahead(chunks))
     return StreamingResponse(
         _encode_stream(everything, first.sample_rate, body.response_format),

@@ -99,6 +99,12 @@ class SpeechService:
     def validate(self, request: SpeechRequest) -> None:
         if not request.text or not request.text.strip():
             raise BadInput("text is empty: give the words to speak", "empty_text")
+        if len(request.text) <= self.max_text_chars and not split_sentences(request.text):
+            raise BadInput(
+                "text has nothing speakable: it needs letters or digits (emoji, symbols, punctuation "
+                "and control characters alone are not read)",
+                "nothing_to_speak",
+            )
         if len(request.text) > self.max_text_chars:
             raise TooLarge(
                 f"text is {len(request.text)} characters; the limit is {self.max_text_chars} per request "
