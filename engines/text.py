@@ -148,6 +148,19 @@ def detect_language(text: str, context: str = "") -> str:
     return "en-us"
 
 
+def foreign_script(text: str) -> str | None:
+    """The script `text` is written in (e.g. "Thai", "Hangul", "Cyrillic") when it has letters but
+    none in a script the studio speaks (Latin, Han, kana); None otherwise."""
+    foreign = None
+    for ch in text:
+        if not ch.isalpha():
+            continue
+        if ch.isascii() or _HAN.match(ch) or _KANA.match(ch) or "LATIN" in unicodedata.name(ch, ""):
+            return None
+        foreign = foreign or unicodedata.name(ch, "UNKNOWN").split()[0].title()
+    return foreign
+
+
 def base_language(code: str) -> str:
     """ "zh", "ja" or "en" for a studio language code (the family engines and ASR care about)."""
     return code.split("-")[0]

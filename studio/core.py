@@ -49,7 +49,9 @@ class Studio:
             short_lane_workers=settings.short_task_workers,
         )
         self.transcriber = Transcriber(settings.onnx_threads, settings.cache_dir / "whisper")
-        self.speech = SpeechService(self.registry, settings.max_text_chars)
+        self.speech = SpeechService(
+            self.registry, settings.max_text_chars, lambda: [record.id for record in self.library.list()]
+        )
         builtin_ids = {v.id for v in self.registry.voices()} | set(OPENAI_VOICES)
         self.library = VoiceLibrary(settings.data_dir / "voices", self.transcriber, builtin_ids)
         self.cloning = CloningService(

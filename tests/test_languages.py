@@ -178,3 +178,31 @@ def test_default_voices_of_a_chinese_script_all_speak_chinese(studio_client: Tes
     voices = {p.turn.speaker: p.voice for p in planned}
     assert voices["S3"] != "joe" and voices["S4"] == "joe"  # joe only where the speaker speaks English
     assert len(set(voices.values())) == 4
+
+
+def test_text_in_a_script_the_studio_does_not_speak_is_refused_naming_it(studio_client: TestClient) -> None:
+    for text, script in (("สวัสดีครับ", "Thai"), ("안녕하세요.", "Hangul"), ("Привет, мир.", "Cyrillic")):
+        response = studio_client.post("/v1/audio/speech", json={"input": text, "response_format": "wav"})
+        assert response.status_code == 422, response.text
+        assert f"{script} script" in response.json()["error"]["message"]
+    script = "Alice: Hello.\nBob: Привет."
+    response = studio_client.post("/api/v1/dialogue", json={"script": script})
+    assert response.status_code == 422 and "line 2 (Bob)" in response.json()["error"]["message"]
+
+
+def test_an_unknown_voice_names_the_library_voices_too(studio_client: TestClient) -> None:
+    # The MegaTTS3 document uploads "custom_voice_001", then asks for its placeholder "voice_001".
+    clip = studio_client.post(
+        "/api/v1/tts/synthesize",
+        json={
+            "text": "Hello there, this is my voice. I am reading a few sentences so that the studio can learn how I sound."
+        },
+    )
+    files = {"voice_file": ("sample_voice.wav", clip.content, "audio/wav")}
+    data = {"voice_id": "custom_voice_001", "description": "自定义女声样本", "fit": "none"}
+    assert studio_client.post("/api/v1/voices/upload", files=files, data=data).status_code == 200
+    response = studio_client.post("/api/v1/tts/synthesize", json={"text": "你好。", "voice_id": "voice_001"})
+    assert response.status_code == 404
+    message = response.json()["error"]["message"]
+    assert "unknown voice 'voice_001'" in message and "custom_voice_001" in message
+    assert studio_client.delete("/api/v1/voices/custom_voice_001").status_code == 200

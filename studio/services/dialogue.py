@@ -12,6 +12,8 @@ import itertools
 import json
 import subprocess
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,19 +120,20 @@ class DialogueService:
                 f"engine must be '{WHOLE_SCRIPT_ENGINE}' or left out (each voice's engine)", "bad_engine"
             )
         languages = self._turn_languages(script, request)
-        needed: dict[str, set[str]] = {}  # speaker -> the languages its turns are spoken in
+        spoken: list[list[str]] = []  # each turn's languages
         for turn, language in zip(script.turns, languages, strict=True):
-            spoken = self.speech.languages_needed(turn.text, language)
-            needed.setdefault(turn.speaker, set()).update(spoken)
+            with _on_line(turn):
+                spoken.append(self.speech.languages_needed(turn.text, language))
+        needed: dict[str, set[str]] = {}  # speaker -> the languages its turns are spoken in
+        for turn, turn_languages in zip(script.turns, spoken, strict=True):
+            needed.setdefault(turn.speaker, set()).update(turn_languages)
         voices = self.voices_for(script, request.voices, needed)
         planned = []
         for index, (turn, language) in enumerate(zip(script.turns, languages, strict=True)):
             override = request.overrides.get(index, TurnOverride())
             engine, voice = self.speech.resolve(voices[turn.speaker])
-            try:
-                self.speech.check_languages(engine, voice, self.speech.languages_needed(turn.text, language))
-            except BadInput as error:
-                raise BadInput(f"line {turn.line} ({turn.label}): {error.message}", error.code) from None
+            with _on_line(turn):
+                self.speech.check_languages(engine, voice, spoken[index])
             pause = override.pause_ms if override.pause_ms is not None else request.pause_ms
             planned.append(
                 PlannedTurn(
@@ -431,6 +434,15 @@ def _as_written(sentences: list[dict[str, Any]], original: str) -> list[dict[str
     if not sentences:
         return []
     return [{"start": sentences[0]["start"], "end": sentences[-1]["end"], "text": original}]
+
+
+@contextmanager
+def _on_line(turn: Turn) -> Iterator[None]:
+    """A BadInput raised inside gets the turn's line and speaker in front of its message."""
+    try:
+        yield
+    except BadInput as error:
+        raise BadInput(f"line {turn.line} ({turn.label}): {error.message}", error.code) from None
 
 
 def _fade(audio: np.ndarray) -> np.ndarray:

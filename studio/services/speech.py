@@ -9,7 +9,7 @@ keeps each finished sentence on disk.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import soundfile as sf
 
 from engines.base import AudioChunk, Capability, EngineUnavailable, SynthesisOptions, UnknownVoice
 from engines.registry import EngineRegistry
-from engines.text import LANGUAGE_NAMES, canonical_language, detect_language, split_sentences
+from engines.text import LANGUAGE_NAMES, canonical_language, detect_language, foreign_script, split_sentences
 from studio import audio as audio_io
 from studio.errors import BadInput, NotFound, TooLarge, Unavailable
 from studio.subtitles import Cue, to_srt
@@ -64,9 +64,15 @@ class Speech:
 
 
 class SpeechService:
-    def __init__(self, registry: EngineRegistry, max_text_chars: int = 20_000) -> None:
+    def __init__(
+        self,
+        registry: EngineRegistry,
+        max_text_chars: int = 20_000,
+        library_voices: Callable[[], list[str]] = list,
+    ) -> None:
         self.registry = registry
         self.max_text_chars = max_text_chars
+        self.library_voices = library_voices  # the voice library's ids (Kokoro speaks them), for messages
 
     def resolve(self, voice: str, engine: str | None = None) -> tuple[str, str]:
         """(engine name, engine voice id) for a studio voice id, a blend or an OpenAI voice name."""
@@ -90,9 +96,11 @@ class SpeechService:
                 continue
             return candidate.info.name, voice
         known = [v.id for v in self.registry.voices()]
+        library = self.library_voices()
         raise NotFound(
-            f"unknown voice '{voice}'; voices: {', '.join(known)}, OpenAI names ({', '.join(OPENAI_VOICES)}) "
-            "or a Kokoro blend like jf_alpha*0.7+jm_kumo*0.3",
+            f"unknown voice '{voice}'; voices: {', '.join(known)}"
+            + (f", library voices: {', '.join(library)}" if library else "")
+            + f", OpenAI names ({', '.join(OPENAI_VOICES)}) or a Kokoro blend like jf_alpha*0.7+jm_kumo*0.3",
             "unknown_voice",
         )
 
@@ -126,10 +134,19 @@ class SpeechService:
             raise BadInput(str(error), "bad_language") from None
 
     def languages_needed(self, text: str, language: str | None) -> list[str]:
-        """The languages `text` will be spoken in: the one asked for, or each sentence's own."""
+        """The languages `text` will be spoken in: the one asked for, or each sentence's own (422 for
+        a sentence written only in a script none of them uses: it would be read out letter by letter)."""
         if language := self.language(language):
             return [language]
-        return sorted({detect_language(sentence, context=text) for sentence in split_sentences(text)})
+        sentences = split_sentences(text)
+        for sentence in sentences:
+            if script := foreign_script(sentence):
+                raise BadInput(
+                    f"'{sentence[:40]}' is written in {script} script; the studio speaks Mandarin, Japanese "
+                    "and English (name a language to have it read anyway)",
+                    "unsupported_language",
+                )
+        return sorted({detect_language(sentence, context=text) for sentence in sentences})
 
     def check_languages(self, engine_name: str, voice: str, languages: list[str]) -> None:
         """422 naming the language and the voices that speak it, when `voice` cannot speak one."""
