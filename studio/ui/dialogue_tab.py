@@ -17,7 +17,7 @@ from studio.services.dialogue import DEFAULT_VOICES, DialogueRequest
 from studio.services.script import Script, parse_script
 from studio.services.speech import SpeechRequest
 from studio.tasks.store import TaskStatus
-from studio.ui.speech_tab import LANGUAGE_CHOICES
+from studio.ui.speech_tab import language_dropdown
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "dialogue_examples"
 MAX_SPEAKERS = len(DEFAULT_VOICES)
@@ -87,14 +87,7 @@ def build_dialogue_tab(studio: Studio) -> None:
                         scale=3,
                         elem_id=f"dialogue-voice-s{n}",
                     )
-                    language = gr.Dropdown(
-                        LANGUAGE_CHOICES,
-                        value="auto",
-                        label="Language",
-                        scale=2,
-                        min_width=120,
-                        elem_id=f"dialogue-language-s{n}",
-                    )
+                    language = language_dropdown(f"dialogue-language-s{n}", scale=2, min_width=120)
                     preview = gr.Button("▶ Preview", scale=1, size="sm")
                     preview_audio = gr.Audio(type="filepath", show_label=False, scale=2, interactive=False)
                 rows.append((row, voice, language, preview, preview_audio))

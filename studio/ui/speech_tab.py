@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -15,7 +16,7 @@ from studio.errors import StudioError
 from studio.services.speech import DEFAULT_ENGINE, DEFAULT_VOICE, SpeechRequest
 
 EXAMPLE = "Welcome to Speech Studio. Type any text here, pick a voice, and press Generate."
-# What the language control offers: auto detects each sentence's language by its script.
+# What a language control offers: auto detects each sentence's language by its script.
 LANGUAGE_CHOICES = [
     ("Auto (each sentence)", "auto"),
     ("Mandarin 中文", "zh"),
@@ -23,6 +24,11 @@ LANGUAGE_CHOICES = [
     ("English (US)", "en-us"),
     ("English (UK)", "en-gb"),
 ]
+
+
+def language_dropdown(elem_id: str, label: str = "Language", **options: Any) -> gr.Dropdown:
+    """The language control every tab shows, on auto; `options` are gr.Dropdown's (info, scale...)."""
+    return gr.Dropdown(LANGUAGE_CHOICES, value="auto", label=label, elem_id=elem_id, **options)
 
 
 def voice_choices(studio: Studio, engine: str) -> list[tuple[str, str]]:
@@ -47,12 +53,9 @@ def build_speech_tab(studio: Studio) -> None:
                     info="Kokoro voices blend: `jf_alpha*0.7+jm_kumo*0.3`",
                     elem_id="speech-voice",
                 )
-                language = gr.Dropdown(
-                    LANGUAGE_CHOICES,
-                    value="auto",
-                    label="Language",
+                language = language_dropdown(
+                    "speech-language",
                     info="Auto reads Chinese, Japanese and English sentences each in its own language",
-                    elem_id="speech-language",
                 )
             with gr.Row():
                 speed = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Speed")

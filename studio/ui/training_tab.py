@@ -33,7 +33,7 @@ from studio.services.training.service import BACKENDS, STEPS
 from studio.services.voice_fit import HELD_OUT
 from studio.tasks.store import Task, TaskStatus
 from studio.ui.dialogue_tab import ui_owner
-from studio.ui.speech_tab import LANGUAGE_CHOICES
+from studio.ui.speech_tab import language_dropdown
 
 PREPARE_STEPS = ("convert_audio", "slice_audio", "denoise_audio", "asr_transcribe")
 TRAIN_STEPS = tuple(step for step in STEPS if step not in (*PREPARE_STEPS, "test_inference"))
@@ -310,12 +310,10 @@ def build_training_tab(studio: Studio) -> None:
                     label="Backend",
                     elem_id="training-backend",
                 )
-                language = gr.Dropdown(
-                    LANGUAGE_CHOICES,
-                    value="auto",
-                    label="Language of the recordings",
+                language = language_dropdown(
+                    "training-language",
+                    "Language of the recordings",
                     info="for the transcripts and the test sentences; auto: heard per clip",
-                    elem_id="training-language",
                 )
                 files = gr.File(
                     file_count="multiple",

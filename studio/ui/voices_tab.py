@@ -29,7 +29,7 @@ from studio.services.voices import RATE, VoiceRecord
 from studio.tasks.runner import TaskContext
 from studio.tasks.store import TaskStatus
 from studio.ui.dialogue_tab import ui_owner
-from studio.ui.speech_tab import LANGUAGE_CHOICES
+from studio.ui.speech_tab import language_dropdown
 
 COMPARE_SENTENCE = HELD_OUT[1]  # "Could you tell me how to get to the train station from here?"
 TRY_SENTENCE = "Please bring the blue folder to the office tomorrow morning."
@@ -149,12 +149,8 @@ def build_voices_tab(studio: Studio) -> None:
             description = gr.Textbox(label="Description", elem_id="voices-description")
             with gr.Row():
                 tags = gr.Textbox(label="Tags", placeholder="comma-separated", elem_id="voices-tags")
-                language = gr.Dropdown(
-                    LANGUAGE_CHOICES,
-                    value="auto",
-                    label="Clip language",
-                    info="Auto: the studio hears it",
-                    elem_id="voices-language",
+                language = language_dropdown(
+                    "voices-language", "Clip language", info="Auto: the studio hears it"
                 )
             modes = [QUICK, THOROUGH] if studio.settings.allow_thorough_fit else [QUICK]
             mode = gr.Radio(modes, value="quick", label="Fit", elem_id="voices-mode")
