@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -18,21 +19,41 @@ _LATIN_RUN = re.compile(r"[A-Za-z][A-Za-z'\-]*(?:\s+[A-Za-z][A-Za-z'\-]*)*")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _MONEY = re.compile(r"([¥￥$€£])\s?(\d+(?:\.\d+)?)")
 _CURRENCY = {"¥": "元", "￥": "元", "$": "美元", "€": "欧元", "£": "英镑"}
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")  # any decimal digit but ASCII's: "٣", "३", "𝟑"
+_FULL_WIDTH_LATIN = {
+    c: c - 0xFEE0 for c in (*range(ord("Ａ"), ord("Ｚ") + 1), *range(ord("ａ"), ord("ｚ") + 1))
+}
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])")
 
 
 def normalize_mandarin(text: str) -> str:
-    """Digits, dates, times, money, percentages and units read out in Chinese characters."""
+    """Digits, dates, times, money, percentages and units read out in Chinese characters; Latin
+    words stay as written, for the English phonemizer."""
+    text = _OTHER_DIGIT.sub(lambda m: str(unicodedata.decimal(m.group(0))), text)  # misaki knows 0-9 only
+    text = text.translate(_FULL_WIDTH_LATIN)  # "ＡＩ" -> "AI", as misaki does, so it is kept as a word too
     text = _THOUSANDS.sub("", text)
     text = _MONEY.sub(lambda m: f"{m.group(2)}{_CURRENCY[m.group(1)]}", text)
-    return "".join(_normalizer().normalize(text))
+    # misaki's normaliser drops every space and reads each "m", "s", "h", ... as a unit ("machine" ->
+    # "米ac小时ine"), so it only gets the text between Latin words, and units after a number ("5km").
+    normalizer, latin_or_unit = _normalizer()
+    pieces, last = [], 0
+    for latin in latin_or_unit.finditer(text):
+        if latin.group("unit") is None:
+            pieces += ["".join(normalizer.normalize(text[last : latin.start()])), latin.group(0)]
+            last = latin.end()
+    pieces.append("".join(normalizer.normalize(text[last:])))
+    return "".join(pieces)
 
 
 @functools.cache
-def _normalizer() -> Any:
+def _normalizer() -> tuple[Any, re.Pattern[str]]:
+    """misaki's normaliser, and a pattern for Latin words or (group "unit") a unit it reads."""
+    from misaki.zh_normalization.quantifier import measure_dict
     from misaki.zh_normalization.text_normalization import TextNormalizer
 
-    return TextNormalizer()
+    units = "|".join(re.escape(unit) for unit in sorted(measure_dict, key=len, reverse=True))
+    latin_or_unit = re.compile(rf"(?P<unit>(?<=\d)\s*(?:{units})(?![A-Za-z]))|{_LATIN_RUN.pattern}")
+    return TextNormalizer(), latin_or_unit
 
 
 class MandarinG2P:

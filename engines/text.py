@@ -5,17 +5,20 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# Split after ., !, ? (followed by space), after CJK sentence marks (with any closing quote), after
-# Latin marks and ellipses glued to CJK text, and at line breaks; the mark stays with its sentence.
+# Split after ., !, ? (with up to two closing quotes or brackets, followed by space), after CJK
+# sentence marks (with any closing quote), after Latin marks and ellipses glued to CJK text, and at
+# line breaks; the mark and its closers stay with their sentence.
 _CLOSERS = "”’」』）)》"
+_LATIN_CLOSERS = "\"'”’)\\]"  # inside [...]
 _SENTENCE_END = re.compile(
-    rf"(?<=[.!?…])[\"')\]]*\s+"
+    rf"(?:(?<=[.!?…])|(?<=[.!?…][{_LATIN_CLOSERS}])|(?<=[.!?…][{_LATIN_CLOSERS}]{{2}}))\s+"
     rf"|(?:(?<=[。！？；])|(?<=[。！？；][{_CLOSERS}]))(?![{_CLOSERS}。！？；])"
     r"|(?<=[!?…])(?=[\u3040-\u30ff\u3400-\u9fff])"
     r"|\n+"
 )
 _CLAUSE_END = re.compile(r"(?<=[,;:、，；：])\s*")
 _ABBREVIATIONS = ("Mr.", "Mrs.", "Ms.", "Dr.", "Prof.", "St.", "vs.", "e.g.", "i.e.", "etc.", "No.")
+_ABBREVIATION_MARK = 0xE000  # first private-use code point
 CJK_WIDTH = 3  # a CJK character is about as much speech as three Latin ones
 
 
@@ -43,15 +46,17 @@ def split_sentences(text: str, max_chars: int = 300) -> list[str]:
     counts `CJK_WIDTH`): long ones are cut at clauses (，、, ...), then at words (CJK: characters).
     Pieces with no letter or digit are left out: `[]` means there is nothing to say."""
     protected = speakable(text)
+    # One private-use character per abbreviation: `speakable` removed any the text had, and unlike a
+    # multi-character marker one cannot run into its neighbour ("Mrs.0Mr.").
     for i, abbr in enumerate(_ABBREVIATIONS):
-        protected = protected.replace(abbr, f"\x00{i}\x00")
+        protected = protected.replace(abbr, chr(_ABBREVIATION_MARK + i))
     pieces = [p.strip() for p in _SENTENCE_END.split(protected)]
     sentences = []
     for piece in pieces:
         if not piece:
             continue
         for i, abbr in enumerate(_ABBREVIATIONS):
-            piece = piece.replace(f"\x00{i}\x00", abbr)
+            piece = piece.replace(chr(_ABBREVIATION_MARK + i), abbr)
         sentences.extend(_limit(piece, max_chars))
     return [s for s in sentences if any(ch.isalnum() for ch in s)]
 
@@ -86,12 +91,23 @@ def _limit(sentence: str, max_chars: int) -> list[str]:
 
 def _words(clause: str, max_chars: int) -> list[str]:
     if _width(clause) <= max_chars:
-        return [clause]
-    words = clause.split()
-    if len(words) == 1:  # CJK text has no spaces: cut by characters
-        step = max(1, max_chars // (CJK_WIDTH if is_cjk(clause) else 1))
-        return [clause[i : i + step] for i in range(0, len(clause), step)]
+        return [clause] if clause else []
+    words: list[str] = []
+    for word in clause.split():  # CJK text has no spaces: its "word" is cut by characters
+        words.extend([word] if _width(word) <= max_chars else _cut(word, max_chars))
     return words
+
+
+def _cut(word: str, max_chars: int) -> list[str]:
+    """`word` cut into pieces at most `max_chars` wide (one character when it alone is wider)."""
+    pieces, current, width = [], "", 0
+    for ch in word:
+        ch_width = _width(ch)
+        if current and width + ch_width > max_chars:
+            pieces.append(current)
+            current, width = "", 0
+        current, width = current + ch, width + ch_width
+    return [*pieces, current] if current else pieces
 
 
 # ---- languages ----------------------------------------------------------------------------
@@ -118,7 +134,9 @@ _ALIASES = {
     "en-gb": ("en-gb", "en_gb", "b"),
 }
 _CANONICAL = {alias: code for code, aliases in _ALIASES.items() for alias in aliases}
-_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
+LANGUAGE_SPELLINGS = ("auto", *_CANONICAL)  # every spelling `canonical_language` takes (any case)
+# Kana, without the katakana middle dot U+30FB: Chinese text writes names with it too ("达・芬奇").
+_KANA = re.compile(r"[\u3040-\u30fa\u30fc-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 

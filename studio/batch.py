@@ -43,14 +43,17 @@ def request_for(item: dict[str, Any], base: Path, normalize: bool, fmt: str) -> 
     text = item.get("text")
     if not isinstance(text, str) or not text.strip():
         raise ValueError("'text' is missing or empty")
-    voices = {str(k): str(v) for k, v in (item.get("voices") or {}).items()}
+    voices_given = item.get("voices") or {}
+    if not isinstance(voices_given, dict):
+        raise ValueError("'voices' must be an object: {\"S1\": voice id, ...}")
+    voices = {str(k): str(v) for k, v in voices_given.items()}
     for n in SPEAKER_KEYS:
         if f"voice_speaker{n}" in item:
             voices[f"S{n}"] = str(item[f"voice_speaker{n}"])
         prompt = item.get(f"prompt_audio_speaker{n}")
         if prompt:
-            path = (base / str(prompt)).resolve()
-            if not path.is_file():
+            path = base / str(prompt)
+            if not _is_file(path):
                 raise ValueError(f"prompt_audio_speaker{n}: file not found: {path}")
             if f"S{n}" not in voices:
                 raise ValueError(
@@ -62,6 +65,13 @@ def request_for(item: dict[str, Any], base: Path, normalize: bool, fmt: str) -> 
     if language is not None and not isinstance(language, str):
         raise ValueError("'language' must be a string: auto, zh, ja or en")
     return DialogueRequest(script=text, voices=voices, format=fmt, normalize=normalize, language=language)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.resolve().is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte: no such file either
+        return False
 
 
 def run_batch(

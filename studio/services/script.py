@@ -66,6 +66,7 @@ _TITLES = frozenset({"Mr.", "Mrs.", "Ms.", "Dr.", "Prof.", "St."})
 _NAME_EXTRA_CHARS = "-'’_·・"
 _MAX_NAME_WIDTH = 24
 _MAX_NAME_WORDS = 3
+_MAX_TAG_DIGITS = 18  # past this a tag number is out of range anyway (and int() refuses 4300+ digits)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def _line_segments(number: int, line: str) -> list[_Segment]:
     lead: _Segment | None = None
     rest = line
     if m := _LEADING_NUMBER.match(line):
-        lead, rest = _Segment(number, "", int(m.group(2)), m.group(1)), line[m.end() :]
+        lead, rest = _Segment(number, "", _tag_number(m.group(2)), m.group(1)), line[m.end() :]
     elif (m := _LEADING_NAME.match(line)) and _is_name(m.group(1), line[m.end() :]):
         lead, rest = _Segment(number, "", name=" ".join(m.group(1).split())), line[m.end() :]
     tags = list(_INLINE_TAG.finditer(rest))
@@ -133,8 +134,13 @@ def _line_segments(number: int, line: str) -> list[_Segment]:
         segments.append(_Segment(number, head))
     for i, tag in enumerate(tags):
         body = rest[tag.end() : tags[i + 1].start() if i + 1 < len(tags) else len(rest)].strip()
-        segments.append(_Segment(number, body, int(tag.group(2) or tag.group(3)), tag.group(1)))
+        segments.append(_Segment(number, body, _tag_number(tag.group(2) or tag.group(3)), tag.group(1)))
     return segments
+
+
+def _tag_number(digits: str) -> int:
+    """The number of a speaker tag, or 0 (out of range too) for an absurdly long one ("[S999...9]")."""
+    return int(digits) if len(digits.lstrip("0")) <= _MAX_TAG_DIGITS else 0
 
 
 def _is_name(candidate: str, after: str) -> bool:
@@ -196,6 +202,7 @@ _NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
 # a.m./p.m.; the final dot stays when it also ends the sentence.
 _AM_PM = r"\s?([AaPp])\.?[Mm](?![A-Za-z])(?:\.(?!\s+[A-Z]|\s*$))?"
 _SCALES = "thousand|million|billion|trillion"
+_MAX_NAMED_DIGITS = 300  # num2words names numbers below 10**306; longer digit runs are read digit by digit
 _MONEY_UNITS = {
     "$": ("dollar", "dollars", "cent", "cents"),
     "€": ("euro", "euros", "cent", "cents"),
@@ -236,7 +243,7 @@ def _title(m: re.Match[str]) -> str:
 
 def _cardinal(number: str) -> str:
     whole, _, fraction = number.replace(",", "").partition(".")
-    if len(whole) > 1 and whole.startswith("0"):  # "007" is read digit by digit
+    if (len(whole) > 1 and whole.startswith("0")) or len(whole) > _MAX_NAMED_DIGITS:  # "007": digit by digit
         words = " ".join(_digits(whole))
     else:
         words = num2words(int(whole)).replace(",", "")
@@ -251,7 +258,7 @@ def _money(m: re.Match[str]) -> str:
     one, many, one_cent, many_cents = _MONEY_UNITS[m.group(1)]
     amount, scale = m.group(2), m.group(3)
     whole, _, fraction = amount.replace(",", "").partition(".")
-    if scale or len(fraction) > 2:
+    if scale or len(fraction) > 2 or len(whole) > _MAX_NAMED_DIGITS:
         return f"{_cardinal(amount)}{f' {scale}' if scale else ''} {many}"
     units, cents = int(whole), int(fraction.ljust(2, "0")) if fraction else 0
     parts = []
@@ -271,6 +278,12 @@ def _time(m: re.Match[str]) -> str:
     return f"{num2words(hour)}{spoken}{_am_pm(am_pm)}"
 
 
+def _ordinal_words(number: str) -> str:
+    if len(number) > _MAX_NAMED_DIGITS:
+        return " ".join([*_digits(number[:-1]), num2words(int(number[-1]), to="ordinal")])
+    return num2words(int(number), to="ordinal")
+
+
 def _am_pm(letter: str | None) -> str:
     return f" {letter.upper()}M" if letter else ""
 
@@ -288,10 +301,7 @@ _NUMBER_FORMS = (
         re.compile(rf"\b(1[0-2]|0?[1-9]){_AM_PM}"),
         lambda m: f"{num2words(int(m.group(1)))}{_am_pm(m.group(2))}",
     ),
-    (
-        re.compile(r"\b(\d+)(?:st|nd|rd|th)\b", re.IGNORECASE),
-        lambda m: num2words(int(m.group(1)), to="ordinal"),
-    ),
+    (re.compile(r"\b(\d+)(?:st|nd|rd|th)\b", re.IGNORECASE), lambda m: _ordinal_words(m.group(1))),
     (re.compile(r"\b(1[1-9]\d0|20\d0)s\b"), _decade),
     (
         re.compile(r"(?<![\d.,])\b(1[1-9]\d\d|20\d\d)\b(?![.,]\d)"),
