@@ -118,7 +118,7 @@ class AudioChunk:
     audio: np.ndarray
     sample_rate: int
     text: str
-    index: int
+    index: int  # its place in the stream (0: the first chunk)
     phonemes: tuple[PhonemeSpan, ...] = ()
 
     @property
@@ -282,14 +282,18 @@ class Engine(ABC):
         options = options or SynthesisOptions()
         self.check_voice(voice)
         self.ensure_loaded()
-        for index, sentence in enumerate(split_sentences(text)):
+        index = 0
+        for sentence in split_sentences(text):
             language = options.language or detect_language(sentence, context=text)
             with self._run_lock:
                 self.last_used = time.monotonic()
                 audio, phonemes = self._synthesize_timed(sentence, voice, replace(options, language=language))
+            if not len(audio):  # a sentence with nothing the engine could read
+                continue
             yield AudioChunk(
                 np.asarray(audio, dtype=np.float32), self.info.sample_rate, sentence, index, phonemes
             )
+            index += 1
 
     def check_voice(self, voice: str) -> None:
         """Raise UnknownVoice (with the valid ids) unless this engine can speak with `voice`."""

@@ -154,17 +154,27 @@ class KokoroOnnxEngine(Engine):
         self, sentence: str, style: np.ndarray, speed: float, language: str
     ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...]]:
         assert self._kokoro is not None
+        if language.startswith("ja"):
+            phonemes = self._japanese_phonemes(sentence)
+        elif language.startswith("zh"):
+            phonemes = self._mandarin_phonemes(sentence)
+        else:
+            phonemes = self._kokoro.tokenizer.phonemize(sentence, language)
+        if not phonemes.strip():  # nothing the phonemizer reads (e.g. a lone mark): no sound, no error
+            return np.zeros(0, np.float32), ()
+        # Kokoro speaks at 0.5-2x; beyond that the rest of the tempo change is a time stretch.
+        rendered = min(max(speed, KOKORO_SPEEDS[0]), KOKORO_SPEEDS[1])
         # No pauses added at punctuation: the sentence sounds as the model says it (with durations
         # kokoro-onnx would otherwise put one after every mark).
-        pauses = {"sentence_pause": 0.0, "clause_pause": 0.0}
-        if language.startswith("ja"):
-            text, timed = self._japanese_phonemes(sentence), {"is_phonemes": True}
-        elif language.startswith("zh"):
-            text, timed = self._mandarin_phonemes(sentence), {"is_phonemes": True}
-        else:
-            text, timed = sentence, {"lang": language}
-        audio, _, spoken = self._kokoro.create_timed(text, style, speed, **timed, **pauses)
-        return audio, tuple(PhonemeSpan(t.phoneme, t.start, t.end) for t in spoken)
+        audio, _, spoken = self._kokoro.create_timed(
+            phonemes, style, rendered, is_phonemes=True, sentence_pause=0.0, clause_pause=0.0
+        )
+        stretch = speed / rendered
+        if stretch != 1.0:
+            import librosa
+
+            audio = librosa.effects.time_stretch(audio, rate=stretch).astype(np.float32)
+        return audio, tuple(PhonemeSpan(t.phoneme, t.start / stretch, t.end / stretch) for t in spoken)
 
     def _japanese_phonemes(self, text: str) -> str:
         if self._ja_g2p is None:
@@ -183,6 +193,7 @@ class KokoroOnnxEngine(Engine):
         return self._zh_g2p(text)
 
 
+KOKORO_SPEEDS = (0.5, 2.0)  # the speeds kokoro-onnx renders at
 DURATION_TENSOR = "/encoder/Cast_output_0"  # round(sum(sigmoid(duration))).clamp(1).long(): frames per token
 
 

@@ -87,29 +87,70 @@ def pcm16(audio: np.ndarray) -> bytes:
     return (np.clip(limit_peak(audio), -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
 
-def decode(source: bytes | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
-    """Any audio (or video) file -> mono float32 at `sample_rate` (the file's own rate when None)."""
+def decode(
+    source: bytes | Path, sample_rate: int | None = None, max_seconds: float | None = None
+) -> tuple[np.ndarray, int]:
+    """Any audio (or video) file -> mono float32 at `sample_rate` (the file's own rate when None).
+
+    Only the first audio stream is read; channels are averaged (never louder than the loudest
+    channel). With `max_seconds`, ffmpeg stops there: a long file is never decoded whole into memory.
+    """
+    data = _read_source(source)
+    rate = sample_rate or _probe_rate(data)
+    cmd = [*_decode_command(rate, max_seconds), "-f", "f32le", "pipe:1"]
+    result = subprocess.run(cmd, input=data, capture_output=True, check=False)
+    if result.returncode != 0 or not result.stdout:
+        raise AudioError(_decode_failure(result))
+    return np.frombuffer(result.stdout, dtype=np.float32).copy(), rate
+
+
+def decode_to_file(
+    source: bytes | Path, target: Path, sample_rate: int, max_seconds: float | None = None
+) -> int:
+    """Like `decode`, but ffmpeg writes a mono 32-bit float WAV straight to `target`, so a long
+    recording never sits whole in memory; returns its length in samples. Nothing is left at
+    `target` when the file cannot be decoded."""
+    data = _read_source(source)
+    cmd = [*_decode_command(sample_rate, max_seconds), "-c:a", "pcm_f32le", "-f", "wav", "-y"]
+    result = subprocess.run([*cmd, f"file:{target}"], input=data, capture_output=True, check=False)
+    frames = sf.info(str(target)).frames if result.returncode == 0 and target.exists() else 0
+    if not frames:
+        target.unlink(missing_ok=True)
+        raise AudioError(_decode_failure(result))
+    return frames
+
+
+def _read_source(source: bytes | Path) -> bytes:
     data = source.read_bytes() if isinstance(source, Path) else source
     if not data:
-        raise AudioError("the audio file is empty")
-    rate = sample_rate or _probe_rate(data)
-    cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
-        "-v",
-        "error",
-        "-i",
-        "pipe:0",
-        "-vn",
-        "-ac",
-        "1",
-        "-ar",
-        str(rate),
-    ]
-    result = subprocess.run([*cmd, "-f", "f32le", "pipe:1"], input=data, capture_output=True, check=False)
-    if result.returncode != 0 or not result.stdout:
-        reason = result.stderr.decode(errors="replace").strip().splitlines()
-        raise AudioError(f"could not decode the audio ({reason[-1] if reason else 'no audio stream'})")
-    return np.frombuffer(result.stdout, dtype=np.float32).copy(), rate
+        raise AudioError("the audio file is empty (0 bytes): upload the recording again")
+    return data
+
+
+def _decode_command(rate: int, max_seconds: float | None) -> list[str]:
+    """ffmpeg reading stdin -> its first audio stream, mono at `rate` (up to `max_seconds`).
+
+    rematrix_maxval=1 makes the downmix an average: ffmpeg's default mix adds channels up (an
+    8-channel file would come out at 4x the level of each channel).
+    """
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", "pipe:0", "-map", "0:a:0"]
+    cmd += ["-ac", "1", "-ar", str(rate), "-rematrix_maxval", "1.0"]
+    return cmd + (["-t", f"{max_seconds:.3f}"] if max_seconds is not None else [])
+
+
+def _decode_failure(result: subprocess.CompletedProcess[bytes]) -> str:
+    """What ffmpeg's complaint means for the person who uploaded the file."""
+    lines = result.stderr.decode(errors="replace").strip().splitlines()
+    text = "\n".join(lines)
+    if result.returncode == 0:
+        reason = "the file holds no audio samples"
+    elif "matches no streams" in text:
+        reason = "the file holds no sound (is it a picture, a document or a silent video?)"
+    elif "Invalid data found when processing input" in text or not lines:
+        reason = "it is not a recording in a format we read, or it is damaged"
+    else:
+        reason = lines[-1][:200]
+    return f"could not decode the audio: {reason}; upload a wav, mp3, flac, m4a or ogg recording"
 
 
 def _probe_rate(data: bytes) -> int:

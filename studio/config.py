@@ -62,6 +62,10 @@ class Settings(BaseSettings):
         return init_settings, env_settings, _YamlSource(settings_cls)
 
     @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 2**20
+
+    @property
     def tasks_dir(self) -> Path:
         return self.data_dir / "tasks"
 

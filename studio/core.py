@@ -59,7 +59,7 @@ class Studio:
             self.speech,
             self.transcriber,
             settings.cache_dir,
-            settings.max_upload_mb * 2**20,
+            settings.max_upload_bytes,
             settings.allow_thorough_fit,
         )
         self.dialogue = DialogueService(self.speech, settings.max_dialogue_chars, settings.max_dialogue_turns)
@@ -70,7 +70,7 @@ class Studio:
             self.transcriber,
             self.registry,
             settings.data_dir / "piper_voices",
-            settings.max_upload_mb * 2**20,
+            settings.max_upload_bytes,
         )
         self.video = VideoService(self.dialogue, self.registry, settings.data_dir / "uploads" / "video")
         for kind in (

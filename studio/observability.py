@@ -203,7 +203,7 @@ def route_template(scope: Scope) -> str:
     path = getattr(route, "path", None)
     if route is None or isinstance(route, Mount) or not isinstance(path, str):
         return "unmatched"
-    return path
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)  # as the OpenAPI document names it: no convertor
 
 
 def _owner(scope: Scope) -> str:

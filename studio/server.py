@@ -21,6 +21,7 @@ from studio.api import (
     routes_voices,
 )
 from studio.api.errors import install_error_handlers
+from studio.api.openapi import install_contract
 from studio.api.security import ApiKeys, RateLimiter
 from studio.config import Settings
 from studio.core import Studio
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
         "sent one). `GET /metrics` serves Prometheus metrics without an API key: keep it off the "
         "public internet or scrape it through your proxy.",
         lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,  # operationIds: the route functions' names
     )
     app.state.studio = studio
     app.state.api_keys = ApiKeys(settings.api_keys)
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
     studio.runner.listeners.append(metrics.observe)
     for name in studio.registry.names():
         studio.registry.engine(name).listeners.append(metrics.observe)
+    install_contract(app, studio)  # before CORS: its preflight answers OPTIONS first
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
@@ -73,7 +76,12 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
     ):
         app.include_router(module.router)
 
-    @app.get("/metrics", tags=["system"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["system"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    )
     def prometheus_metrics() -> Response:
         """Prometheus text format: requests by route, tasks by kind/status, the queue, task outcomes,
         engine loads, process memory. Open like /health (no API key)."""

@@ -150,6 +150,16 @@ def test_bad_voices_are_rejected_before_a_task_exists(studio_client: TestClient)
     assert len(studio_client.get("/api/v1/tasks").json()["tasks"]) == before
 
 
+def test_a_turn_the_voice_cannot_read_is_left_silent_not_a_failed_task(studio_client: TestClient) -> None:
+    script = "[S1] Hello there.\n[S2] ١٢٣\n[S1] Goodbye now."  # Arabic-Indic digits: no phonemes
+    task = studio_client.post("/api/v1/dialogue", json={"script": script, "wait": True}).json()
+    assert task["status"] == "completed", task["error_message"]
+    srt = download(studio_client, task, "dialogue.srt").decode()
+    assert "Hello there." in srt and "Goodbye now." in srt and "١" not in srt
+    log = studio_client.get(f"/api/v1/task/{task['task_id']}/logs").text
+    assert "turn 2 (S2): nothing the voice can read; left silent" in log
+
+
 def long_script(turns: int) -> str:
     return "\n".join(
         f"[S{1 + i % 2}] This is turn number {i + 1}, and it carries a few more words to speak."

@@ -122,7 +122,10 @@ def test_a_voice_that_cannot_speak_the_language_is_refused_naming_it(studio_clie
     response = studio_client.post("/v1/audio/speech", json=body)
     assert response.status_code == 422 and "Japanese" in response.json()["error"]["message"]
     response = studio_client.post("/api/v1/tts/synthesize", json={"text": "Hi.", "language": "klingon"})
-    assert response.status_code == 422 and response.json()["error"]["code"] == "bad_language"
+    error = response.json()["error"]  # the schema's list of spellings, checked before anything runs
+    assert response.status_code == 422 and "language" in error["message"] and "'zh'" in error["message"], (
+        error
+    )
     # In a dialogue: refused before any task exists, with the line.
     script = "Alice: Hello there.\nBob: 你好。"
     response = studio_client.post("/api/v1/dialogue", json={"script": script, "voices": {"Bob": "joe"}})

@@ -271,7 +271,7 @@ def test_training_routes_need_a_training_task(studio_client: TestClient, route: 
         "/api/v1/task/create", json={"kind": "speech", "config": {"text": "Hi.", "voice": "joe"}}
     ).json()
     response = studio_client.get(f"/api/v1/training/{speech['task_id']}/{route}")
-    assert response.status_code == 422 and "not a training task" in response.json()["error"]["message"]
+    assert response.status_code == 404 and "not a training task" in response.json()["error"]["message"]
 
 
 def piper_dataset_zip(root: Path) -> bytes:

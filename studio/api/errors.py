@@ -36,10 +36,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
+        code = {400: "bad_body", 404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
             error.status_code, "http_error"
         )
-        return error_response(error.status_code, code, str(error.detail), getattr(error, "headers", None))
+        message = str(error.detail)
+        if error.status_code == 400:  # FastAPI's only 400: a body that does not parse
+            message = (
+                "the request body could not be read: send JSON, or a multipart form where the route takes one"
+            )
+        return error_response(error.status_code, code, message, getattr(error, "headers", None))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:

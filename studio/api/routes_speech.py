@@ -6,6 +6,7 @@ import itertools
 import queue
 import threading
 from collections.abc import Iterator
+from typing import get_args
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response, StreamingResponse
@@ -13,17 +14,29 @@ from fastapi.responses import Response, StreamingResponse
 from engines.base import AudioChunk
 from studio import audio as audio_io
 from studio.api.deps import get_studio, rate_limited_caller
-from studio.api.schemas import OpenAISpeechRequest, SynthesizeRequest
+from studio.api.schemas import (
+    AudioFormat,
+    OpenAIFormat,
+    OpenAISpeechRequest,
+    SynthesizeRequest,
+    audio_response,
+    errors,
+)
 from studio.core import Studio
 from studio.errors import BadInput
 from studio.services.speech import OPENAI_MODELS, SpeechRequest
 
-router = APIRouter(dependencies=[Depends(rate_limited_caller)])
+router = APIRouter(
+    dependencies=[Depends(rate_limited_caller)], responses=errors(400, 401, 404, 413, 422, 429, 503)
+)
 
-_AUDIO_RESPONSE = {200: {"content": {"audio/wav": {}, "audio/mpeg": {}}, "description": "the audio"}}
 
-
-@router.post("/api/v1/tts/synthesize", tags=["speech"], response_class=Response, responses=_AUDIO_RESPONSE)
+@router.post(
+    "/api/v1/tts/synthesize",
+    tags=["speech"],
+    response_class=Response,
+    responses=audio_response(get_args(AudioFormat)),
+)
 def synthesize(body: SynthesizeRequest, studio: Studio = Depends(get_studio)) -> Response:
     """Text -> one audio file in `format` (wav, mp3, flac, ogg)."""
     request = SpeechRequest(
@@ -45,7 +58,12 @@ def synthesize(body: SynthesizeRequest, studio: Studio = Depends(get_studio)) ->
     )
 
 
-@router.post("/v1/audio/speech", tags=["openai"], response_class=StreamingResponse, responses=_AUDIO_RESPONSE)
+@router.post(
+    "/v1/audio/speech",
+    tags=["openai"],
+    response_class=StreamingResponse,
+    responses=audio_response(get_args(OpenAIFormat)),
+)
 def openai_speech(body: OpenAISpeechRequest, studio: Studio = Depends(get_studio)) -> StreamingResponse:
     """OpenAI-compatible speech. wav, pcm and mp3 stream sentence by sentence as they are made."""
     if body.model not in OPENAI_MODELS and body.model not in studio.registry.names():
@@ -58,11 +76,9 @@ def openai_speech(body: OpenAISpeechRequest, studio: Studio = Depends(get_studio
         text=body.input, voice=body.voice, engine=body.model, speed=body.speed, language=body.language
     )
     chunks = studio.speech.stream(request)
-    first = next(
-        chunks, None
-    )  # errors (unknown voice, engine missing) surface here as JSON, before streaming
-    if first is None:
-        raise BadInput("text has nothing speakable", "nothing_to_speak")
+    # Errors (unknown voice, engine missing, nothing to speak) surface here as JSON, before streaming;
+    # the stream yields at least one chunk or raises.
+    first = next(chunks)
     everything = itertools.chain([first], _ahead(chunks))
     return StreamingResponse(
         _encode_stream(everything, first.sample_rate, body.response_format),

@@ -8,7 +8,7 @@ import psutil
 from fastapi import APIRouter, Depends
 
 from studio.api.deps import caller, get_studio
-from studio.api.schemas import EngineOut
+from studio.api.schemas import EngineOut, errors
 from studio.core import Studio
 
 router = APIRouter()
@@ -33,6 +33,6 @@ def health(studio: Studio = Depends(get_studio)) -> dict:
     }
 
 
-@router.get("/api/v1/engines", tags=["system"], dependencies=[Depends(caller)])
+@router.get("/api/v1/engines", tags=["system"], dependencies=[Depends(caller)], responses=errors(401))
 def engines(studio: Studio = Depends(get_studio)) -> dict[str, list[EngineOut]]:
     return {"engines": [EngineOut(**dataclasses.asdict(r)) for r in studio.registry.reports()]}

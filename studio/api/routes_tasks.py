@@ -6,16 +6,33 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, PlainTextResponse
 from pathvalidate import sanitize_filename
 
-from studio.api.deps import caller, get_studio
-from studio.api.schemas import StepRequest, TaskCreate, TaskOut
+from studio.api.deps import TASK_ID, caller, get_studio, read_upload
+from studio.api.openapi import TASK_FROM_RESPONSE, TASK_OPERATIONS, links
+from studio.api.schemas import RunRequest, StepRequest, TaskCreate, TaskOut, errors
 from studio.core import Studio
-from studio.errors import BadInput, Conflict, NotFound, TooLarge
+from studio.errors import BadInput, Conflict, NotFound
 from studio.tasks.store import Task
 
-router = APIRouter(tags=["tasks"], dependencies=[Depends(caller)])
+router = APIRouter(tags=["tasks"], dependencies=[Depends(caller)], responses=errors(400, 401, 422))
+# The path convertor `task_id` checks the id; a malformed one matches no route (404).
+TaskId = PathParam(
+    description="a task's id (from the call that made it)", json_schema_extra={"pattern": TASK_ID}
+)
+CREATED_TASK_LINKS = links(
+    TASK_FROM_RESPONSE,
+    *TASK_OPERATIONS,
+    "upload_file",
+    "run_remaining_steps",
+    "list_clips",
+    "edit_clips",
+    "preflight",
+    "export_dataset",
+    "import_dataset",
+)
 
 
 def task_out(studio: Studio, task: Task) -> TaskOut:
@@ -37,7 +54,7 @@ def owned_task(studio: Studio, task_id: str, owner: str, change: bool = False) -
     return task
 
 
-@router.post("/api/v1/task/create")
+@router.post("/api/v1/task/create", responses=CREATED_TASK_LINKS)
 def create_task(
     body: TaskCreate, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> TaskOut:
@@ -59,16 +76,18 @@ def list_tasks(
     return {"tasks": [task_out(studio, task) for task in studio.store.list(owner=owner)]}
 
 
-@router.get("/api/v1/task/{task_id}")
-def get_task(task_id: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)) -> TaskOut:
+@router.get("/api/v1/task/{task_id:task_id}", responses=errors(404))
+def get_task(
+    task_id: str = TaskId, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+) -> TaskOut:
     return task_out(studio, owned_task(studio, task_id, owner))
 
 
-@router.post("/api/v1/task/{task_id}/step/{step}")
+@router.post("/api/v1/task/{task_id:task_id}/step/{step}", responses=errors(404, 409))
 def run_step(
-    task_id: str,
-    step: str,
     body: StepRequest,
+    task_id: str = TaskId,
+    step: str = PathParam(description="a step of the task's kind", json_schema_extra={"x-choices": "steps"}),
     studio: Studio = Depends(get_studio),
     owner: str = Depends(caller),
 ) -> TaskOut:
@@ -78,10 +97,10 @@ def run_step(
     return task_out(studio, _queue_steps(studio, task_id, [step], body.params))
 
 
-@router.post("/api/v1/task/{task_id}/run")
+@router.post("/api/v1/task/{task_id:task_id}/run", responses=errors(404, 409))
 def run_remaining_steps(
-    task_id: str,
-    body: StepRequest,
+    body: RunRequest,
+    task_id: str = TaskId,
     studio: Studio = Depends(get_studio),
     owner: str = Depends(caller),
 ) -> TaskOut:
@@ -91,9 +110,6 @@ def run_remaining_steps(
     remaining = task.remaining_steps
     if task.steps and not remaining:
         raise Conflict(f"every step of task '{task_id}' is done; run a step by name to redo it", "no_steps")
-    bad = [step for step, params in body.params.items() if not isinstance(params, dict)]
-    if bad:
-        raise BadInput(f"params.{bad[0]} must be an object: that step's params", "bad_params")
     return task_out(studio, _queue_steps(studio, task_id, remaining, per_step=body.params))
 
 
@@ -120,40 +136,48 @@ def _queue_steps(
         raise BadInput(str(error), "unknown_step") from error
 
 
-@router.post("/api/v1/task/{task_id}/cancel")
-def cancel_task(task_id: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)) -> TaskOut:
+@router.post("/api/v1/task/{task_id:task_id}/cancel", responses=errors(404, 409))
+def cancel_task(
+    task_id: str = TaskId, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+) -> TaskOut:
     owned_task(studio, task_id, owner, change=True)
     return task_out(studio, studio.runner.cancel(task_id))
 
 
-@router.post("/api/v1/task/{task_id}/share")
-def share_task(task_id: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)) -> TaskOut:
+@router.post("/api/v1/task/{task_id:task_id}/share", responses=errors(404))
+def share_task(
+    task_id: str = TaskId, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+) -> TaskOut:
     """Let anyone who knows the task id see and download it (cancel and delete stay the owner's)."""
     owned_task(studio, task_id, owner, change=True)
     return task_out(studio, studio.store.update(task_id, shared=True))
 
 
-@router.delete("/api/v1/task/{task_id}")
+@router.delete("/api/v1/task/{task_id:task_id}", responses=errors(404, 409))
 def delete_task(
-    task_id: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+    task_id: str = TaskId, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> dict[str, str]:
     owned_task(studio, task_id, owner, change=True)
     studio.runner.delete(task_id)
     return {"task_id": task_id, "status": "deleted"}
 
 
-@router.post("/api/v1/task/{task_id}/files/upload")
+@router.post("/api/v1/task/{task_id:task_id}/files/upload", responses=errors(404, 413))
 async def upload_file(
-    task_id: str, file: UploadFile, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+    file: UploadFile,
+    task_id: str = TaskId,
+    studio: Studio = Depends(get_studio),
+    owner: str = Depends(caller),
 ) -> dict[str, object]:
     owned_task(studio, task_id, owner, change=True)
-    name = sanitize_filename(Path(file.filename or "").name, replacement_text="_").lstrip(".")
+    sent = Path(file.filename or "")
+    # Cut long names before cleaning them, keeping the type: the steps go by the extension.
+    name = sanitize_filename(sent.stem[:200] + sent.suffix[:16], replacement_text="_").lstrip(".")
     if not name:
         raise BadInput("the uploaded file needs a name", "bad_filename")
-    limit = studio.settings.max_upload_mb * 2**20
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"file is larger than the {studio.settings.max_upload_mb} MB limit")
+    data = await read_upload(file, studio)
+    if not data:
+        raise BadInput(f"'{name}' is empty (0 bytes): upload the file again", "empty_file")
     target = studio.store.folder(task_id) / "inputs" / name
     target.parent.mkdir(exist_ok=True)
     target.write_bytes(data)
@@ -161,9 +185,13 @@ async def upload_file(
     return {"task_id": task_id, "filename": f"inputs/{name}", "size": len(data)}
 
 
-@router.get("/api/v1/task/{task_id}/files/download/{filename:path}", response_class=FileResponse)
+@router.get(
+    "/api/v1/task/{task_id:task_id}/files/download/{filename:path}",
+    response_class=FileResponse,
+    responses={200: {"content": {"*/*": {}}, "description": "the file"}} | errors(404),
+)
 def download_file(
-    task_id: str, filename: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+    filename: str, task_id: str = TaskId, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> FileResponse:
     owned_task(studio, task_id, owner)
     folder = studio.store.folder(task_id).resolve()
@@ -173,9 +201,9 @@ def download_file(
     return FileResponse(path, filename=path.name)
 
 
-@router.get("/api/v1/task/{task_id}/logs", response_class=PlainTextResponse)
+@router.get("/api/v1/task/{task_id:task_id}/logs", response_class=PlainTextResponse, responses=errors(404))
 def task_logs(
-    task_id: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+    task_id: str = TaskId, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> PlainTextResponse:
     owned_task(studio, task_id, owner)
     return PlainTextResponse(studio.store.read_log(task_id))

@@ -6,49 +6,50 @@ these cover what only a training task has.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from studio.api.deps import caller, get_studio
-from studio.api.routes_tasks import owned_task
+from studio.api.deps import caller, get_studio, read_upload
+from studio.api.routes_tasks import TaskId, owned_task
+from studio.api.schemas import RequestBody, errors
 from studio.core import Studio
-from studio.errors import BadInput, TooLarge
+from studio.errors import NotFound
 from studio.services.training import dataset
 from studio.services.training.common import Workspace
 from studio.tasks.runner import step_params
 from studio.tasks.store import Task
 
-router = APIRouter(tags=["training"], dependencies=[Depends(caller)])
+router = APIRouter(tags=["training"], dependencies=[Depends(caller)], responses=errors(400, 401, 404, 422))
 
 
-class ClipEdit(BaseModel):
-    id: str
-    text: str | None = None
+class ClipEdit(RequestBody):
+    id: str = Field(description="a clip id from GET .../clips")
+    text: str | None = Field(None, max_length=2000, description="the corrected transcript")
     dropped: bool | None = None
 
 
-class ClipEdits(BaseModel):
+class ClipEdits(RequestBody):
     edits: list[ClipEdit] = Field(default_factory=list)
 
 
 def training_task(studio: Studio, task_id: str, owner: str, change: bool = False) -> Task:
     task = owned_task(studio, task_id, owner, change)
     if task.kind != "training":
-        raise BadInput(f"task '{task_id}' is a {task.kind} task, not a training task", "not_training")
+        raise NotFound(f"task '{task_id}' is a {task.kind} task, not a training task", "not_training")
     return task
 
 
-@router.get("/api/v1/training/{task_id}/clips")
+@router.get("/api/v1/training/{task_id:task_id}/clips")
 def list_clips(
-    task_id: str,
-    order: str = "confidence",
+    task_id: str = TaskId,
+    order: Literal["confidence", "recording"] = "confidence",
     studio: Studio = Depends(get_studio),
     owner: str = Depends(caller),
 ) -> dict[str, list[dict[str, Any]]]:
-    """The dataset's clips for proofreading; `order=confidence` puts the least certain transcripts first."""
+    """The dataset's clips for proofreading; `order=confidence` puts the least certain transcripts first, `recording` keeps their order."""
     training_task(studio, task_id, owner)
     return {
         "clips": dataset.load_clips(
@@ -57,9 +58,9 @@ def list_clips(
     }
 
 
-@router.patch("/api/v1/training/{task_id}/clips")
+@router.patch("/api/v1/training/{task_id:task_id}/clips")
 def edit_clips(
-    task_id: str, body: ClipEdits, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+    body: ClipEdits, task_id: str = TaskId, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> dict[str, list[dict[str, Any]]]:
     """Correct transcripts and drop or keep clips; metadata.csv follows."""
     training_task(studio, task_id, owner, change=True)
@@ -67,9 +68,9 @@ def edit_clips(
     return {"clips": dataset.update_clips(Workspace(studio.store.folder(task_id)), edits)}
 
 
-@router.get("/api/v1/training/{task_id}/preflight")
+@router.get("/api/v1/training/{task_id:task_id}/preflight")
 def preflight(
-    task_id: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+    task_id: str = TaskId, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> dict[str, Any]:
     """What would make training fail (disk, memory, dataset size), each with what to change."""
     task = training_task(studio, task_id, owner)
@@ -79,9 +80,13 @@ def preflight(
     return {"ok": not problems, "problems": problems}
 
 
-@router.get("/api/v1/training/{task_id}/dataset/export")
+@router.get(
+    "/api/v1/training/{task_id:task_id}/dataset/export",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}, "description": "the Piper dataset"}} | errors(409),
+)
 def export_dataset(
-    task_id: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+    task_id: str = TaskId, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> Response:
     """The kept clips as a Piper dataset (metadata.csv + wavs/) in a zip."""
     training_task(studio, task_id, owner)
@@ -90,16 +95,16 @@ def export_dataset(
     return Response(data, media_type="application/zip", headers=headers)
 
 
-@router.post("/api/v1/training/{task_id}/dataset/import")
+@router.post("/api/v1/training/{task_id:task_id}/dataset/import", responses=errors(413, 415))
 async def import_dataset(
-    task_id: str, file: UploadFile, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+    file: UploadFile,
+    task_id: str = TaskId,
+    studio: Studio = Depends(get_studio),
+    owner: str = Depends(caller),
 ) -> dict[str, Any]:
     """Bring a Piper dataset made elsewhere (a zip of metadata.csv + wavs/): the dataset steps can be skipped."""
     training_task(studio, task_id, owner, change=True)
-    limit = studio.settings.max_upload_mb * 2**20
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"the dataset zip is larger than the {studio.settings.max_upload_mb} MB upload limit")
+    data = await read_upload(file, studio)
     clips = studio.training.import_dataset(Workspace(studio.store.folder(task_id)), data)
     studio.store.append_log(task_id, f"imported a Piper dataset: {len(clips)} clips")
     return {"clips": len(clips), "seconds": round(sum(float(c["duration"]) for c in clips), 2)}

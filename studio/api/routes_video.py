@@ -8,10 +8,10 @@ from typing import Literal
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from studio.api.deps import get_studio, rate_limited_caller
+from studio.api.deps import get_studio, rate_limited_caller, read_upload
+from studio.api.openapi import TASK_LINKS
 from studio.api.routes_tasks import task_out
-from studio.api.routes_voices import read_limited
-from studio.api.schemas import TaskOut
+from studio.api.schemas import TaskOut, errors, text_to_speak
 from studio.core import Studio
 from studio.errors import BadInput
 from studio.services.video import VideoRequest, parse_bboxes
@@ -19,10 +19,19 @@ from studio.services.video import VideoRequest, parse_bboxes
 router = APIRouter(tags=["video"])
 
 
-@router.post("/api/v1/video")
+@router.post(
+    "/api/v1/video",
+    responses=TASK_LINKS
+    | {202: {"model": TaskOut, "description": "waited max_wait_seconds: the task, still running"}}
+    | errors(400, 401, 404, 413, 415, 422, 429, 503),
+)
 async def create_video(
     response: Response,
-    script: str = Form(..., description="a dialogue script; S1 is the left person, S2 the right one"),
+    script: str = Form(
+        ...,
+        description="a dialogue script; S1 is the left person, S2 the right one",
+        json_schema_extra=text_to_speak("max_dialogue_chars"),
+    ),
     voices: str = Form(
         "{}", description='JSON: {"S1": voice_id, "S2": voice_id} (missing: distinct defaults)'
     ),
@@ -78,9 +87,8 @@ async def create_video(
         pause_ms=pause_ms,
         bboxes=parse_bboxes(bboxes),
     )
-    limit = studio.settings.max_upload_mb * 2**20
     uploads = {
-        name: await read_limited(upload, limit)
+        name: await read_upload(upload, studio)
         for name, upload in (("image_left", image_left), ("image_right", image_right), ("image", image))
         if upload is not None
     }

@@ -3,42 +3,56 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
 from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, Field
 from starlette.concurrency import run_in_threadpool
 
 from studio import audio as audio_io
-from studio.api.deps import caller, get_studio, rate_limited_caller
+from studio.api.deps import caller, get_studio, rate_limited_caller, read_upload
+from studio.api.openapi import TASK_LINKS, VOICE_LINKS
 from studio.api.routes_tasks import task_out
-from studio.api.schemas import TaskOut
+from studio.api.schemas import (
+    LANGUAGE_HELP,
+    AudioFormat,
+    LanguageName,
+    RequestBody,
+    TaskOut,
+    audio_response,
+    errors,
+    text_to_speak,
+)
 from studio.core import Studio
-from studio.errors import BadInput, NotFound, TooLarge
+from studio.errors import BadInput, NotFound
 from studio.services.cloning import THOROUGH_OFF
+from studio.services.voices import VOICE_ID
 
-router = APIRouter(tags=["voices"])
+router = APIRouter(tags=["voices"], responses=errors(400, 401, 422))
 
 FitMode = Literal["quick", "thorough", "none"]
+# The path convertor `voice_id` checks the id (Python's re: pydantic's regex engine has no look-ahead).
+VoiceId = Path(description="a library voice's id", json_schema_extra={"pattern": VOICE_ID.pattern})
 
 
-class VoicePatch(BaseModel):
+def _new_voice_id(value: str) -> str:
+    if not VOICE_ID.match(value):
+        raise ValueError(
+            "1-64 characters of a-z, 0-9, '_' or '-', starting with a letter or digit, not 'upload'"
+        )
+    return value
+
+
+class VoicePatch(RequestBody):
     name: str | None = Field(None, max_length=80)
     description: str | None = Field(None, max_length=500)
     tags: list[str] | None = None
     transcript: str | None = Field(None, max_length=2000)
 
 
-class FitBody(BaseModel):
+class FitBody(RequestBody):
     mode: Literal["quick", "thorough"] = "thorough"
-
-
-async def read_limited(upload: UploadFile, limit: int) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"'{upload.filename}' is larger than the {limit // 2**20} MB limit")
-    return data
 
 
 @router.get("/api/v1/voices", dependencies=[Depends(caller)])
@@ -47,31 +61,37 @@ def list_voices(studio: Studio = Depends(get_studio)) -> dict[str, list[dict[str
     return {"voices": builtin + [record.to_dict() for record in studio.library.list()]}
 
 
-@router.post("/api/v1/voices/upload", dependencies=[Depends(rate_limited_caller)])
+@router.post(
+    "/api/v1/voices/upload",
+    dependencies=[Depends(rate_limited_caller)],
+    responses=errors(409, 413, 415, 429) | VOICE_LINKS,
+)
 async def upload_voice(
     voice_file: UploadFile = File(
-        ..., description="reference clip: wav, mp3, flac, m4a or ogg, at most 50 MB"
+        ...,
+        description="reference clip: wav, mp3, flac, m4a or ogg, within the upload limit (50 MB by default)",
     ),
-    voice_id: str = Form(..., description="a-z, 0-9, '_' and '-'"),
-    description: str = Form(""),
-    name: str = Form(""),
-    tags: str = Form("", description="comma-separated"),
+    voice_id: Annotated[str, AfterValidator(_new_voice_id)] = Form(
+        ..., description="the new voice's id", json_schema_extra={"pattern": VOICE_ID.pattern}
+    ),
+    description: str = Form("", max_length=500),
+    name: str = Form("", max_length=80),
+    tags: str = Form("", max_length=400, description="comma-separated, at most 10 of 32 characters"),
     fit: FitMode = Form("quick", description="quick: fitted now (~30 s); thorough: a task; none: later"),
     voice_latent: UploadFile | None = File(None, description="optional MegaTTS3 latent (.npy)"),
-    language: str = Form("auto", description="the clip's language: auto (heard by the ASR), zh, ja, en"),
+    language: LanguageName = Form("auto", description="the clip's language: " + LANGUAGE_HELP),
     studio: Studio = Depends(get_studio),
     owner: str = Depends(caller),
 ) -> dict[str, Any]:
     _check_fit_mode(studio, fit)
-    limit = studio.settings.max_upload_mb * 2**20
-    data = await read_limited(voice_file, limit)
-    latent = await read_limited(voice_latent, limit) if voice_latent else None
+    data = await read_upload(voice_file, studio)
+    latent = await read_upload(voice_latent, studio) if voice_latent else None
     record = await run_in_threadpool(
         studio.library.add,
         voice_id,
         data,
         voice_file.filename or "",
-        limit,
+        studio.settings.max_upload_bytes,
         name,
         description,
         tags.split(","),
@@ -89,21 +109,29 @@ async def upload_voice(
     return record.to_dict() | answer
 
 
-@router.get("/api/v1/voices/{voice_id}", dependencies=[Depends(caller)])
-def get_voice(voice_id: str, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+@router.get("/api/v1/voices/{voice_id:voice_id}", dependencies=[Depends(caller)], responses=errors(404))
+def get_voice(voice_id: str = VoiceId, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     return studio.library.require(voice_id).to_dict()
 
 
 @router.get(
-    "/api/v1/voices/{voice_id}/reference", dependencies=[Depends(caller)], response_class=FileResponse
+    "/api/v1/voices/{voice_id:voice_id}/reference",
+    dependencies=[Depends(caller)],
+    response_class=FileResponse,
+    responses=audio_response(("wav",)) | errors(404),
 )
-def voice_reference(voice_id: str, studio: Studio = Depends(get_studio)) -> FileResponse:
+def voice_reference(voice_id: str = VoiceId, studio: Studio = Depends(get_studio)) -> FileResponse:
     """The cleaned reference clip (mono 24 kHz wav)."""
     return _voice_file(studio, voice_id, "reference.wav")
 
 
-@router.get("/api/v1/voices/{voice_id}/preview", dependencies=[Depends(caller)], response_class=FileResponse)
-def voice_preview(voice_id: str, studio: Studio = Depends(get_studio)) -> FileResponse:
+@router.get(
+    "/api/v1/voices/{voice_id:voice_id}/preview",
+    dependencies=[Depends(caller)],
+    response_class=FileResponse,
+    responses=audio_response(("wav",)) | errors(404),
+)
+def voice_preview(voice_id: str = VoiceId, studio: Studio = Depends(get_studio)) -> FileResponse:
     """A sentence spoken with the fitted voice (made when the voice is fitted)."""
     return _voice_file(studio, voice_id, "preview.wav")
 
@@ -121,20 +149,22 @@ def _voice_file(studio: Studio, voice_id: str, name: str) -> FileResponse:
     return FileResponse(path, media_type="audio/wav")
 
 
-@router.patch("/api/v1/voices/{voice_id}", dependencies=[Depends(caller)])
-def update_voice(voice_id: str, body: VoicePatch, studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+@router.patch("/api/v1/voices/{voice_id:voice_id}", dependencies=[Depends(caller)], responses=errors(404))
+def update_voice(
+    body: VoicePatch, voice_id: str = VoiceId, studio: Studio = Depends(get_studio)
+) -> dict[str, Any]:
     return studio.library.update(voice_id, **body.model_dump()).to_dict()
 
 
-@router.delete("/api/v1/voices/{voice_id}", dependencies=[Depends(caller)])
-def delete_voice(voice_id: str, studio: Studio = Depends(get_studio)) -> dict[str, str]:
+@router.delete("/api/v1/voices/{voice_id:voice_id}", dependencies=[Depends(caller)], responses=errors(404))
+def delete_voice(voice_id: str = VoiceId, studio: Studio = Depends(get_studio)) -> dict[str, str]:
     studio.library.delete(voice_id)
     return {"id": voice_id, "status": "deleted"}
 
 
-@router.post("/api/v1/voices/{voice_id}/fit")
+@router.post("/api/v1/voices/{voice_id:voice_id}/fit", responses=errors(404) | TASK_LINKS)
 def fit_voice(
-    voice_id: str, body: FitBody, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
+    body: FitBody, voice_id: str = VoiceId, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> TaskOut:
     """Fit (again) as a task: progress, and a live similarity curve in the task's curve.json."""
     _check_fit_mode(studio, body.mode)
@@ -150,24 +180,23 @@ def fit_voice(
     tags=["speech"],
     dependencies=[Depends(rate_limited_caller)],
     response_class=Response,
-    responses={200: {"content": {"audio/wav": {}}, "description": "speech in the voice of the clip"}},
+    responses=audio_response(get_args(AudioFormat)) | errors(413, 415, 429, 503),
 )
 async def synthesize_file(
-    text: str = Form(...),
+    text: str = Form(..., json_schema_extra=text_to_speak("max_text_chars")),
     voice_file: UploadFile = File(..., description="reference clip (wav, mp3, flac, m4a, ogg)"),
     voice_latent: UploadFile | None = File(
         None, description="MegaTTS3 latent (.npy), used when MegaTTS3 runs"
     ),
-    speed: float = Form(1.0),
-    format: Literal["wav", "mp3", "flac", "ogg"] = Form("wav"),
-    language: str = Form("auto", description="auto (each sentence's own, by its script), zh, ja, en"),
+    speed: float = Form(1.0, ge=0.25, le=4.0),
+    format: AudioFormat = Form("wav"),
+    language: LanguageName = Form("auto", description=LANGUAGE_HELP),
     studio: Studio = Depends(get_studio),
 ) -> Response:
     """Zero-shot: speech in the voice of `voice_file`. On CPU the clip's voice is fitted first (~30 s,
     cached by the clip's content, so the next request with the same clip is fast)."""
-    limit = studio.settings.max_upload_mb * 2**20
-    clip = await read_limited(voice_file, limit)
-    latent = await read_limited(voice_latent, limit) if voice_latent else None
+    clip = await read_upload(voice_file, studio)
+    latent = await read_upload(voice_latent, studio) if voice_latent else None
     speech, info = await run_in_threadpool(
         studio.cloning.synthesize_from_clip, text, clip, voice_file.filename or "", speed, latent, language
     )

@@ -6,36 +6,105 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engines.text import LANGUAGE_SPELLINGS
+from studio import audio as audio_io
+
 AudioFormat = Literal["wav", "mp3", "flac", "ogg"]
 OpenAIFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+LanguageName = Literal[LANGUAGE_SPELLINGS]  # type: ignore[valid-type]
+LANGUAGE_HELP = (
+    "auto (default: each sentence's own, by its script), zh, ja, en, en-gb (or another spelling listed)"
+)
 
 
-class SpeechParameters(BaseModel):
+class RequestBody(BaseModel):
+    """A JSON request body: values must have the types the schema states (no "1" for 1, no 0 for
+    false), so the OpenAPI document and the server agree on what is valid."""
+
+    model_config = ConfigDict(strict=True)
+
+
+# Text to speak has a letter or digit of a script the studio speaks (Latin, kana, Han) somewhere.
+SPEAKABLE = r"[0-9A-Za-z\u00C0-\u024F\u3040-\u30FF\u3400-\u4DBF\u4E00-\u9FFF]"
+
+
+def text_to_speak(limit: str) -> dict[str, str]:
+    """Schema extra for a text to speak, whose maximum length is the server setting `limit`: the
+    OpenAPI document states the running server's value (studio/api/openapi.py). The speech service
+    enforces them all (422 empty_text, 413 text_too_long, 422 nothing_to_speak), with messages that
+    say what to change."""
+    return {"minLength": 1, "x-limited-by": limit, "pattern": SPEAKABLE}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, machine-readable: e.g. unknown_voice, nothing_to_speak")
+    message: str = Field(description="what went wrong and what to change")
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers with."""
+
+    error: ErrorDetail
+
+
+_ERROR_MEANINGS = {
+    400: "the body could not be read (not JSON, or a broken multipart form)",
+    401: "an API key is needed, or the one sent is not valid",
+    404: "no such resource (the message names it)",
+    409: "the resource is not in a state that allows this",
+    413: "too large (the message names the limit)",
+    415: "a file that is not what it should be (the message says what it must be)",
+    422: "invalid input (the message says what to fix)",
+    429: "rate limit or daily quota reached (see Retry-After)",
+    503: "the engine cannot run on this server (the message says what it needs)",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the error statuses a route answers with."""
+    return {status: {"model": ErrorBody, "description": _ERROR_MEANINGS[status]} for status in statuses}
+
+
+def audio_response(formats: tuple[str, ...]) -> dict[int | str, dict[str, Any]]:
+    """The 200 response of a route that answers with audio in one of `formats`."""
+    content = {
+        audio_io.media_type(fmt): {"schema": {"type": "string", "format": "binary"}} for fmt in formats
+    }
+    return {200: {"content": content, "description": "the audio"}}
+
+
+class SpeechParameters(RequestBody):
     speed: float = Field(1.0, ge=0.25, le=4.0)
     pitch: float = Field(1.0, ge=0.5, le=2.0, description="pitch factor; 2.0 is an octave up")
     emotion: Literal["neutral"] = Field("neutral", description="the embedded engines speak neutrally only")
 
 
-class SynthesizeRequest(BaseModel):
-    text: str = Field(..., description="up to 20,000 characters")
+class SynthesizeRequest(RequestBody):
+    text: str = Field(..., json_schema_extra=text_to_speak("max_text_chars"))
     voice_id: str = Field("jf_alpha", description="a voice id from GET /api/v1/voices, or a Kokoro blend")
-    engine: str | None = Field(None, description="engine name; default: the engine that owns the voice")
-    format: AudioFormat = "wav"
-    language: str | None = Field(
-        None, description="auto (default: each sentence's own, by its script), zh, ja, en, en-gb"
+    engine: str | None = Field(
+        None,
+        description="an engine that can speak here; default: the engine that owns the voice",
+        json_schema_extra={"x-choices": "engines"},
     )
+    format: AudioFormat = "wav"
+    language: LanguageName | None = Field(None, description=LANGUAGE_HELP)
     parameters: SpeechParameters = Field(default_factory=SpeechParameters)
 
 
-class OpenAISpeechRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # the SDK may send fields we do not use (instructions, ...)
+class OpenAISpeechRequest(RequestBody):
+    model_config = ConfigDict(strict=True, extra="ignore")  # the SDK may send fields we do not use
 
-    model: str = "tts-1"
-    input: str
+    model: str = Field(
+        "tts-1",
+        description="tts-1, tts-1-hd, gpt-4o-mini-tts (the default engine) or an engine that can speak here",
+        json_schema_extra={"x-choices": "models"},
+    )
+    input: str = Field(..., json_schema_extra=text_to_speak("max_text_chars"))
     voice: str = "alloy"
     response_format: OpenAIFormat = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
-    language: str | None = Field(None, description="studio extension: auto (default), zh, ja, en, en-gb")
+    language: LanguageName | None = Field(None, description="studio extension: " + LANGUAGE_HELP)
 
 
 class EngineOut(BaseModel):
@@ -61,16 +130,24 @@ class VoiceOut(BaseModel):
     description: str
 
 
-class TaskCreate(BaseModel):
+class TaskCreate(RequestBody):
     task_name: str = ""
     kind: str | None = Field(
-        None, description="task kind; may also be given as config.kind; neither: a training task"
+        None,
+        description="task kind; may also be given as config.kind; neither: a training task",
+        json_schema_extra={"x-choices": "task_kinds"},
     )
     config: dict[str, Any] = Field(default_factory=dict)
 
 
-class StepRequest(BaseModel):
-    params: dict[str, Any] = Field(default_factory=dict)
+class StepRequest(RequestBody):
+    params: dict[str, Any] = Field(default_factory=dict, description="the step's params")
+
+
+class RunRequest(RequestBody):
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="step name -> that step's params (steps not named keep theirs)"
+    )
 
 
 class TaskOut(BaseModel):

@@ -260,20 +260,26 @@ class DialogueService:
         text = normalize_text(p.turn.text, written_in) if normalize else p.turn.text
         request = SpeechRequest(text=text, voice=p.voice, engine=p.engine, speed=p.speed, language=p.language)
         pieces, sentences, phonemes, position = [], [], [], 0.0
-        for chunk in self.speech.stream(request):
+        try:
+            for chunk in self.speech.stream(request):
+                if context:
+                    context.check_cancelled()
+                audio = audio_io.resample(chunk.audio, chunk.sample_rate, MIX_RATE)
+                gap = SENTENCE_GAP_S if chunk.index else 0.0
+                sentences.append(
+                    {"start": position + gap, "end": position + len(audio) / MIX_RATE, "text": chunk.text}
+                )
+                phonemes += [
+                    [span.phoneme, round(position + span.start, 3), round(position + span.end, 3)]
+                    for span in chunk.phonemes
+                ]
+                position += len(audio) / MIX_RATE
+                pieces.append(audio)
+        except BadInput as error:  # e.g. "١٢٣": letters the engine reads as nothing; one turn, not the task
+            if error.code != "nothing_to_speak":
+                raise
             if context:
-                context.check_cancelled()
-            audio = audio_io.resample(chunk.audio, chunk.sample_rate, MIX_RATE)
-            gap = SENTENCE_GAP_S if chunk.index else 0.0
-            sentences.append(
-                {"start": position + gap, "end": position + len(audio) / MIX_RATE, "text": chunk.text}
-            )
-            phonemes += [
-                [span.phoneme, round(position + span.start, 3), round(position + span.end, 3)]
-                for span in chunk.phonemes
-            ]
-            position += len(audio) / MIX_RATE
-            pieces.append(audio)
+                context.log(f"turn {p.index + 1} ({p.turn.label}): nothing the voice can read; left silent")
         audio = _fade(np.concatenate(pieces) if pieces else np.zeros(0, np.float32))
         sentences = _as_written(sentences, p.turn.text)
         wav, meta = turns_dir / f"{p.index:05d}.wav", turns_dir / f"{p.index:05d}.json"

@@ -148,7 +148,7 @@ def load_portrait(data: bytes, what: str) -> Portrait:
                     f"{what} is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels",
                     "image_too_large",
                 )
-            image = ImageOps.exif_transpose(image).convert("RGB")
+            image = _upright_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise TooLarge(
             f"{what} claims more pixels than the {MAX_PIXELS // 1_000_000} megapixel limit", "image_too_large"
@@ -170,6 +170,16 @@ def load_portrait(data: bytes, what: str) -> Portrait:
     if scale < 1.0:
         image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)), Image.LANCZOS)
     return Portrait(np.asarray(image, dtype=np.uint8).copy(), scale)
+
+
+def _upright_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB, turned as its EXIF orientation says. 16-bit grey (a PNG's "I;16" or "I") is scaled
+    to 8 bits: Pillow's own convert clips it, which turns a 16-bit photo almost white."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        grey = np.asarray(image).astype(np.float32) / 257.0
+        image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
 
 
 @cache

@@ -44,6 +44,10 @@ OPENAI_VOICES = {
     "verse": "jm_kumo*0.5+jf_alpha*0.5",
 }
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+NOTHING_TO_SPEAK = (
+    "text has nothing speakable: it needs letters or digits (emoji, symbols, punctuation "
+    "and control characters alone are not read)"
+)
 
 
 @dataclass(frozen=True)
@@ -108,11 +112,7 @@ class SpeechService:
         if not request.text or not request.text.strip():
             raise BadInput("text is empty: give the words to speak", "empty_text")
         if len(request.text) <= self.max_text_chars and not split_sentences(request.text):
-            raise BadInput(
-                "text has nothing speakable: it needs letters or digits (emoji, symbols, punctuation "
-                "and control characters alone are not read)",
-                "nothing_to_speak",
-            )
+            raise BadInput(NOTHING_TO_SPEAK, "nothing_to_speak")
         if len(request.text) > self.max_text_chars:
             raise TooLarge(
                 f"text is {len(request.text)} characters; the limit is {self.max_text_chars} per request "
@@ -173,12 +173,16 @@ class SpeechService:
             engine = self.registry.loaded(engine_name)
             options = SynthesisOptions(speed=request.speed, language=language)
             chunks = engine.synthesize(request.text, voice, options)
+            spoken = False
             for chunk in chunks:
+                spoken = True
                 audio = audio_io.change_pitch(chunk.audio, chunk.sample_rate, request.pitch)  # same length
                 gap = int(SENTENCE_GAP_S * chunk.sample_rate) if chunk.index > 0 else 0
                 audio = np.concatenate([np.zeros(gap, np.float32), audio])
                 phonemes = tuple(span.shifted(gap / chunk.sample_rate) for span in chunk.phonemes)
                 yield AudioChunk(audio, chunk.sample_rate, chunk.text, chunk.index, phonemes)
+            if not spoken:  # every sentence was something the engine could not read (e.g. ١٢٣)
+                raise BadInput(NOTHING_TO_SPEAK, "nothing_to_speak")
         except EngineUnavailable as error:
             raise Unavailable(str(error)) from None
 
@@ -235,10 +239,12 @@ class SpeechService:
             context.progress(100.0 * i / len(sentences), f"sentence {i + 1}/{len(sentences)}")
             spoken_in = language or detect_language(sentence, context=request.text)
             options = SynthesisOptions(speed=request.speed, language=spoken_in)
-            chunk = next(iter(engine.synthesize(sentence, voice, options)))
-            audio = audio_io.change_pitch(chunk.audio, chunk.sample_rate, request.pitch)
+            chunk = next(iter(engine.synthesize(sentence, voice, options)), None)  # None: nothing to read
+            audio = (
+                audio_io.change_pitch(chunk.audio, chunk.sample_rate, request.pitch) if chunk else np.zeros(0)
+            )
             tmp = part.with_suffix(".tmp.wav")
-            sf.write(tmp, audio, chunk.sample_rate, subtype="FLOAT")
+            sf.write(tmp, audio, engine.info.sample_rate, subtype="FLOAT")
             tmp.replace(part)  # a part exists only once it is whole
         context.progress(99.0, "joining")
         pieces, cues, position = [], [], 0.0
@@ -246,7 +252,9 @@ class SpeechService:
         gap = np.zeros(int(SENTENCE_GAP_S * rate), np.float32)
         for i, sentence in enumerate(sentences):
             audio, rate = sf.read(parts / f"{i:05d}.wav", dtype="float32")
-            if i > 0:
+            if not len(audio):
+                continue
+            if pieces:
                 pieces.append(gap)
                 position += SENTENCE_GAP_S
             cues.append(Cue(position, position + len(audio) / rate, sentence))

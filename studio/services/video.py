@@ -167,12 +167,14 @@ class VideoService:
 
     # ---- checking a request: every error here is a 4xx before the task exists ------------------
     def prepare(self, request: VideoRequest, uploads: dict[str, bytes]) -> dict[str, Any]:
-        """Check the options and the uploaded images (field -> bytes) and keep the images: the task's
-        config. Faces and script are checked when the task is submitted (`check_config`)."""
+        """Check the options, the uploaded images (field -> bytes), their faces and the script, then
+        keep the images: the task's config. Nothing is kept for a request that is refused; the task's
+        `check_config` checks the kept images again when it is submitted."""
         request.check()
         fields = self._image_fields(set(uploads))
-        for f in fields:
-            load_portrait(uploads[f], f)
+        portraits = {f: load_portrait(uploads[f], f) for f in fields}
+        self._faces(portraits, request.hints())
+        self.plan(request)
         self.upload_dir.mkdir(parents=True, exist_ok=True)
         images = {}
         for f in fields:  # kept as sent, by content; decoded and checked again when used

@@ -29,8 +29,9 @@ from studio.services.asr import Transcriber
 
 RATE = 24000
 ALLOWED_EXTENSIONS = (".wav", ".mp3", ".flac", ".m4a", ".ogg")
-VOICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+VOICE_ID = re.compile(r"^(?!upload(?![a-z0-9_-]))[a-z0-9][a-z0-9_-]{0,63}$")  # "upload" is a route
 MIN_SECONDS, MAX_SECONDS = 3.0, 60.0  # shorter: too little voice; longer: kept, trimmed to the first minute
+DECODE_SECONDS = 300.0  # no more of a clip is decoded: a long upload never sits whole in memory
 TARGET_RMS = 0.08
 
 
@@ -64,20 +65,29 @@ class CleanClip:
     warnings: list[str]
 
 
+def shown_name(filename: str, limit: int = 60) -> str:
+    """A client's file name as messages quote it: printable, and cut short when it is long."""
+    name = "".join(c if c.isprintable() else "?" for c in filename)
+    return name if len(name) <= limit else f"{name[: limit - 12]}...{name[-9:]}"
+
+
 def clean_reference(data: bytes, filename: str, max_bytes: int) -> CleanClip:
     """Validate and clean an uploaded reference clip; raises 413/415/422 with what to fix."""
     extension = Path(filename or "").suffix.lower()
     if extension not in ALLOWED_EXTENSIONS:
+        shown = shown_name(extension, 20) if extension else "no extension"
         raise UnsupportedMedia(
-            f"'{extension or 'no extension'}' is not a supported audio file: use {', '.join(ALLOWED_EXTENSIONS)}"
+            f"'{shown}' is not a supported audio file: use {', '.join(ALLOWED_EXTENSIONS)}"
         )
     if len(data) > max_bytes:
         raise TooLarge(f"the clip is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB")
     try:
-        audio, _ = audio_io.decode(data, RATE)
+        audio, _ = audio_io.decode(data, RATE, max_seconds=DECODE_SECONDS)
     except audio_io.AudioError as error:
-        raise UnsupportedMedia(f"{filename}: {error}") from None
+        raise UnsupportedMedia(f"{shown_name(filename)}: {error}") from None
     warnings = []
+    if len(audio) >= int((DECODE_SECONDS - 0.1) * RATE):
+        warnings.append(f"long: only the first {DECODE_SECONDS / 60:.0f} minutes of the file are read")
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if np.mean(np.abs(audio) > 0.99) > 0.001:
         warnings.append("clipped: the recording is distorted in places; record a little quieter")
@@ -163,7 +173,7 @@ class VoiceLibrary:
             raise BadInput(str(error), "bad_language") from None
         if not VOICE_ID.match(voice_id):
             raise BadInput(
-                "voice_id must be 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter or digit",
+                "voice_id must be 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter or digit, and not 'upload'",
                 "bad_voice_id",
             )
         if voice_id in self.reserved_ids:
@@ -172,6 +182,8 @@ class VoiceLibrary:
             raise Conflict(
                 f"a voice '{voice_id}' exists already; delete it first or choose another id", "voice_exists"
             )
+        if latent is not None:
+            _check_latent(latent)  # before anything is kept (or transcribed)
         clip = clean_reference(data, filename, max_bytes)
         transcript = self.transcriber.transcribe(clip.audio, RATE, language)
         warnings = list(clip.warnings)
@@ -180,10 +192,9 @@ class VoiceLibrary:
         if not transcript.text:
             warnings.append("no words recognised: is this speech?")
         folder = self.root / voice_id
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)  # one left by a failed add holds nothing the library knows of
         sf.write(folder / "reference.wav", clip.audio, RATE, subtype="PCM_16")
         if latent is not None:
-            _check_latent(latent)
             (folder / "latent.npy").write_bytes(latent)
         record = VoiceRecord(
             id=voice_id,
@@ -269,11 +280,31 @@ class VoiceLibrary:
 
 
 def _check_latent(data: bytes) -> None:
+    """A MegaTTS3 latent: a plain .npy array whose header matches the bytes sent (read from the
+    header first, so a header claiming a huge array is refused without allocating it)."""
     import io
 
+    from numpy.lib import format as npy
+
+    stream = io.BytesIO(data)
     try:
-        latent = np.load(io.BytesIO(data), allow_pickle=False)
+        version = npy.read_magic(stream)
+        read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
     except Exception:
-        raise UnsupportedMedia("voice_latent is not a .npy array file") from None
+        raise UnsupportedMedia(
+            "voice_latent is not a .npy array file: save the latent with numpy.save"
+        ) from None
+    if dtype.hasobject:
+        raise UnsupportedMedia(
+            "voice_latent holds Python objects (a pickle); a latent is an array of numbers"
+        )
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if expected != len(data) - stream.tell():
+        raise UnsupportedMedia(
+            f"voice_latent's header describes a {dtype} array of shape {shape} ({expected} bytes) but "
+            f"{len(data) - stream.tell()} bytes follow it: save the latent again with numpy.save"
+        )
+    latent = np.load(io.BytesIO(data), allow_pickle=False)
     if latent.ndim not in (2, 3) or latent.size == 0:
         raise BadInput(f"voice_latent has shape {latent.shape}; expected a MegaTTS3 latent [1, frames, 32]")

@@ -284,7 +284,7 @@ def _retry_steps(task: Task, asked: list[str]) -> list[str]:
 
 
 def build_training_tab(studio: Studio) -> None:
-    max_bytes = studio.settings.max_upload_mb * 2**20
+    max_bytes = studio.settings.max_upload_bytes
     gpus = len(studio.allocator.devices)
 
     gr.Markdown(

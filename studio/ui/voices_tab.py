@@ -124,7 +124,7 @@ class _ProgressContext:
 def build_voices_tab(studio: Studio) -> None:
     outputs = studio.settings.data_dir / "ui_outputs"
     outputs.mkdir(parents=True, exist_ok=True)
-    max_bytes = studio.settings.max_upload_mb * 2**20
+    max_bytes = studio.settings.max_upload_bytes
 
     gr.Markdown(
         "Record or upload 5-30 s of one person speaking clearly. The studio cleans and transcribes it, "

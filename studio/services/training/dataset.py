@@ -2,7 +2,8 @@
 
 The steps run in this order, each `step(workspace, params, report) -> result` (see `common.py`):
 
-- `convert_audio`: every upload -> `_work/converted/<name>.wav` (mono float, the training rate).
+- `convert_audio`: every upload -> `_work/converted/<name>.wav` (mono float, the training rate; the
+  first hour of a longer one).
 - `slice_audio`: silero VAD -> utterances of `min_seconds`..`max_seconds` in `_work/sliced/`.
 - `denoise_audio`: DeepFilterNet3 (RNNoise when DFN cannot load) -> `_work/denoised/`.
 - `asr_transcribe`: bundled Whisper (zh, ja, en) -> `dataset/wavs/<id>.wav` + `dataset/clips.json`.
@@ -28,6 +29,7 @@ import stat
 import tempfile
 import threading
 import zipfile
+import zlib
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable
@@ -40,10 +42,10 @@ import soundfile as sf
 
 from engines.text import canonical_language
 from studio import audio as audio_io
-from studio.errors import BadInput, NotFound
+from studio.errors import BadInput, Conflict, NotFound, TooLarge
 from studio.services.asr import Transcriber
 from studio.services.training.common import StepReport, StepSkipped, Workspace
-from studio.services.voices import ALLOWED_EXTENSIONS, TARGET_RMS
+from studio.services.voices import ALLOWED_EXTENSIONS, TARGET_RMS, shown_name
 from studio.tasks.runner import TaskFailed
 
 DEFAULT_RATE = 22050  # Piper's "medium" quality
@@ -57,7 +59,11 @@ DENOISE_FRAME = 480
 DFN_DELAY, RNNOISE_DELAY = 1440, 960
 LOW_CONFIDENCE = 0.5  # below this a transcript is worth a look when proofreading
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # clip ids become file names
+MAX_RECORDING_SECONDS = 3600.0  # of one upload: convert_audio keeps the first hour of a longer one
 MAX_IMPORT_BYTES = 4 * 2**30  # uncompressed size of an imported zip: more is refused (zip bomb)
+MAX_MEMBER_BYTES = 100 * 2**20  # uncompressed size of one file in it (a clip is seconds of audio)
+MAX_INFLATION = 50  # audio hardly deflates: a zip unpacking to more than 50x its size is a zip bomb
+MAX_IMPORT_CLIP_SECONDS = 120.0  # an imported clip is one utterance; longer is refused, not decoded whole
 IMPORT_SECONDS = (0.5, 20.0)  # imported clips outside this are kept, with a warning
 
 _clips_lock = threading.Lock()  # clips.json is edited by proofreading while steps may read it
@@ -167,6 +173,7 @@ def convert_audio(workspace: Workspace, params: dict[str, Any], report: StepRepo
     out = _fresh_dir(workspace.work / "converted")
     sources: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
+    trimmed: list[dict[str, str]] = []
     taken: set[str] = set()
     for index, path in enumerate(files):
         report.step_progress(index / len(files))
@@ -177,17 +184,22 @@ def convert_audio(workspace: Workspace, params: dict[str, Any], report: StepRepo
             skipped.append({"file": name, "reason": reason})
             report.log(f"skipped {name}: {reason}")
             continue
-        try:
-            audio, _ = audio_io.decode(path, rate)
+        file = f"{_slug(path.stem, taken)}.wav"
+        try:  # ffmpeg writes the wav itself: a long recording never sits whole in memory
+            frames = audio_io.decode_to_file(path, out / file, rate, max_seconds=MAX_RECORDING_SECONDS)
         except audio_io.AudioError as error:
             skipped.append({"file": name, "reason": str(error)})
             report.log(f"skipped {name}: {error}")
             continue
-        seconds = len(audio) / rate
-        if np.mean(np.abs(audio) > 0.99) > 0.001:
+        seconds = frames / rate
+        if _clipped_share(out / file, rate) > 0.001:
             report.log(f"{name}: clipped (distorted) in places; those clips will sound harsh in the voice")
-        file = f"{_slug(path.stem, taken)}.wav"
-        sf.write(out / file, audio, rate, subtype="FLOAT")
+        if frames >= int((MAX_RECORDING_SECONDS - 0.1) * rate):
+            note = (
+                f"only its first {MAX_RECORDING_SECONDS / 60:.0f} minutes are used: split longer recordings"
+            )
+            trimmed.append({"file": name, "reason": note})
+            report.log(f"{name}: {note}")
         sources.append({"file": file, "source": name, "seconds": round(seconds, 3)})
         report.log(f"converted {name}: {seconds:.1f} s")
     if not sources:
@@ -196,7 +208,16 @@ def convert_audio(workspace: Workspace, params: dict[str, Any], report: StepRepo
     _write_json(out / "sources.json", sources)
     report.step_progress(1.0)
     total = sum(s["seconds"] for s in sources)
-    return {"files": len(sources), "seconds": round(total, 2), "skipped": skipped}
+    return {"files": len(sources), "seconds": round(total, 2), "skipped": skipped, "trimmed": trimmed}
+
+
+def _clipped_share(path: Path, rate: int) -> float:
+    """The share of samples at full scale in a converted recording, read a minute at a time."""
+    clipped = total = 0
+    for block in sf.blocks(str(path), blocksize=60 * rate, dtype="float32"):
+        clipped += int(np.count_nonzero(np.abs(block) > 0.99))
+        total += len(block)
+    return clipped / max(total, 1)
 
 
 # ---- slice -------------------------------------------------------------------------------------------
@@ -687,6 +708,12 @@ def export_piper_dataset(workspace: Workspace, target: Path | IO[bytes]) -> Path
     clips = [c for c in load_clips(workspace) if not c["dropped"]]
     if not clips:
         raise BadInput("the dataset has no kept clips to export", "empty_dataset")
+    if missing := [c["id"] for c in clips if not (workspace.dataset / c["file"]).is_file()]:
+        raise Conflict(  # a step that remakes the dataset (slicing, transcribing) is under way
+            f"the dataset is being remade ({len(missing)} clips not written yet, e.g. {missing[0]}): "
+            "export it when the running step has finished",
+            "dataset_changing",
+        )
     with zipfile.ZipFile(target, "w") as archive:
         archive.writestr("metadata.csv", _metadata_text(clips), zipfile.ZIP_DEFLATED)
         archive.writestr("clips.json", json.dumps(clips, indent=1, ensure_ascii=False), zipfile.ZIP_DEFLATED)
@@ -710,8 +737,11 @@ class _Source:
         try:
             self._zip = zipfile.ZipFile(source)
         except (zipfile.BadZipFile, OSError) as error:
-            raise BadInput(f"the dataset is not a readable zip or folder ({error})", "bad_dataset") from None
-        total = 0
+            raise BadInput(
+                f"the dataset is not a readable zip or folder ({error}): upload a .zip of metadata.csv + wavs/",
+                "bad_dataset",
+            ) from None
+        total = packed = 0
         for info in self._zip.infolist():
             name = info.filename
             pure = PurePosixPath(name)
@@ -723,19 +753,45 @@ class _Source:
                 or stat.S_ISLNK(info.external_attr >> 16)
             ):
                 raise BadInput(
-                    f"the zip has an unsafe entry {name!r}: it would land outside the dataset", "bad_dataset"
+                    f"the zip has an unsafe entry '{shown_name(name)}': it would land outside the dataset",
+                    "bad_dataset",
                 )
             total += info.file_size
+            packed += info.compress_size
+        # The sizes are the zip's own central directory; zipfile never unpacks more than a member
+        # declares (and checks its CRC), so these checks hold without unpacking anything.
         if total > MAX_IMPORT_BYTES:
-            raise BadInput(
+            raise TooLarge(
                 f"the zip unpacks to {total / 2**30:.1f} GB; the limit is {MAX_IMPORT_BYTES / 2**30:.0f} GB",
+                "too_large",
+            )
+        if total > 2**20 and total > MAX_INFLATION * packed:
+            raise TooLarge(
+                f"the zip unpacks to {total / 2**20:.0f} MB from {packed / 2**20:.1f} MB "
+                f"({total / max(packed, 1):.0f}x): recordings do not shrink that much, so it is refused as "
+                "a zip bomb; zip the dataset's own metadata.csv and wav files",
+                "zip_bomb",
+            )
+        largest = max(self._zip.infolist(), key=lambda i: i.file_size, default=zipfile.ZipInfo())
+        if largest.file_size > MAX_MEMBER_BYTES:
+            raise TooLarge(
+                f"'{shown_name(largest.filename)}' in the zip unpacks to {largest.file_size / 2**20:.0f} MB; "
+                f"one file of a dataset may unpack to at most {MAX_MEMBER_BYTES // 2**20} MB (cut long "
+                "recordings into clips)",
                 "too_large",
             )
         self.names = [i.filename for i in self._zip.infolist() if not i.is_dir()]
 
     def read(self, name: str) -> bytes:
         if self._zip is not None:
-            return self._zip.read(name)
+            try:
+                return self._zip.read(name)
+            except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as error:
+                # damaged data (CRC, deflate stream), encrypted or an unsupported compression
+                raise BadInput(
+                    f"'{shown_name(name)}' in the zip cannot be unpacked ({error}): zip the dataset again",
+                    "bad_dataset",
+                ) from None
         assert self._folder is not None
         path = (self._folder / name).resolve()
         if not path.is_relative_to(self._folder):  # a link pointing out of the folder
@@ -757,6 +813,7 @@ def import_piper_dataset(
     texts count as written by a person (confidence None).
     """
     files = _Source(source)
+    staging: Path | None = None
     try:
         csvs = sorted(
             (n for n in files.names if PurePosixPath(n).name == "metadata.csv"), key=lambda n: n.count("/")
@@ -777,7 +834,9 @@ def import_piper_dataset(
                 f"audio missing for {len(missing)} rows of metadata.csv: {', '.join(missing[:5])}",
                 "bad_dataset",
             )
-        wavs = _fresh_dir(workspace.dataset / "wavs")
+        # Unpacked beside the dataset and swapped in at the end: a refused import leaves it as it was.
+        workspace.work.mkdir(parents=True, exist_ok=True)
+        staging = wavs = Path(tempfile.mkdtemp(prefix="import-", dir=workspace.work))
         clips, taken = [], set()
         for name, text in found:
             assert name is not None
@@ -802,9 +861,16 @@ def import_piper_dataset(
                     "end": known["end"],
                 }
             )
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     finally:
         files.close()
     with _clips_lock:
+        workspace.dataset.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(workspace.dataset / "wavs", ignore_errors=True)
+        os.replace(wavs, workspace.dataset / "wavs")
         _save_clips(workspace, clips, metadata=True)
     low, high = IMPORT_SECONDS
     odd = [c["id"] for c in clips if not low <= c["duration"] <= high]
@@ -869,13 +935,26 @@ def _store_wav(data: bytes, name: str, target: Path, sample_rate: int) -> float:
     try:
         info = sf.info(io.BytesIO(data))
         if (info.format, info.subtype, info.channels, info.samplerate) == ("WAV", "PCM_16", 1, sample_rate):
+            if info.frames > MAX_IMPORT_CLIP_SECONDS * sample_rate:
+                raise _too_long(name)
             target.write_bytes(data)
             return info.frames / sample_rate
     except (RuntimeError, sf.LibsndfileError):
         pass  # not something libsndfile reads: ffmpeg may
-    try:
-        audio, _ = audio_io.decode(data, sample_rate)
+    try:  # a second more than allowed is decoded, to tell a clip at the limit from a longer one
+        audio, _ = audio_io.decode(data, sample_rate, max_seconds=MAX_IMPORT_CLIP_SECONDS + 1)
     except audio_io.AudioError as error:
-        raise BadInput(f"{name}: {error}", "bad_dataset") from None
+        raise BadInput(f"{shown_name(name)}: {error}", "bad_dataset") from None
+    if len(audio) > MAX_IMPORT_CLIP_SECONDS * sample_rate:
+        raise _too_long(name)
     sf.write(target, audio_io.limit_peak(audio), sample_rate, subtype="PCM_16")
     return len(audio) / sample_rate
+
+
+def _too_long(name: str) -> BadInput:
+    return BadInput(
+        f"{shown_name(name)} is longer than {MAX_IMPORT_CLIP_SECONDS:.0f} s: a dataset clip is one utterance "
+        f"(best {IMPORT_SECONDS[0]}-{IMPORT_SECONDS[1]:.0f} s); cut long recordings into clips, or upload "
+        "them as recordings and let the dataset steps slice them",
+        "clip_too_long",
+    )
