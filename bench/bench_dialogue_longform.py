@@ -41,7 +41,6 @@ import json
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,11 @@ import httpx
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
+
+sys.path.insert(0, str(ROOT))
+
+from bench.server import SERVER_ENV, Server  # noqa: E402
+
 CHARS_PER_SECOND = 14.0  # sizing estimate for Kokoro's English speech
 SHORT_MINUTES = (1.0, 3.0)
 WARM_TEXT = "Warming up."
@@ -63,7 +67,6 @@ SAMPLE_S = 0.5  # RSS sampling period inside a child
 POLL_S = 1.0  # REST polling period in part 2
 PRINT_EVERY_S = 5.0
 DURATION_TOLERANCE_S = 0.01
-SERVER_ENV = {"STUDIO_RATE_LIMIT_PER_MINUTE": "0", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 
 SENTENCES = (
     "Did you manage to find a parking spot this morning?",
@@ -294,66 +297,6 @@ def run_length(minutes: float, tmp: Path) -> LengthResult:
 
 
 # ---- part 2: a crash mid-way -----------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`python app.py --port <port>` in a subprocess, killed or stopped by its PID."""
-
-    def __init__(self, data_dir: Path, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
-        self.env = {**os.environ, **SERVER_ENV, "STUDIO_DATA_DIR": str(data_dir)}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def launch(self) -> None:
-        with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "app.py", "--port", str(self.port)],
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=out,
-            )
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"server did not answer /health within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def crash(self) -> None:
-        """SIGKILL to this PID only: no shutdown hook runs, as in a power cut or an OOM kill."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()  # SIGTERM to this PID only
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 @dataclass
 class RestartResult:
     minutes: float
@@ -395,16 +338,14 @@ def run_restart(minutes: float, crash_at: float, tmp: Path) -> RestartResult:
     turns = make_script(minutes)
     result = RestartResult(minutes, len(turns), crash_at)
     data_dir = tmp / "restart"
-    server = Server(data_dir, free_port())
     lines = result.poll_lines
 
     def show(line: str, event: bool = False) -> None:
         log(line)
         lines.append((event, line))
 
-    try:
+    with Server(data_dir, data_dir.parent / f"{data_dir.name}-server.log") as server:
         log(f"[restart] starting the server on {server.url} (data dir {data_dir})")
-        server.launch()
         server.wait_ready()
         with httpx.Client(base_url=server.url, timeout=60, trust_env=False) as client:
             body = {"script": script_text(turns), "task_name": "bench restart"}
@@ -431,7 +372,7 @@ def run_restart(minutes: float, crash_at: float, tmp: Path) -> RestartResult:
         result.first_wall_s = killed - submitted
         result.progress_at_crash = float(task["progress"])
         show(poll_line(killed - submitted, task), True)
-        show(f"  {killed - submitted:6.1f} s  SIGKILL to the server (pid {server.process.pid})", True)  # type: ignore[union-attr]
+        show(f"  {killed - submitted:6.1f} s  SIGKILL to the server (pid {server.pid})", True)
 
         turns_dir = data_dir / "tasks" / task_id / "_turns"
         kept = sorted(turns_dir.glob("*.json"))
@@ -477,8 +418,6 @@ def run_restart(minutes: float, crash_at: float, tmp: Path) -> RestartResult:
             raise RuntimeError(f"the resumed task ended {task['status']}: {task.get('error_message')}")
         result.total_wall_s = float(task["finished_at"]) - submitted
         result.second_wall_s = float(task["finished_at"]) - relaunched
-    finally:
-        server.stop()
 
     # ---- checks -----------------------------------------------------------------------------------
     for name, (mtime, digest) in before.items():

@@ -55,8 +55,6 @@ import os
 import random
 import re
 import secrets
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -73,7 +71,11 @@ import soundfile as sf
 from num2words import num2words
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER_ENV = {"STUDIO_RATE_LIMIT_PER_MINUTE": "0", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+
+sys.path.insert(0, str(ROOT))
+
+from bench.server import Server  # noqa: E402
+
 MIX = (("speech", 0.75), ("openai", 0.20), ("dialogue", 0.05))
 TYPES = tuple(name for name, _ in MIX)
 # The voices the project's own tests trust for English words (tests/test_api_speech.py); the
@@ -180,73 +182,6 @@ def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
         pcm = data[start + 8 :]
         pcm = pcm[: len(pcm) // 2 * 2]
         return np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0, rate
-
-
-# ---- the server ------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`python app.py --port <free port>` in a subprocess, stopped by its PID."""
-
-    def __init__(self, data_dir: Path, keys: list[str], task_workers: int | None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir / "server.log"
-        self.env = {
-            **os.environ,
-            **SERVER_ENV,
-            "STUDIO_DATA_DIR": str(data_dir / "data"),
-            "STUDIO_API_KEYS": ",".join(keys),  # no ":PER_MINUTE:DAILY": no per-key limit, no quota
-        }
-        if task_workers is not None:
-            self.env["STUDIO_TASK_WORKERS"] = str(task_workers)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def launch(self) -> None:
-        with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "app.py", "--port", str(self.port)],
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=out,
-            )
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"server did not answer /health within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()  # SIGTERM to this PID only
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 # ---- records ---------------------------------------------------------------------------------------
@@ -935,10 +870,11 @@ def main() -> None:
     keys = [secrets.token_hex(16) for _ in range(3)]
     phrases = Phrases(args.seed)
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
-        server = Server(Path(tmp), keys, args.task_workers)
-        log(f"starting the server on {server.url} (data dir {tmp}/data)")
-        server.launch()
-        try:
+        env = {"STUDIO_API_KEYS": ",".join(keys)}  # no ":PER_MINUTE:DAILY": no per-key limit, no quota
+        if args.task_workers is not None:
+            env["STUDIO_TASK_WORKERS"] = str(args.task_workers)
+        with Server(Path(tmp) / "data", Path(tmp) / "server.log", env) as server:
+            log(f"starting the server on {server.url} (data dir {tmp}/data)")
             server.wait_ready()
             log(f"server ready ({time.monotonic() - started:.0f} s in)")
             k1, k2 = (
@@ -1014,9 +950,7 @@ def main() -> None:
                         leftover[f"k{i + 1}"] = Counter(
                             t["status"] for t in tasks if t["task_name"] == "load-small"
                         )
-        finally:
-            server.stop()
-            log("server stopped")
+        log("server stopped")
 
     kept = [r for r in shared.records if r.audio is not None]
     log(f"checking {len(kept)} kept outputs and {len(idle)} idle ones with Whisper")

@@ -35,9 +35,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,13 +46,17 @@ from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
-import psutil
 import soundfile as sf
 
 if TYPE_CHECKING:
     from engines.registry import EngineRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
+
+sys.path.insert(0, str(ROOT))
+
+from bench.server import SERVER_ENV, Server  # noqa: E402
+
 VOICES = {"kokoro": "jf_alpha", "piper": "joe"}
 TARGET_RATIO = 1.10
 AUDIO_TOLERANCE = 0.15
@@ -68,7 +70,6 @@ TEXTS = (
     "Reading aloud helps children learn new words. It builds their confidence too.",
 )
 STREAM_TEXT = TEXTS[3]  # four sentences
-SERVER_ENV = {"STUDIO_RATE_LIMIT_PER_MINUTE": "0", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 
 
 def log(message: str) -> None:
@@ -79,76 +80,11 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-# ---- the server ------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`python app.py --port <free port>` in a subprocess, stopped by its PID."""
-
-    def __init__(self, data_dir: Path, onnx_threads: int) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir / "server.log"
-        self.env = {
-            **os.environ,
-            **SERVER_ENV,
-            "STUDIO_DATA_DIR": str(data_dir),
-            "STUDIO_ONNX_THREADS": str(onnx_threads),
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def launch(self) -> None:
-        with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "app.py", "--port", str(self.port)],
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=out,
-            )
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"server did not answer /health within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU seconds the server process has used so far (all its threads)."""
-        assert self.process is not None
-        times = psutil.Process(self.process.pid).cpu_times()
-        return times.user + times.system
-
-    def idle_cpu_share(self, seconds: float = IDLE_PROBE_S) -> float:
-        """Share of one core the server burns while no request is in flight (it also runs in the API CPU)."""
-        start = self.cpu_seconds()
-        time.sleep(seconds)
-        return (self.cpu_seconds() - start) / seconds
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()  # SIGTERM to this PID only
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+def idle_cpu_share(server: Server, seconds: float = IDLE_PROBE_S) -> float:
+    """Share of one core the server burns while no request is in flight (it also runs in the API CPU)."""
+    start = server.cpu_seconds()
+    time.sleep(seconds)
+    return (server.cpu_seconds() - start) / seconds
 
 
 # ---- measurements ----------------------------------------------------------------------------------
@@ -490,10 +426,8 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="bench-speech-") as tmp:
         data_dir = Path(tmp)
-        server = Server(data_dir, threads)
-        log(f"starting the server on {server.url} (data dir {data_dir})")
-        server.launch()
-        try:
+        with Server(data_dir, data_dir / "server.log", {"STUDIO_ONNX_THREADS": str(threads)}) as server:
+            log(f"starting the server on {server.url} (data dir {data_dir})")
             settings = Settings(data_dir=data_dir, onnx_threads=threads)
             registry = build_registry(settings, GpuAllocator())
             for name in args.engines:  # load while the server boots; untimed
@@ -506,9 +440,7 @@ def main() -> None:
                     bench_engine(registry, client, server.cpu_seconds, name, args.rounds)
                     for name in args.engines
                 ]
-            idle_cpu = server.idle_cpu_share()
-        finally:
-            server.stop()
+            idle_cpu = idle_cpu_share(server)
     report(results, args.rounds, threads_note, (load_start, os.getloadavg()[0]), idle_cpu)
     print(f"\nbench took {time.monotonic() - started:.0f} s")
 

@@ -43,6 +43,11 @@ class EngineState(StrEnum):
     NEEDS_GPU = "needs-gpu"
     MISSING_PACKAGE = "missing-package"
 
+    @property
+    def usable(self) -> bool:
+        """Whether an engine in this state can run here: in memory, or able to load on first use."""
+        return self in (EngineState.READY, EngineState.LOADED)
+
 
 class EngineUnavailable(RuntimeError):
     """The engine cannot run here; the message says exactly what is missing."""
@@ -228,7 +233,7 @@ class Engine(ABC):
             if self._loaded:
                 return
             status = self.status()
-            if status.state not in (EngineState.READY, EngineState.LOADED):
+            if not status.state.usable:
                 raise EngineUnavailable(f"{self.info.name}: " + "; ".join(status.missing))
             needs_gpu = any(r.kind == "gpu" for r in self.info.requirements)
             started = time.monotonic()

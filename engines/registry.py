@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from engines.base import Capability, Engine, EngineState, EngineUnavailable, VoiceInfo
+from engines.base import Capability, Engine, EngineUnavailable, VoiceInfo
 from engines.gpu import GpuAllocator
 
 
@@ -72,11 +72,7 @@ class EngineRegistry:
 
     def available(self, capability: Capability) -> list[Engine]:
         """Engines with the capability that can run here now."""
-        return [
-            e
-            for e in self.with_capability(capability)
-            if e.status().state in (EngineState.READY, EngineState.LOADED)
-        ]
+        return [e for e in self.with_capability(capability) if e.status().state.usable]
 
     def voices(self) -> list[VoiceInfo]:
         """Built-in voices of every engine that can run here."""

@@ -71,6 +71,7 @@ class Studio:
             self.registry,
             settings.data_dir / "piper_voices",
             settings.max_upload_bytes,
+            self.store,
         )
         self.video = VideoService(self.dialogue, self.registry, settings.data_dir / "uploads" / "video")
         for kind in (

@@ -39,6 +39,7 @@ from studio.core import Studio
 from studio.services.portrait import load_portrait
 from studio.services.training import dataset
 from studio.services.training.common import Workspace
+from tests.test_training import wait_steps
 from tests.video_checks import SCRIPT, VOICES, png, portraits
 
 MB = 2**20
@@ -450,16 +451,6 @@ def create_training_task(client: TestClient) -> str:
     response = client.post("/api/v1/task/create", json={"task_name": "hostile", "config": config})
     assert response.status_code == 200, response.text
     return response.json()["task_id"]
-
-
-def wait_steps(client: TestClient, task_id: str, timeout: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = client.get(f"/api/v1/task/{task_id}").json()
-        if task["status"] != "running" and not {"queued", "running"} & set(task["steps"].values()):
-            return task
-        time.sleep(0.2)
-    raise AssertionError(f"the steps of {task_id} did not finish: {task['steps']}")
 
 
 def test_task_uploads_stay_in_the_task_and_convert_skips_each_hostile_file_saying_why(

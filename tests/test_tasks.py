@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from engines.gpu import GpuAllocator, GpuDevice
 from studio.audio import decode
 from studio.core import Studio
+from studio.errors import BadInput, Conflict
 from studio.tasks.runner import StepSkipped, TaskContext, TaskFailed, TaskKind, TaskRunner
 from studio.tasks.store import Task, TaskStatus, TaskStore
 from tests.conftest import make_settings
@@ -280,12 +281,12 @@ def test_stepwise_tasks_run_asked_steps_in_order_skip_fail_cancel_and_rerun(tmp_
     assert failed.steps["train"] == "failed"
 
     # Cancel mid-step, then run it again to completion: the task completes when every step is finished.
-    with pytest.raises(ValueError, match="unknown step 'bake'"):
+    with pytest.raises(BadInput, match="unknown step 'bake'"):
         runner.queue_steps(task.task_id, ["bake"])
     runner.queue_steps(task.task_id, ["train"], {"ticks": 200})
     while runner.store.get(task.task_id).steps["train"] != "running":  # type: ignore[union-attr]
         time.sleep(0.02)
-    with pytest.raises(ValueError, match="running now"):
+    with pytest.raises(Conflict, match="running now"):
         runner.queue_steps(task.task_id, ["train"])
     runner.cancel(task.task_id)
     cancelled = runner.wait(task.task_id, timeout=5)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Depends, UploadFile
 from fastapi import Path as PathParam
@@ -15,7 +14,7 @@ from studio.api.openapi import TASK_FROM_RESPONSE, TASK_OPERATIONS, links
 from studio.api.schemas import RunRequest, StepRequest, TaskCreate, TaskOut, errors
 from studio.core import Studio
 from studio.errors import BadInput, Conflict, NotFound
-from studio.tasks.store import Task
+from studio.tasks.records import Task
 
 router = APIRouter(tags=["tasks"], dependencies=[Depends(caller)], responses=errors(400, 401, 422))
 # The path convertor `task_id` checks the id; a malformed one matches no route (404).
@@ -94,7 +93,7 @@ def run_step(
     """Run one named step of a stepwise task (training) with its params; it is queued behind any steps
     already asked for. Kinds without steps run as a whole (409)."""
     owned_task(studio, task_id, owner, change=True)
-    return task_out(studio, _queue_steps(studio, task_id, [step], body.params))
+    return task_out(studio, studio.runner.queue_steps(task_id, [step], body.params))
 
 
 @router.post("/api/v1/task/{task_id:task_id}/run", responses=errors(404, 409))
@@ -110,30 +109,7 @@ def run_remaining_steps(
     remaining = task.remaining_steps
     if task.steps and not remaining:
         raise Conflict(f"every step of task '{task_id}' is done; run a step by name to redo it", "no_steps")
-    return task_out(studio, _queue_steps(studio, task_id, remaining, per_step=body.params))
-
-
-def _queue_steps(
-    studio: Studio,
-    task_id: str,
-    steps: list[str],
-    params: dict[str, Any] | None = None,
-    per_step: dict[str, dict[str, Any]] | None = None,
-) -> Task:
-    """Queue steps through the runner; its ValueErrors become 409 (no steps, step busy) or 422."""
-    try:
-        return studio.runner.queue_steps(task_id, steps, params, per_step)
-    except ValueError as error:
-        code = (
-            "no_steps"
-            if "runs as a whole" in str(error)
-            else "step_busy"
-            if "running now" in str(error)
-            else ""
-        )
-        if code:
-            raise Conflict(str(error), code) from error
-        raise BadInput(str(error), "unknown_step") from error
+    return task_out(studio, studio.runner.queue_steps(task_id, remaining, per_step=body.params))
 
 
 @router.post("/api/v1/task/{task_id:task_id}/cancel", responses=errors(404, 409))
@@ -178,11 +154,8 @@ async def upload_file(
     data = await read_upload(file, studio)
     if not data:
         raise BadInput(f"'{name}' is empty (0 bytes): upload the file again", "empty_file")
-    target = studio.store.folder(task_id) / "inputs" / name
-    target.parent.mkdir(exist_ok=True)
-    target.write_bytes(data)
-    studio.store.append_log(task_id, f"uploaded inputs/{name} ({len(data)} bytes)")
-    return {"task_id": task_id, "filename": f"inputs/{name}", "size": len(data)}
+    saved = studio.store.save_input(task_id, name, data)
+    return {"task_id": task_id, "filename": saved, "size": len(data)}
 
 
 @router.get(
@@ -194,9 +167,8 @@ def download_file(
     filename: str, task_id: str = TaskId, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> FileResponse:
     owned_task(studio, task_id, owner)
-    folder = studio.store.folder(task_id).resolve()
-    path = (folder / filename).resolve()
-    if not path.is_relative_to(folder) or not path.is_file() or filename not in studio.store.files(task_id):
+    path = studio.store.file_path(task_id, filename)
+    if path is None:
         raise NotFound(f"task '{task_id}' has no file '{filename}'", "file_not_found")
     return FileResponse(path, filename=path.name)
 

@@ -10,32 +10,19 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, UploadFile
 from fastapi.responses import Response
-from pydantic import Field
 
 from studio.api.deps import caller, get_studio, read_upload
 from studio.api.routes_tasks import TaskId, owned_task
-from studio.api.schemas import RequestBody, errors
+from studio.api.schemas import ClipEdits, errors
 from studio.core import Studio
 from studio.errors import NotFound
-from studio.services.training import dataset
-from studio.services.training.common import Workspace
-from studio.tasks.runner import step_params
-from studio.tasks.store import Task
+from studio.tasks.records import Task
 
 router = APIRouter(tags=["training"], dependencies=[Depends(caller)], responses=errors(400, 401, 404, 422))
 
 
-class ClipEdit(RequestBody):
-    id: str = Field(description="a clip id from GET .../clips")
-    text: str | None = Field(None, max_length=2000, description="the corrected transcript")
-    dropped: bool | None = None
-
-
-class ClipEdits(RequestBody):
-    edits: list[ClipEdit] = Field(default_factory=list)
-
-
 def training_task(studio: Studio, task_id: str, owner: str, change: bool = False) -> Task:
+    """The task as `owned_task` finds it, if it is a training task; a task of another kind is a 404."""
     task = owned_task(studio, task_id, owner, change)
     if task.kind != "training":
         raise NotFound(f"task '{task_id}' is a {task.kind} task, not a training task", "not_training")
@@ -51,11 +38,7 @@ def list_clips(
 ) -> dict[str, list[dict[str, Any]]]:
     """The dataset's clips for proofreading; `order=confidence` puts the least certain transcripts first, `recording` keeps their order."""
     training_task(studio, task_id, owner)
-    return {
-        "clips": dataset.load_clips(
-            Workspace(studio.store.folder(task_id)), low_confidence_first=order == "confidence"
-        )
-    }
+    return {"clips": studio.training.clips(task_id, low_confidence_first=order == "confidence")}
 
 
 @router.patch("/api/v1/training/{task_id:task_id}/clips")
@@ -65,7 +48,7 @@ def edit_clips(
     """Correct transcripts and drop or keep clips; metadata.csv follows."""
     training_task(studio, task_id, owner, change=True)
     edits = [edit.model_dump(exclude_none=True) for edit in body.edits]
-    return {"clips": dataset.update_clips(Workspace(studio.store.folder(task_id)), edits)}
+    return {"clips": studio.training.edit_clips(task_id, edits)}
 
 
 @router.get("/api/v1/training/{task_id:task_id}/preflight")
@@ -73,10 +56,7 @@ def preflight(
     task_id: str = TaskId, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> dict[str, Any]:
     """What would make training fail (disk, memory, dataset size), each with what to change."""
-    task = training_task(studio, task_id, owner)
-    params = step_params(task.config, "train_sovits")
-    workspace = Workspace(studio.store.folder(task_id))
-    problems = studio.training.preflight(workspace, task.config["backend"], params)
+    problems = studio.training.task_preflight(training_task(studio, task_id, owner))
     return {"ok": not problems, "problems": problems}
 
 
@@ -90,7 +70,7 @@ def export_dataset(
 ) -> Response:
     """The kept clips as a Piper dataset (metadata.csv + wavs/) in a zip."""
     training_task(studio, task_id, owner)
-    data = studio.training.export_dataset(Workspace(studio.store.folder(task_id)))
+    data = studio.training.export_task_dataset(task_id)
     headers = {"Content-Disposition": f'attachment; filename="dataset-{task_id}.zip"'}
     return Response(data, media_type="application/zip", headers=headers)
 
@@ -105,6 +85,5 @@ async def import_dataset(
     """Bring a Piper dataset made elsewhere (a zip of metadata.csv + wavs/): the dataset steps can be skipped."""
     training_task(studio, task_id, owner, change=True)
     data = await read_upload(file, studio)
-    clips = studio.training.import_dataset(Workspace(studio.store.folder(task_id)), data)
-    studio.store.append_log(task_id, f"imported a Piper dataset: {len(clips)} clips")
+    clips = studio.training.import_task_dataset(task_id, data)
     return {"clips": len(clips), "seconds": round(sum(float(c["duration"]) for c in clips), 2)}

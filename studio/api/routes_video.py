@@ -14,6 +14,7 @@ from studio.api.routes_tasks import task_out
 from studio.api.schemas import TaskOut, errors, text_to_speak
 from studio.core import Studio
 from studio.errors import BadInput
+from studio.services.dialogue import DEFAULT_PAUSE_MS
 from studio.services.video import VideoRequest, parse_bboxes
 
 router = APIRouter(tags=["video"])
@@ -56,7 +57,7 @@ async def create_video(
         "embedded",
         description="multitalk where it is set up (GPU + weights); else the embedded renderer, noted",
     ),
-    pause_ms: int = Form(350, ge=0, le=10_000, description="silence between turns"),
+    pause_ms: int = Form(DEFAULT_PAUSE_MS, ge=0, le=10_000, description="silence between turns"),
     task_name: str = Form(""),
     wait: bool = Form(
         False, description="answer when the task has finished (202 with the task after max_wait_seconds)"

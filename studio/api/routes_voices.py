@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
 from fastapi.responses import FileResponse, Response
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from studio import audio as audio_io
@@ -17,9 +17,10 @@ from studio.api.routes_tasks import task_out
 from studio.api.schemas import (
     LANGUAGE_HELP,
     AudioFormat,
+    FitBody,
     LanguageName,
-    RequestBody,
     TaskOut,
+    VoicePatch,
     audio_response,
     errors,
     text_to_speak,
@@ -42,17 +43,6 @@ def _new_voice_id(value: str) -> str:
             "1-64 characters of a-z, 0-9, '_' or '-', starting with a letter or digit, not 'upload'"
         )
     return value
-
-
-class VoicePatch(RequestBody):
-    name: str | None = Field(None, max_length=80)
-    description: str | None = Field(None, max_length=500)
-    tags: list[str] | None = None
-    transcript: str | None = Field(None, max_length=2000)
-
-
-class FitBody(RequestBody):
-    mode: Literal["quick", "thorough"] = "thorough"
 
 
 @router.get("/api/v1/voices", dependencies=[Depends(caller)])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from engines.text import LANGUAGE_SPELLINGS
 from studio import audio as audio_io
+from studio.services.dialogue import DEFAULT_PAUSE_MS
 
 AudioFormat = Literal["wav", "mp3", "flac", "ogg"]
 OpenAIFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
@@ -105,6 +106,61 @@ class OpenAISpeechRequest(RequestBody):
     response_format: OpenAIFormat = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
     language: LanguageName | None = Field(None, description="studio extension: " + LANGUAGE_HELP)
+
+
+class TurnOverrideBody(RequestBody):
+    speed: float | None = Field(None, ge=0.25, le=4.0)
+    pause_ms: int | None = Field(None, ge=0, le=10_000)
+    language: LanguageName | None = Field(None, description="this turn's language: " + LANGUAGE_HELP)
+
+
+class DialogueBody(RequestBody):
+    script: str = Field(
+        ...,
+        description="[S1]/(s1)/Speaker 1:/Name: turns; untagged lines alternate S1, S2",
+        json_schema_extra=text_to_speak("max_dialogue_chars"),
+    )
+    voices: dict[str, str] = Field(default_factory=dict, description='speaker ("S1" or its name) -> voice id')
+    format: Literal["wav", "mp3", "flac"] = "wav"
+    pause_ms: int = Field(DEFAULT_PAUSE_MS, ge=0, le=10_000, description="silence between turns")
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    normalize: bool = Field(False, description="spell out numbers and abbreviations before synthesis")
+    overrides: dict[Annotated[str, StringConstraints(pattern=r"^[0-9]{1,6}$")], TurnOverrideBody] = Field(
+        default_factory=dict, description="turn index (0-based, as a string) -> speed/pause/language"
+    )
+    language: LanguageName | None = Field(None, description=LANGUAGE_HELP)
+    languages: dict[str, LanguageName] = Field(
+        default_factory=dict, description='speaker ("S1" or its name) -> language, over `language`'
+    )
+    engine: str | None = Field(
+        None,
+        description="a dialogue engine that can run here (moss-ttsd, with a GPU and its weights) speaks the "
+        "whole script in one pass; default: each voice's own engine, turn by turn",
+        json_schema_extra={"x-choices": "dialogue_engines"},
+    )
+    task_name: str = ""
+    wait: bool = Field(False, description="answer when the task has finished")
+
+
+class VoicePatch(RequestBody):
+    name: str | None = Field(None, max_length=80)
+    description: str | None = Field(None, max_length=500)
+    tags: list[str] | None = None
+    transcript: str | None = Field(None, max_length=2000)
+
+
+class FitBody(RequestBody):
+    mode: Literal["quick", "thorough"] = "thorough"
+
+
+class ClipEdit(RequestBody):
+    id: str = Field(description="a clip id from GET .../clips")
+    text: str | None = Field(None, max_length=2000, description="the corrected transcript")
+    dropped: bool | None = None
+
+
+class ClipEdits(RequestBody):
+    edits: list[ClipEdit] = Field(default_factory=list)
 
 
 class EngineOut(BaseModel):

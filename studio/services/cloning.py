@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from engines.base import EngineState
 from engines.kokoro_onnx import KokoroOnnxEngine
 from engines.text import base_language
 from studio.errors import BadInput
@@ -144,10 +143,7 @@ class CloningService:
 
     def _megatts3_ready(self) -> bool:
         names = self.speech.registry.names()
-        return "megatts3" in names and self.speech.registry.engine("megatts3").status().state in (
-            EngineState.READY,
-            EngineState.LOADED,
-        )
+        return "megatts3" in names and self.speech.registry.engine("megatts3").status().state.usable
 
     @on_zero_gpu(lambda self, text, *_: clone_gpu_seconds(text))
     def _megatts3(

@@ -22,7 +22,6 @@ import imageio_ffmpeg
 import numpy as np
 import soundfile as sf
 
-from engines.base import EngineState
 from engines.text import detect_language, split_sentences
 from studio import audio as audio_io
 from studio.errors import BadInput, TooLarge, Unavailable
@@ -35,6 +34,7 @@ from studio.tasks.runner import TaskContext, TaskKind
 MIX_RATE = 24000
 # Distinct by default: two speakers never share a timbre by accident.
 DEFAULT_VOICES = {"S1": "jm_kumo", "S2": "jf_alpha", "S3": "joe", "S4": "jf_tebukuro", "S5": "jf_nezumi"}
+DEFAULT_PAUSE_MS = 350  # silence between turns, unless a turn says otherwise
 TARGET_RMS = 0.08  # about -22 dBFS of speech, the same for every speaker
 FADE_S = 0.005  # short fades at every join: no clicks
 OUTPUT_FORMATS = ("wav", "mp3", "flac")
@@ -53,7 +53,8 @@ class DialogueRequest:
     script: str
     voices: dict[str, str] = field(default_factory=dict)  # "S1" or the label as written -> voice id
     format: str = "wav"
-    pause_ms: int = 350  # between turns; sentences within a turn get the speech service's shorter gap
+    # Between turns; sentences within a turn get the speech service's shorter gap.
+    pause_ms: int = DEFAULT_PAUSE_MS
     speed: float = 1.0
     normalize: bool = False
     overrides: dict[int, TurnOverride] = field(default_factory=dict)  # turn index (0-based) -> override
@@ -70,7 +71,7 @@ class DialogueRequest:
             script=str(config.get("script", "")),
             voices={str(k): str(v) for k, v in (config.get("voices") or {}).items()},
             format=str(config.get("format", "wav")),
-            pause_ms=int(config.get("pause_ms", 350)),
+            pause_ms=int(config.get("pause_ms", DEFAULT_PAUSE_MS)),
             speed=float(config.get("speed", 1.0)),
             normalize=bool(config.get("normalize", False)),
             overrides=overrides,
@@ -170,7 +171,7 @@ class DialogueService:
     def _plan_whole_script(self, script: Script, request: DialogueRequest) -> list[PlannedTurn]:
         engine = self.speech.registry.engine(WHOLE_SCRIPT_ENGINE)
         status = engine.status()
-        if status.state not in (EngineState.READY, EngineState.LOADED):
+        if not status.state.usable:
             raise Unavailable(f"{WHOLE_SCRIPT_ENGINE} is not available here: " + "; ".join(status.missing))
         if len(script.speakers) > 2:
             raise BadInput(

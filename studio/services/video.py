@@ -24,10 +24,9 @@ import imageio_ffmpeg
 import numpy as np
 import soundfile as sf
 
-from engines.base import EngineState
 from engines.registry import EngineRegistry
 from studio.errors import BadInput
-from studio.services.dialogue import MIX_RATE, DialogueRequest, DialogueService, PlannedTurn
+from studio.services.dialogue import DEFAULT_PAUSE_MS, MIX_RATE, DialogueRequest, DialogueService, PlannedTurn
 from studio.services.portrait import (
     Box,
     FaceLayout,
@@ -72,7 +71,7 @@ class VideoRequest:
     seed: int = 42
     engine: str = "embedded"
     preset: str = "fast"
-    pause_ms: int = 350
+    pause_ms: int = DEFAULT_PAUSE_MS
     bboxes: dict[str, list[float] | None] = field(default_factory=dict)  # "S1"/"S2" -> [x0, y0, x1, y1]
 
     @classmethod
@@ -90,7 +89,7 @@ class VideoRequest:
                 seed=int(config.get("seed", 42)),
                 engine=str(config.get("engine") or "embedded"),
                 preset=str(config.get("preset", "fast")),
-                pause_ms=int(config.get("pause_ms", 350)),
+                pause_ms=int(config.get("pause_ms", DEFAULT_PAUSE_MS)),
                 bboxes=dict(config.get("bboxes") or {}),
             )
         except (TypeError, ValueError, AttributeError) as error:
@@ -211,7 +210,7 @@ class VideoService:
         except KeyError:
             return ["the MultiTalk engine is not installed in this studio"]
         status = engine.status()
-        if status.state in (EngineState.READY, EngineState.LOADED):
+        if status.state.usable:
             return []
         return list(status.missing) or [status.state.value]
 

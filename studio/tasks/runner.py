@@ -31,7 +31,9 @@ from typing import Any
 
 from engines.base import background_work
 from engines.gpu import GpuAllocator, Lease
-from studio.tasks.store import FINISHED_STEP_STATES, Task, TaskStatus, TaskStore
+from studio.errors import BadInput, Conflict
+from studio.tasks.records import FINISHED_STEP_STATES, Task, TaskStatus
+from studio.tasks.store import TaskStore
 
 log = logging.getLogger("studio.tasks")
 
@@ -282,21 +284,22 @@ class TaskRunner:
         """Ask for steps of a stepwise task; they run in the kind's order after any already queued,
         with the steps they need (`TaskKind.needs`) that are not done yet. `params` (for every step
         asked) or `per_step` (by step name) replace the params a step was last given. The task is
-        `pending` (or still `running`) when this returns, never the state before. Raises ValueError
-        for a step the kind does not have or one that is running now."""
+        `pending` (or still `running`) when this returns, never the state before. Raises Conflict
+        for a kind without steps (`no_steps`) or a step running now (`step_busy`), BadInput for a step
+        the kind does not have (`unknown_step`)."""
         task = self._require(task_id)
         kind = self.kinds.get(task.kind)
         if kind is None or not kind.stepwise:
-            raise ValueError(f"task kind '{task.kind}' has no steps: it runs as a whole")
+            raise Conflict(f"task kind '{task.kind}' has no steps: it runs as a whole", "no_steps")
         given = dict(per_step or {}) | (dict.fromkeys(steps, params) if params is not None else {})
         unknown = [step for step in [*steps, *given] if step not in kind.steps]
         if unknown:
-            raise ValueError(f"unknown step '{unknown[0]}'; steps: {', '.join(kind.steps)}")
+            raise BadInput(f"unknown step '{unknown[0]}'; steps: {', '.join(kind.steps)}", "unknown_step")
         with self._lock:
             task = self._require(task_id)
             running = [step for step in steps if task.steps.get(step) == "running"]
             if running:
-                raise ValueError(f"step '{running[0]}' is running now; cancel it first or wait")
+                raise Conflict(f"step '{running[0]}' is running now; cancel it first or wait", "step_busy")
             settled_or_coming = (*FINISHED_STEP_STATES, "queued", "running")
             needed = [
                 need

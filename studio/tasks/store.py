@@ -11,54 +11,10 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-FINISHED_STEP_STATES = ("done", "skipped")
-
-
-class TaskStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
-
-
-@dataclass
-class Task:
-    task_id: str
-    kind: str
-    task_name: str
-    owner: str
-    status: TaskStatus
-    progress: float = 0.0
-    current_step: str = ""
-    eta_seconds: float | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    result: dict[str, Any] = field(default_factory=dict)
-    steps: dict[str, str] = field(default_factory=dict)  # step name -> pending/running/done/skipped/failed
-    error_message: str = ""
-    shared: bool = False  # readable by anyone who knows the id
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    started_at: float | None = None
-    finished_at: float | None = None
-
-    @property
-    def remaining_steps(self) -> list[str]:
-        """A stepwise task's steps not done or skipped yet, in the kind's order."""
-        return [step for step, state in self.steps.items() if state not in FINISHED_STEP_STATES]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"status": self.status.value, "remaining_steps": self.remaining_steps}
-
+from studio.tasks.records import Task, TaskStatus
 
 _COLUMNS = (
     "task_id, kind, task_name, owner, status, progress, current_step, eta_seconds, config, result, steps, "
@@ -181,6 +137,24 @@ class TaskStore:
             for p in folder.rglob("*")
             if p.is_file() and p.name != "task.log" and not p.relative_to(folder).parts[0].startswith("_")
         )
+
+    def save_input(self, task_id: str, name: str, data: bytes) -> str:
+        """Write an uploaded file as `inputs/<name>` of the task (a clean name: the caller checks it),
+        log it, and return that path relative to the task's folder."""
+        target = self.folder(task_id) / "inputs" / name
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(data)
+        self.append_log(task_id, f"uploaded inputs/{name} ({len(data)} bytes)")
+        return f"inputs/{name}"
+
+    def file_path(self, task_id: str, filename: str) -> Path | None:
+        """Where one of the task's files (a name `files` lists) is; None for any other name, and for
+        any path that leads out of the task's folder."""
+        folder = self.folder(task_id).resolve()
+        path = (folder / filename).resolve()
+        if not path.is_relative_to(folder) or not path.is_file() or filename not in self.files(task_id):
+            return None
+        return path
 
     def _execute_write(self, task: Task, verb: str) -> None:
         """INSERT or REPLACE the task's row; the caller holds the lock."""

@@ -13,11 +13,11 @@ from engines.text import detect_language
 from studio import audio as audio_io
 from studio.core import Studio
 from studio.errors import StudioError
-from studio.services.dialogue import DEFAULT_VOICES, DialogueRequest
-from studio.services.script import Script, parse_script
+from studio.services.dialogue import DEFAULT_PAUSE_MS, DEFAULT_VOICES, DialogueRequest
+from studio.services.script import parse_script
 from studio.services.speech import SpeechRequest
 from studio.tasks.store import TaskStatus
-from studio.ui.speech_tab import language_dropdown
+from studio.ui.common import all_voices, language_dropdown, summarize, ui_owner
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "dialogue_examples"
 MAX_SPEAKERS = len(DEFAULT_VOICES)
@@ -34,22 +34,6 @@ def examples() -> dict[str, str]:
         p.stem.split("_", 1)[1].replace("_", " "): p.read_text(encoding="utf-8")
         for p in sorted(EXAMPLES_DIR.glob("*.txt"))
     }
-
-
-def all_voices(studio: Studio) -> list[tuple[str, str]]:
-    return [(f"{v.name} ({v.id}, {v.engine})", v.id) for v in studio.registry.voices()]
-
-
-def ui_owner(request: gr.Request) -> str:
-    """Who owns a task made in the UI: the logged-in user, else this browser session."""
-    return f"user-{request.username}" if request.username else f"ui-{request.session_hash}"
-
-
-def summarize(script: Script) -> str:
-    labels = {s.id: s.label for s in script.speakers}
-    return f"{len(script.turns)} turns, {len(labels)} speakers: " + ", ".join(
-        f"{k} = {v}" for k, v in labels.items()
-    )
 
 
 def speaker_title(speaker_id: str, label: str) -> str:
@@ -92,7 +76,7 @@ def build_dialogue_tab(studio: Studio) -> None:
                     preview_audio = gr.Audio(type="filepath", show_label=False, scale=2, interactive=False)
                 rows.append((row, voice, language, preview, preview_audio))
             with gr.Row():
-                pause = gr.Slider(0, 2000, value=350, step=50, label="Pause between turns (ms)")
+                pause = gr.Slider(0, 2000, value=DEFAULT_PAUSE_MS, step=50, label="Pause between turns (ms)")
                 fmt = gr.Dropdown(["wav", "mp3", "flac"], value="wav", label="Format")
             normalize = gr.Checkbox(False, label="Spell out numbers and abbreviations")
             with gr.Row():

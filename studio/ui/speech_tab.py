@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -14,21 +13,9 @@ from studio import audio as audio_io
 from studio.core import Studio
 from studio.errors import StudioError
 from studio.services.speech import DEFAULT_ENGINE, DEFAULT_VOICE, SpeechRequest
+from studio.ui.common import language_dropdown
 
 EXAMPLE = "Welcome to Speech Studio. Type any text here, pick a voice, and press Generate."
-# What a language control offers: auto detects each sentence's language by its script.
-LANGUAGE_CHOICES = [
-    ("Auto (each sentence)", "auto"),
-    ("Mandarin 中文", "zh"),
-    ("Japanese 日本語", "ja"),
-    ("English (US)", "en-us"),
-    ("English (UK)", "en-gb"),
-]
-
-
-def language_dropdown(elem_id: str, label: str = "Language", **options: Any) -> gr.Dropdown:
-    """The language control every tab shows, on auto; `options` are gr.Dropdown's (info, scale...)."""
-    return gr.Dropdown(LANGUAGE_CHOICES, value="auto", label=label, elem_id=elem_id, **options)
 
 
 def voice_choices(studio: Studio, engine: str) -> list[tuple[str, str]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import importlib.util
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,7 @@ from studio.services.training.common import Workspace
 from studio.services.training.service import BACKENDS, STEPS
 from studio.services.voice_fit import HELD_OUT
 from studio.tasks.store import Task, TaskStatus
-from studio.ui.dialogue_tab import ui_owner
-from studio.ui.speech_tab import language_dropdown
+from studio.ui.common import curve_frame, language_dropdown, read_curve, ui_owner
 
 PREPARE_STEPS = ("convert_audio", "slice_audio", "denoise_audio", "asr_transcribe")
 TRAIN_STEPS = tuple(step for step in STEPS if step not in (*PREPARE_STEPS, "test_inference"))
@@ -42,7 +40,6 @@ UPLOAD_TYPES = (*dataset.INPUT_EXTENSIONS, ".zip")
 STEP_COLUMNS = ["step", "state", "run seconds", "result"]
 CLIP_COLUMNS = ["id", "text", "drop", "confidence", "seconds", "note"]
 TEST_COLUMNS = ["#", "sentence", "Whisper heard", "word error", "similarity"]
-CURVE_COLUMNS = ["step", "value"]
 MAX_TEST_SENTENCES = 5  # the test step speaks at most this many
 POLL_SECONDS = 0.75
 LOG_LINES = 40
@@ -67,7 +64,7 @@ def backend_notes(studio: Studio) -> str:
     kokoro_state = kokoro.status()
     lines = [
         f"- **{BACKEND_LABELS['kokoro_fit']}**: fits a Kokoro style to your dataset -> a library voice. "
-        f"State: {_state_text(kokoro_state.state.value, kokoro_state.missing)}. "
+        f"State: {_state_text(kokoro_state.state, kokoro_state.missing)}. "
         f"License: {kokoro.info.license}."
     ]
     missing = [
@@ -79,7 +76,7 @@ def backend_notes(studio: Studio) -> str:
     lines.append(
         f"- **{BACKEND_LABELS['piper']}**: trains a Piper voice (ONNX) -> a voice every tab can use; the tiny "
         f"preset runs on CPU, the full one wants a GPU ({gpus} visible). "
-        f"State: {_state_text('missing-package' if missing else 'ready', missing)}. "
+        f"State: {_state_text(EngineState.MISSING_PACKAGE if missing else EngineState.READY, missing)}. "
         "License: GPL-3.0-or-later (piper-tts trainer)."
     )
     if "gpt_sovits" in studio.registry.names():
@@ -87,7 +84,7 @@ def backend_notes(studio: Studio) -> str:
         status = engine.status()
         lines.append(
             f"- **{BACKEND_LABELS['gpt_sovits']}**: GPT-SoVITS's own training scripts. "
-            f"State: {_state_text(status.state.value, status.missing)}. License: {engine.info.license}."
+            f"State: {_state_text(status.state, status.missing)}. License: {engine.info.license}."
         )
     else:
         lines.append(
@@ -96,9 +93,8 @@ def backend_notes(studio: Studio) -> str:
     return "\n".join(lines)
 
 
-def _state_text(state: str, missing: tuple[str, ...] | list[str]) -> str:
-    usable = state in (EngineState.READY.value, EngineState.LOADED.value)
-    return f"`{state}`" if usable or not missing else f"`{state}` ({'; '.join(missing)})"
+def _state_text(state: EngineState, missing: tuple[str, ...] | list[str]) -> str:
+    return f"`{state}`" if state.usable or not missing else f"`{state}` ({'; '.join(missing)})"
 
 
 def summarize(result: dict[str, Any]) -> str:
@@ -170,29 +166,12 @@ def log_tail(text: str, lines: int = LOG_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def curve_frame(points: list[Any], key: str | None = None) -> pd.DataFrame:
-    """[x, y] pairs (no key) or {"step", key: value} rows as a plot frame. Typed columns even when
-    empty: an untyped (object) column would be plotted as categories."""
-    if key is None:
-        rows = [(float(p[0]), float(p[1])) for p in points if isinstance(p, list)]
-    else:
-        rows = [
-            (float(p["step"]), float(p[key]))
-            for p in points
-            if isinstance(p, dict) and isinstance(p.get(key), int | float)
-        ]
-    return pd.DataFrame(rows, columns=CURVE_COLUMNS).astype({"step": "float64", "value": "float64"})
-
-
-def read_curve(folder: Path, backend: str) -> pd.DataFrame:
+def training_curve(folder: Path, backend: str) -> pd.DataFrame:
     """The training's live curve (train/curve.json or train/loss.json); empty while none, or mid-write."""
     if backend not in CURVES:
         return curve_frame([])
     name, key, _ = CURVES[backend]
-    try:
-        return curve_frame(json.loads((folder / "train" / name).read_text()), key)
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return curve_frame([])
+    return read_curve(folder / "train" / name, key)
 
 
 def clip_frame(clips: list[dict[str, Any]]) -> pd.DataFrame:
@@ -532,10 +511,10 @@ def build_training_tab(studio: Studio) -> None:
                 kokoro_params: gr.Group(visible=backend_name == "kokoro_fit"),
                 piper_params: gr.Group(visible=backend_name == "piper"),
                 gpt_params: gr.Markdown(visible=backend_name == "gpt_sovits"),
-                curve: gr.LinePlot(read_curve(folder, backend_name), title=title),
+                curve: gr.LinePlot(training_curve(folder, backend_name), title=title),
             }
         elif "train_sovits" in changed or task.steps.get("train_sovits") == "running":
-            updates[curve] = read_curve(folder, backend_name)
+            updates[curve] = training_curve(folder, backend_name)
         if fresh or changed & {"train_sovits", "export_voice"}:
             updates[train_result] = train_text(task)
         if fresh or ("asr_transcribe" in changed and task.steps.get("asr_transcribe") == "done"):
@@ -550,8 +529,8 @@ def build_training_tab(studio: Studio) -> None:
     def queue(task: Task, steps: list[str], per_step: dict[str, dict[str, Any]] | None = None) -> None:
         try:
             studio.runner.queue_steps(task.task_id, steps, per_step=per_step)
-        except ValueError as error:  # a step that is running now
-            raise gr.Error(str(error)) from None
+        except StudioError as error:  # a step that is running now
+            raise gr.Error(error.message) from None
 
     def on_create(
         name: str, backend_name: str, spoken: str, paths: list[str] | None, request: gr.Request

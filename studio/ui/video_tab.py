@@ -29,7 +29,7 @@ from studio.services.script import parse_script
 from studio.services.talking_head import ENCODER_PRESETS, RESOLUTIONS
 from studio.services.video import PRESET_STEPS, VideoRequest
 from studio.tasks.store import TaskStatus
-from studio.ui.dialogue_tab import all_voices, summarize, ui_owner
+from studio.ui.common import all_voices, summarize, ui_owner
 
 EXAMPLE_SCRIPT = (
     "[S1] Hi! Did you see the new studio is finally open?\n"

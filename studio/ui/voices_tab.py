@@ -9,7 +9,6 @@ numbers. The library section lists, previews, renames, corrects and deletes voic
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,15 +27,14 @@ from studio.services.voice_fit import HELD_OUT
 from studio.services.voices import RATE, VoiceRecord
 from studio.tasks.runner import TaskContext
 from studio.tasks.store import TaskStatus
-from studio.ui.dialogue_tab import ui_owner
-from studio.ui.speech_tab import language_dropdown
+from studio.ui.common import curve_frame, language_dropdown, read_curve, ui_owner
 
 COMPARE_SENTENCE = HELD_OUT[1]  # "Could you tell me how to get to the train station from here?"
 TRY_SENTENCE = "Please bring the blue folder to the office tomorrow morning."
 QUICK = ("Quick (about 30 s)", "quick")
 THOROUGH = ("Thorough (minutes, runs as a task)", "thorough")
 COLUMNS = ["id", "name", "usable", "similarity: fitted vs default", "duration (s)", "tags", "warnings"]
-CURVE_COLUMNS = ["trial", "similarity"]
+CURVE_COLUMNS = ("trial", "similarity")  # the fit's curve.json: [trial, best similarity so far] pairs
 POLL_SECONDS = 0.5
 
 
@@ -91,20 +89,6 @@ def warnings_text(record: VoiceRecord) -> str:
     if not record.warnings:
         return "No quality problems found in the clip."
     return "**Check the clip:**\n" + "\n".join(f"- {w}" for w in record.warnings)
-
-
-def curve_frame(points: list[list[float]] | list[tuple[int, float]]) -> pd.DataFrame:
-    # Typed columns even when empty: an untyped (object) column would be plotted as categories.
-    frame = pd.DataFrame([(int(t), float(s)) for t, s in points], columns=CURVE_COLUMNS)
-    return frame.astype({"trial": "int64", "similarity": "float64"})
-
-
-def read_curve(path: Path) -> pd.DataFrame:
-    """The (trial, best similarity so far) pairs a fit writes; empty while none (or mid-write)."""
-    try:
-        return curve_frame(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        return curve_frame([])
 
 
 class _ProgressContext:
@@ -168,7 +152,7 @@ def build_voices_tab(studio: Studio) -> None:
             save_transcript = gr.Button("Save transcript", size="sm", elem_id="voices-transcript-save")
             warnings = gr.Markdown(elem_id="voices-warnings")
             curve = gr.LinePlot(
-                curve_frame([]),
+                curve_frame([], columns=CURVE_COLUMNS),
                 x="trial",
                 y="similarity",
                 title="While fitting: similarity on a practice sentence (best so far)",
@@ -303,7 +287,7 @@ def build_voices_tab(studio: Studio) -> None:
             status: f"`{record.id}`: {record.duration:.1f} s of speech kept; fitting ({fit_mode})…",
             transcript: record.transcript,
             warnings: warnings_text(record),
-            curve: curve_frame([]),
+            curve: curve_frame([], columns=CURVE_COLUMNS),
             compare: "",
             fitted_audio: None,
             default_audio: None,
@@ -318,7 +302,7 @@ def build_voices_tab(studio: Studio) -> None:
                 # fit_voice reports through a task context; this one drives the progress bar instead.
                 context = cast(TaskContext, _ProgressContext(folder, progress))
                 record = studio.cloning.fit_voice(record.id, "quick", context)
-                yield finished(record, read_curve(folder / "curve.json"))
+                yield finished(record, read_curve(folder / "curve.json", columns=CURVE_COLUMNS))
                 return
             task = studio.runner.submit(
                 "voice_fit", f"fit {record.id} (UI)", {"voice_id": record.id, "mode": fit_mode}, owner
@@ -331,7 +315,7 @@ def build_voices_tab(studio: Studio) -> None:
                     task_id: task.task_id,
                     cancel: gr.Button(visible=True),
                     status: f"**{task.progress:.0f}%** · {step}{eta} (task `{task.task_id}`)",
-                    curve: read_curve(curve_file),
+                    curve: read_curve(curve_file, columns=CURVE_COLUMNS),
                 }
                 time.sleep(POLL_SECONDS)
                 task = studio.store.get(task.task_id) or task
@@ -342,12 +326,12 @@ def build_voices_tab(studio: Studio) -> None:
                     cancel: gr.Button(visible=False),
                     status: f"**{task.status.value}**{reason}. `{record.id}` is "
                     "kept but not fitted: pick it in the library below to fit it again or delete it.",
-                    curve: read_curve(curve_file),
+                    curve: read_curve(curve_file, columns=CURVE_COLUMNS),
                     table: library_rows(studio),
                     pick: picker(record.id),
                 }
                 return
-            yield finished(studio.library.require(record.id), read_curve(curve_file))
+            yield finished(studio.library.require(record.id), read_curve(curve_file, columns=CURVE_COLUMNS))
         except StudioError as error:
             raise gr.Error(error.message) from None
 

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from engines.base import EngineState
 from engines.registry import EngineRegistry
 from engines.text import base_language, canonical_language, detect_language
 from studio.errors import BadInput, Conflict
@@ -36,7 +35,9 @@ from studio.services.training import dataset, features
 from studio.services.training.common import StepReport, StepSkipped, Workspace
 from studio.services.voice_fit import HELD_OUT_BY_LANGUAGE, MODES
 from studio.services.voices import VOICE_ID, VoiceLibrary
-from studio.tasks.runner import CONFIG_NOTES, TaskContext, TaskFailed, TaskKind
+from studio.tasks.records import Task
+from studio.tasks.runner import CONFIG_NOTES, TaskContext, TaskFailed, TaskKind, step_params
+from studio.tasks.store import TaskStore
 
 DatasetStep = Callable[[Workspace, dict[str, Any], StepReport], dict[str, Any]]
 DATASET_STEPS: dict[str, DatasetStep] = {
@@ -86,6 +87,7 @@ class TrainingService:
         registry: EngineRegistry,
         piper_voices_dir: Path,
         max_upload_bytes: int,
+        store: TaskStore,
     ) -> None:
         self.speech = speech
         self.library = library
@@ -94,6 +96,7 @@ class TrainingService:
         self.registry = registry
         self.piper_voices_dir = piper_voices_dir
         self.max_upload_bytes = max_upload_bytes
+        self.store = store
         self._encoder = SpeakerEncoder()
 
     def task_kind(self) -> TaskKind:
@@ -303,7 +306,7 @@ class TrainingService:
     ) -> dict[str, Any]:
         engine = self.registry.engine("gpt_sovits") if "gpt_sovits" in self.registry.names() else None
         status = engine.status() if engine else None
-        if engine is None or status is None or status.state not in (EngineState.READY, EngineState.LOADED):
+        if engine is None or status is None or not status.state.usable:
             missing = "; ".join(status.missing) if status else "its adapter is not registered"
             raise TaskFailed(f"GPT-SoVITS is not set up here: {missing}")
         from studio.services.training import piper_backend
@@ -350,17 +353,43 @@ class TrainingService:
             pieces += [audio, np.zeros(int(0.2 * rate), np.float32)]
         return np.concatenate(pieces), rate
 
-    def export_dataset(self, workspace: Workspace) -> bytes:
-        """The kept clips as a Piper dataset zip (metadata.csv, wavs/, clips.json)."""
+    def import_dataset(self, workspace: Workspace, data: bytes) -> list[dict[str, Any]]:
+        """A Piper dataset zip made elsewhere becomes this task's dataset (the dataset steps can be skipped)."""
+        dataset.import_piper_dataset(workspace, io.BytesIO(data))
+        return dataset.load_clips(workspace)
+
+    # ---- a training task's dataset, by task id (the REST routes) ---------------------------------
+    def workspace(self, task_id: str) -> Workspace:
+        """The file layout of training task `task_id`, in its task folder."""
+        return Workspace(self.store.folder(task_id))
+
+    def clips(self, task_id: str, low_confidence_first: bool = False) -> list[dict[str, Any]]:
+        """The task's clips for proofreading: the least certain transcripts first, or in recording order."""
+        return dataset.load_clips(self.workspace(task_id), low_confidence_first=low_confidence_first)
+
+    def edit_clips(self, task_id: str, edits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Apply proofreading edits (`{"id", "text"?, "dropped"?}` each) to the task's clips, metadata.csv
+        following; returns every clip after them."""
+        return dataset.update_clips(self.workspace(task_id), edits)
+
+    def task_preflight(self, task: Task) -> list[str]:
+        """`preflight` for a training task, with its backend and the params its train step would run with."""
+        params = step_params(task.config, "train_sovits")
+        return self.preflight(self.workspace(task.task_id), task.config["backend"], params)
+
+    def export_task_dataset(self, task_id: str) -> bytes:
+        """The task's kept clips as a Piper dataset zip (metadata.csv, wavs/, clips.json)."""
+        workspace = self.workspace(task_id)
         dataset.load_clips(workspace)  # 404 with what to do when there is no dataset yet
         buffer = io.BytesIO()
         dataset.export_piper_dataset(workspace, buffer)
         return buffer.getvalue()
 
-    def import_dataset(self, workspace: Workspace, data: bytes) -> list[dict[str, Any]]:
-        """A Piper dataset zip made elsewhere becomes this task's dataset (the dataset steps can be skipped)."""
-        dataset.import_piper_dataset(workspace, io.BytesIO(data))
-        return dataset.load_clips(workspace)
+    def import_task_dataset(self, task_id: str, data: bytes) -> list[dict[str, Any]]:
+        """`import_dataset` into the task's folder, logged on the task; returns the imported clips."""
+        clips = self.import_dataset(self.workspace(task_id), data)
+        self.store.append_log(task_id, f"imported a Piper dataset: {len(clips)} clips")
+        return clips
 
 
 # ---- the task's config (check_config) -----------------------------------------------------------------
