@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 sys.path.insert(0, str(ROOT))
 
+from bench.common import log  # noqa: E402
 from bench.server import SERVER_ENV, Server  # noqa: E402
 
 CHARS_PER_SECOND = 14.0  # sizing estimate for Kokoro's English speech
@@ -146,10 +147,6 @@ OPENING = "Welcome back, today we are catching up on parking, lunch, gardens, mu
 assert len(OPENING) > max(len(s) for s in SENTENCES)
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 # ---- scripts ---------------------------------------------------------------------------------------
 def make_script(minutes: float, seed: int = 7) -> list[tuple[str, str]]:
     """(speaker, text) turns, alternating S1/S2, about `minutes` of speech at CHARS_PER_SECOND."""
@@ -192,7 +189,7 @@ def child(minutes: float, data_dir: Path, result_path: Path) -> None:
 
     from studio.config import Settings
     from studio.core import Studio
-    from studio.services.dialogue import DialogueRequest
+    from studio.services.dialogue import DialogueConfig
     from studio.services.speech import SpeechRequest
     from studio.tasks.store import TaskStatus
 
@@ -207,7 +204,7 @@ def child(minutes: float, data_dir: Path, result_path: Path) -> None:
         baseline, maxrss_at_baseline = rss_mb(), maxrss_mb()
         turns = make_script(minutes)
         config = {"script": script_text(turns)}
-        _, planned = studio.dialogue.plan(DialogueRequest.from_config(config))
+        _, planned = studio.dialogue.plan(DialogueConfig.parse(config))
         task = studio.runner.submit("dialogue", f"bench {minutes:g} min", config)
         samples: list[tuple[float, float, float]] = []  # (seconds since submit, progress %, RSS MB)
         submitted = time.monotonic()

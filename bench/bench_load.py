@@ -74,6 +74,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 sys.path.insert(0, str(ROOT))
 
+from bench.common import log, table  # noqa: E402
 from bench.server import Server  # noqa: E402
 
 MIX = (("speech", 0.75), ("openai", 0.20), ("dialogue", 0.05))
@@ -122,10 +123,6 @@ LONG_SENTENCES = (
     "We are thinking about a quiet week by the sea.",
     "Just pack a warm jacket, because the evenings get cold.",
 )
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -259,9 +256,9 @@ def wav_seconds(data: bytes) -> float:
     return (len(data) - 44) / (2 * rate) if rate else 0.0
 
 
-def short_speech(client: httpx.Client, record: Record, keep: bool) -> None:
-    body = {"text": record.text, "voice_id": record.voice, "format": "wav"}
-    response = client.post("/api/v1/tts/synthesize", json=body)
+def post_speech(client: httpx.Client, record: Record, keep: bool, path: str, body: dict[str, Any]) -> None:
+    """POST `body` to a route that answers with a WAV; its status, error or length (and audio) go to `record`."""
+    response = client.post(path, json=body)
     record.status = response.status_code
     if not response.is_success:
         record.error = response.text[:200]
@@ -269,18 +266,16 @@ def short_speech(client: httpx.Client, record: Record, keep: bool) -> None:
     record.audio_seconds = wav_seconds(response.content)
     if keep:
         record.audio = response.content
+
+
+def short_speech(client: httpx.Client, record: Record, keep: bool) -> None:
+    body = {"text": record.text, "voice_id": record.voice, "format": "wav"}
+    post_speech(client, record, keep, "/api/v1/tts/synthesize", body)
 
 
 def openai_speech(client: httpx.Client, record: Record, keep: bool) -> None:
     body = {"model": "tts-1", "input": record.text, "voice": record.voice, "response_format": "wav"}
-    response = client.post("/v1/audio/speech", json=body)
-    record.status = response.status_code
-    if not response.is_success:
-        record.error = response.text[:200]
-        return
-    record.audio_seconds = wav_seconds(response.content)
-    if keep:
-        record.audio = response.content
+    post_speech(client, record, keep, "/v1/audio/speech", body)
 
 
 def dialogue_script(phrases: Phrases) -> tuple[str, str]:
@@ -566,18 +561,6 @@ def check_outputs(records: list[Record], all_texts: list[str]) -> list[Check]:
 
 
 # ---- report ----------------------------------------------------------------------------------------
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            cell.ljust(w) if j == 0 else cell.rjust(w)
-            for j, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(row) for row in rows)])
-
-
 def latency_row(name: str, records: list[Record], window: float | None = None) -> list[str]:
     ok = [r.latency for r in records if r.ok]
     bad = len(records) - len(ok)

@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 sys.path.insert(0, str(ROOT))
 
+from bench.common import log, table  # noqa: E402
 from bench.server import SERVER_ENV, Server  # noqa: E402
 
 VOICES = {"kokoro": "jf_alpha", "piper": "joe"}
@@ -72,12 +73,13 @@ TEXTS = (
 STREAM_TEXT = TEXTS[3]  # four sentences
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def sum_of_medians(per_text: list[list[float]]) -> float:
+    """Each text's median over the rounds, summed over the texts."""
+    return sum(median(times) for times in per_text)
 
 
 def idle_cpu_share(server: Server, seconds: float = IDLE_PROBE_S) -> float:
@@ -113,11 +115,11 @@ class EngineResult:
 
     @property
     def raw_s(self) -> float:
-        return sum(median(times) for times in self.raw_times)
+        return sum_of_medians(self.raw_times)
 
     @property
     def api_s(self) -> float:
-        return sum(median(times) for times in self.api_times)
+        return sum_of_medians(self.api_times)
 
     @property
     def ratio(self) -> float:
@@ -125,11 +127,11 @@ class EngineResult:
 
     @property
     def raw_cpu_s(self) -> float:
-        return sum(median(times) for times in self.raw_cpu)
+        return sum_of_medians(self.raw_cpu)
 
     @property
     def api_cpu_s(self) -> float:
-        return sum(median(times) for times in self.api_cpu)
+        return sum_of_medians(self.api_cpu)
 
 
 @dataclass(frozen=True)
@@ -272,18 +274,6 @@ def f2(value: float) -> str:
 
 def f3(value: float) -> str:
     return f"{value:.3f}"
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            cell.ljust(w) if j == 0 else cell.rjust(w)
-            for j, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(row) for row in rows)])
 
 
 def report(

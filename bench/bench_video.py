@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from studio.config import Settings  # noqa: E402
 from studio.core import Studio  # noqa: E402
 from studio.services.speech import SpeechRequest  # noqa: E402
-from studio.services.video import VideoRequest  # noqa: E402
+from studio.services.video import VideoConfig  # noqa: E402
 from studio.tasks.store import TaskStatus  # noqa: E402
 from tests.video_checks import VOICES, png, portraits  # noqa: E402
 
@@ -74,10 +74,10 @@ def main() -> None:
             for voice in VOICES.values():  # load the engines before timing anything
                 studio.speech.synthesize(SpeechRequest(text="Warming up.", voice=voice))
             left, right = portraits()
-            request = VideoRequest(script=script(args.seconds), voices=VOICES, resolution=args.resolution)
-            config = studio.video.prepare(request, {"image_left": png(left), "image_right": png(right)})
+            config = VideoConfig(script=script(args.seconds), voices=VOICES, resolution=args.resolution)
             queued = time.monotonic()
-            task = studio.runner.submit("video", "bench", config)
+            uploads = {"image_left": png(left), "image_right": png(right)}
+            task = studio.video.submit(config, uploads, "bench", owner="")
             task = studio.runner.wait(task.task_id)
             wall = time.monotonic() - queued
         finally:

@@ -54,6 +54,11 @@ import numpy as np
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
+
+sys.path.insert(0, str(ROOT))
+
+from bench.common import log, table  # noqa: E402
+
 HELD_OUT = (  # fresh: none of voice_fit.PROBES / HELD_OUT / GRID_SENTENCE, nor the reference texts
     "My sister planted tomatoes and beans along the garden fence last spring.",
     "If the printer jams again, open the side panel and pull the paper out gently.",
@@ -74,10 +79,6 @@ TEXT_C = (
 )
 QUICK_TARGET_S = 30.0
 WER_SLACK = 0.05
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # ---- counting wrappers ---------------------------------------------------------------------------------
@@ -356,18 +357,6 @@ def run_fit(fitter, meter: Meter, ref: Reference, mode: str, seed: int, builtins
 
 
 # ---- report --------------------------------------------------------------------------------------------
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            cell.ljust(w) if j == 0 else cell.rjust(w)
-            for j, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(row) for row in rows)])
-
-
 def pct(value: float) -> str:
     return f"{100 * value:.1f}"
 

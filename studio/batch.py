@@ -21,8 +21,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from studio.errors import StudioError
-from studio.services.dialogue import DialogueRequest, DialogueService
+from engines.text import LANGUAGE_SPELLINGS
+from studio.errors import BadInput, StudioError
+from studio.services.dialogue import DialogueConfig, DialogueService
 
 SPEAKER_KEYS = range(1, 6)
 
@@ -36,7 +37,7 @@ class LineResult:
     error: str = ""
 
 
-def request_for(item: dict[str, Any], base: Path, normalize: bool, fmt: str) -> DialogueRequest:
+def request_for(item: dict[str, Any], base: Path, normalize: bool, fmt: str) -> DialogueConfig:
     """The dialogue request of one JSONL object; raises ValueError naming what is wrong."""
     if not isinstance(item, dict):
         raise ValueError("a line must be a JSON object with a 'text' field")
@@ -62,9 +63,13 @@ def request_for(item: dict[str, Any], base: Path, normalize: bool, fmt: str) -> 
                     f"Give a studio voice instead with voice_speaker{n}"
                 )
     language = item.get("language")
-    if language is not None and not isinstance(language, str):
-        raise ValueError("'language' must be a string: auto, zh, ja or en")
-    return DialogueRequest(script=text, voices=voices, format=fmt, normalize=normalize, language=language)
+    if language is not None and (not isinstance(language, str) or language.lower() not in LANGUAGE_SPELLINGS):
+        raise ValueError(f"'language' must be one of {', '.join(LANGUAGE_SPELLINGS)} (auto: per sentence)")
+    config = {"script": text, "voices": voices, "format": fmt, "normalize": normalize}
+    try:
+        return DialogueConfig.parse(config | ({"language": language.lower()} if language else {}), "line")
+    except BadInput as error:
+        raise ValueError(error.message) from None
 
 
 def _is_file(path: Path) -> bool:

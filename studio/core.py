@@ -71,9 +71,11 @@ class Studio:
             self.registry,
             settings.data_dir / "piper_voices",
             settings.max_upload_bytes,
-            self.store,
+            self.runner,
         )
-        self.video = VideoService(self.dialogue, self.registry, settings.data_dir / "uploads" / "video")
+        self.video = VideoService(
+            self.dialogue, self.registry, settings.data_dir / "uploads" / "video", self.runner
+        )
         for kind in (
             self.speech.task_kind(),
             self.dialogue.task_kind(),

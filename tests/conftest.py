@@ -4,9 +4,6 @@ headless Chromium (Debian's, driven by Playwright) for the browser tests."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +12,8 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+
+from bench.server import Server
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -73,56 +72,29 @@ def transcriber(shared_cache: Path):  # type: ignore[no-untyped-def]
     return Transcriber(cache_dir=shared_cache / "whisper")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class LiveServer:
-    """`python app.py` in a subprocess on a free loopback port, as a user runs it."""
+class LiveServer(Server):
+    """`python app.py` in a subprocess on a free loopback port, as a user runs it; its log is
+    `data_dir`/server.log."""
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(data_dir, data_dir / "server.log", env)
         self.data_dir = data_dir
-        self.env = {
-            **os.environ,
-            "STUDIO_DATA_DIR": str(data_dir),
-            "STUDIO_RATE_LIMIT_PER_MINUTE": "0",
-            **(env or {}),
-        }
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 90.0) -> LiveServer:
-        log = (self.data_dir / "server.log").open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "app.py", "--port", str(self.port)],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=log,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {(self.data_dir / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError("server did not answer /health in time")
+        self.launch()
+        self.wait_ready(timeout)
+        return self
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+
+def wait_for_task(client: TestClient | httpx.Client, task_id: str, timeout: float = 120) -> dict:
+    """Poll the task until it is completed, failed or cancelled; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = client.get(f"/api/v1/task/{task_id}").json()
+        if task["status"] in ("completed", "failed", "cancelled"):
+            return task
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not finish: {task}")
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pip
 
 from studio.audio import decode  # noqa: E402
 from studio.services.asr import Transcriber, transcript_error_rate, word_error_rate  # noqa: E402
+from tests.test_browser_voices import download  # noqa: E402
 
 if TYPE_CHECKING:
     from conftest import LiveServer
@@ -58,11 +59,7 @@ def test_speech_tab_generates_audio_that_says_the_typed_text(
     sync_api.expect(info).to_contain_text("jm_kumo")
     page.screenshot(path=tmp_path / "speech_tab.png", full_page=True)
 
-    href = link.get_attribute("href")
-    assert href, "the download link has no href"
-    response = httpx.get(urljoin(page.url, href), timeout=30)
-    assert response.status_code == 200, response.text[:500]
-    audio, rate = decode(response.content)
+    audio, rate = download(page, "speech-audio")
 
     duration = len(audio) / rate
     assert 1.5 <= duration <= 10.0, f"{duration:.2f} s of audio for one sentence"

@@ -12,16 +12,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urljoin
 
 import httpx
 import pytest
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pip package is not installed")
 
-from studio.audio import decode  # noqa: E402
 from studio.services.asr import Transcriber, word_error_rate  # noqa: E402
 from studio.services.speaker import SpeakerEncoder, similarity  # noqa: E402
+from tests.test_browser_voices import download  # noqa: E402
 
 if TYPE_CHECKING:
     from conftest import LiveServer
@@ -141,11 +140,7 @@ def test_dialogue_tab_generates_a_track_with_subtitles_in_distinct_voices(
     sync_api.expect(srt_box).to_have_value(re.compile(r"-->"))
     page.screenshot(path=tmp_path / "dialogue_tab.png", full_page=True)
 
-    href = link.get_attribute("href")
-    assert href, "the download link has no href"
-    response = httpx.get(urljoin(page.url, href), timeout=30)
-    assert response.status_code == 200, response.text[:500]
-    audio, rate = decode(response.content)
+    audio, rate = download(page, "dialogue-audio")
     duration = len(audio) / rate
     shown = re.search(r"Done: ([\d.]+) s", status.inner_text())
     assert shown and abs(float(shown.group(1)) - duration) < 0.1, (status.inner_text(), duration)

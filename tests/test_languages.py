@@ -173,11 +173,11 @@ def test_a_chinese_dialogue_gets_a_cue_per_sentence_with_its_speaker(
 
 
 def test_default_voices_of_a_chinese_script_all_speak_chinese(studio_client: TestClient) -> None:
-    from studio.services.dialogue import DialogueRequest
+    from studio.services.dialogue import DialogueConfig
 
     studio = studio_client.app.state.studio  # type: ignore[attr-defined]
     script = "[S1]你好。\n[S2]你好。\n[S3]大家好。\n[S4]Hello everyone."
-    _, planned = studio.dialogue.plan(DialogueRequest(script=script))
+    _, planned = studio.dialogue.plan(DialogueConfig(script=script))
     voices = {p.turn.speaker: p.voice for p in planned}
     assert voices["S3"] != "joe" and voices["S4"] == "joe"  # joe only where the speaker speaks English
     assert len(set(voices.values())) == 4

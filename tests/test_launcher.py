@@ -21,7 +21,7 @@ from engines.distributed.preflight import PreflightResult, run_preflight
 from engines.gpu import GpuAllocator, GpuDevice
 from engines.launcher import LaunchCancelled, LaunchError, LaunchHung, TorchrunLauncher, validate_parallel
 from studio.errors import BadInput
-from studio.services.distributed import DistributedService
+from studio.services.distributed import DistributedService, PreflightConfig
 from studio.tasks.runner import TaskRunner
 from studio.tasks.store import TaskStatus, TaskStore
 
@@ -267,7 +267,7 @@ def test_preflight_task_cancel_stops_the_job_and_releases_its_lease(tmp_path: Pa
 def test_preflight_task_config_is_checked_when_the_task_is_created(tmp_path: Path) -> None:
     allocator = GpuAllocator([])
     service = DistributedService(allocator)
-    assert service.check_config({}) == {
+    assert service.prepare_task(PreflightConfig()).model_dump() == {
         "nproc": 2,
         "watchdog_s": 120.0,
         "crash_rank": None,
@@ -278,15 +278,18 @@ def test_preflight_task_config_is_checked_when_the_task_is_created(tmp_path: Pat
     with pytest.raises(BadInput, match="nproc must be between 1 and 4"):
         runner.submit("preflight", "too many", {"nproc": 5})
     assert runner.store.list() == []  # refused before a task existed
-    with pytest.raises(BadInput, match="nproc must be between 1 and 4"):
-        service.check_config({"nproc": 9})
-    with pytest.raises(
-        BadInput, match=r"nproc must divide the preflight model's 8 attention heads .*: 1, 2, 4; got 3"
-    ):
-        service.check_config({"nproc": 3})
-    with pytest.raises(BadInput, match="crash_rank must be a rank from 0 to 1"):
-        service.check_config({"nproc": 2, "crash_rank": 2})
-    with pytest.raises(BadInput, match="watchdog_s must be a number"):
-        service.check_config({"watchdog_s": "soon"})
+    refused = {
+        "nproc must be between 1 and 4": {"nproc": 9},
+        r"nproc must divide the preflight model's 8 attention heads .*: 1, 2, 4; got 3": {"nproc": 3},
+        "crash_rank must be a rank from 0 to 1": {"nproc": 2, "crash_rank": 2},
+        "config.watchdog_s: Input should be a valid number": {"watchdog_s": "soon"},
+        "config.hang_rank: Input should be greater than or equal to 0": {"hang_rank": -1},
+        "config.nproc: Input should be a valid integer": {"nproc": 2.5},
+        "config.ranks: Extra inputs are not permitted": {"ranks": 2},
+    }
+    for message, config in refused.items():
+        with pytest.raises(BadInput, match=message):
+            runner.submit("preflight", "refused", config)
+    assert runner.store.list() == []
     gpus = DistributedService(GpuAllocator([GpuDevice(i, "H", 81_000, 81_000) for i in range(8)]))
-    assert gpus.check_config({"nproc": 8})["nproc"] == 8
+    assert gpus.prepare_task(PreflightConfig(nproc=8)).nproc == 8

@@ -1,7 +1,8 @@
 """The studio's layers, read from its source (ast: nothing is imported, nothing runs).
 
-- Routes (studio/api/) are HTTP only: they call services, never the task store or a training
-  service's internals (its dataset functions and workspace layout).
+- Routes (studio/api/) and the UI (studio/ui/) call services: never the task store's module or its
+  folders, the task runner's internals, or a training service's internals (its dataset functions,
+  workspace layout and backends).
 - A UI tab does not import another tab: what tabs share lives in studio/ui/common.py.
 - The REST API and the UI are siblings: neither imports the other.
 """
@@ -16,11 +17,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIO = ROOT / "studio"
-API_MUST_NOT_IMPORT = (
+MUST_NOT_IMPORT = (
     "studio.tasks.store",
+    "studio.tasks.runner",
     "studio.services.training.dataset",
     "studio.services.training.common",
+    "studio.services.training.piper_backend",
 )
+# What a route or a tab must not do with the studio it is given (the store's folders, a workspace).
+MUST_NOT_CALL = (".store.folder(", "Workspace(")
 
 
 def module_name(path: Path) -> str:
@@ -55,7 +60,8 @@ def imports(path: Path) -> dict[str, set[str]]:
     return found
 
 
-MODULES = {module_name(path): imports(path) for path in sorted(STUDIO.rglob("*.py"))}
+PATHS = {module_name(path): path for path in sorted(STUDIO.rglob("*.py"))}
+MODULES = {module: imports(path) for module, path in PATHS.items()}
 
 
 def within(module: str, package: str) -> bool:
@@ -82,10 +88,16 @@ def test_the_walk_sees_the_studio() -> None:
     assert "studio.tasks.store" in MODULES["studio.core"]  # the walk finds what core wires together
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if within(m, "studio.api")))
-def test_routes_reach_no_store_and_no_service_internals(module: str) -> None:
-    found = offending(module, lambda name: any(within(name, banned) for banned in API_MUST_NOT_IMPORT))
-    assert not found, f"routes call services, not the store or a service's internals: {found}"
+FRONT_ENDS = sorted(m for m in MODULES if within(m, "studio.api") or within(m, "studio.ui"))
+
+
+@pytest.mark.parametrize("module", FRONT_ENDS)
+def test_routes_and_tabs_reach_no_store_and_no_service_internals(module: str) -> None:
+    found = offending(module, lambda name: any(within(name, banned) for banned in MUST_NOT_IMPORT))
+    assert not found, f"routes and tabs call services, not the store or a service's internals: {found}"
+    source = PATHS[module].read_text(encoding="utf-8")
+    calls = [call for call in MUST_NOT_CALL if call in source]
+    assert not calls, f"{module} reaches past the services with {calls}: add a service method for it"
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if within(m, "studio.ui") and m != "studio.ui"))
@@ -95,9 +107,7 @@ def test_no_tab_imports_another_tab(module: str) -> None:
     assert not found, f"a tab imports another tab (move what they share into studio/ui/common.py): {found}"
 
 
-@pytest.mark.parametrize(
-    "module", sorted(m for m in MODULES if within(m, "studio.api") or within(m, "studio.ui"))
-)
+@pytest.mark.parametrize("module", FRONT_ENDS)
 def test_api_and_ui_stay_apart(module: str) -> None:
     other = "studio.ui" if within(module, "studio.api") else "studio.api"
     found = offending(module, lambda name: within(name, other))

@@ -14,7 +14,6 @@ this venv's transformers 5.x (it pins <=4.49) and without the packages it lists.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from engines.base import EngineState, EngineUnavailable, SynthesisOptions, UnknownVoice
+from engines.base import EngineUnavailable, SynthesisOptions, UnknownVoice
 from engines.gpu import GpuAllocator, GpuDevice
 from engines.megatts3 import (
     DEFAULT_DUR_DISTURB,
@@ -38,6 +37,11 @@ from engines.megatts3 import (
     forward_kwargs,
     resolve_latent,
     wav_bytes_to_float32,
+)
+from tests.engine_checks import (
+    check_gpu_first_then_every_path,
+    check_loading_says_what_is_missing,
+    check_packages_then_weights_are_missing,
 )
 
 FAKE_GPU = GpuDevice(0, "Fake GPU", 81920, 81920)
@@ -66,29 +70,17 @@ def write_latent(path: Path, shape: tuple[int, ...] = (1, 50, 32)) -> Path:
 # ---- status and load errors ----------------------------------------------------------------------
 def test_empty_weights_without_gpu_needs_gpu_and_names_every_path(tmp_path: Path) -> None:
     engine = MegaTts3Engine(tmp_path, GpuAllocator(devices=[]))
-    status = engine.status()
-    assert status.state == EngineState.NEEDS_GPU  # the GPU comes first: nothing else matters without one
-    assert any("needs a CUDA GPU" in text for text in status.missing)
-    for relative in EXPECTED_PATHS:
-        assert any(str(tmp_path / relative) in text for text in status.missing), relative
-    code = next(text for text in status.missing if "infer_cli.py" in text)
+    missing = check_gpu_first_then_every_path(engine, tmp_path, EXPECTED_PATHS)
+    code = next(text for text in missing if "infer_cli.py" in text)
     assert "git clone https://github.com/bytedance/MegaTTS3" in code
-    ckpt = next(text for text in status.missing if "diffusion_transformer/model_only_last.ckpt" in text)
+    ckpt = next(text for text in missing if "diffusion_transformer/model_only_last.ckpt" in text)
     assert "huggingface-cli download ByteDance/MegaTTS3" in ckpt
     assert engine.voices() == []
 
 
 def test_with_a_gpu_the_packages_then_the_weights_are_what_is_missing(tmp_path: Path) -> None:
     engine = MegaTts3Engine(tmp_path, GpuAllocator(devices=[FAKE_GPU]))
-    status = engine.status()
-    packages = [r.target for r in engine.info.requirements if r.kind == "package"]
-    absent = [name for name in packages if importlib.util.find_spec(name) is None]
-    assert status.state == (EngineState.MISSING_PACKAGE if absent else EngineState.NEEDS_WEIGHTS)
-    assert not any("GPU" in text for text in status.missing)
-    for name in absent:
-        assert any(f"'{name}'" in text for text in status.missing), name
-    for relative in EXPECTED_PATHS:
-        assert any(str(tmp_path / relative) in text for text in status.missing), relative
+    check_packages_then_weights_are_missing(engine, tmp_path, EXPECTED_PATHS)
 
 
 def test_the_packages_its_code_imports_are_required() -> None:
@@ -113,15 +105,7 @@ def test_a_full_wavvae_stands_in_for_the_decoder(tmp_path: Path) -> None:
 
 def test_ensure_loaded_says_what_is_missing(tmp_path: Path) -> None:
     engine = MegaTts3Engine(tmp_path, GpuAllocator(devices=[]))
-    with pytest.raises(EngineUnavailable) as raised:
-        engine.ensure_loaded()
-    message = str(raised.value)
-    assert message.startswith("megatts3: ")
-    assert "needs a CUDA GPU" in message
-    for relative in EXPECTED_PATHS:
-        assert str(tmp_path / relative) in message
-    assert not engine.is_loaded
-    assert engine.allocator.leases() == []
+    check_loading_says_what_is_missing(engine, "megatts3", tmp_path, EXPECTED_PATHS)
 
 
 def test_clone_refuses_before_loading_when_unavailable(tmp_path: Path) -> None:

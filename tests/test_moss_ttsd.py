@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from engines import moss_ttsd
-from engines.base import EngineState, EngineUnavailable, UnknownVoice
+from engines.base import EngineUnavailable, UnknownVoice
 from engines.gpu import GpuAllocator, GpuDevice
 from engines.moss_ttsd import (
     MossTtsdEngine,
@@ -26,6 +26,11 @@ from engines.moss_ttsd import (
     parse_moss_turns,
     pick_attention,
     to_mono_float32,
+)
+from tests.engine_checks import (
+    check_gpu_first_then_every_path,
+    check_loading_says_what_is_missing,
+    check_packages_then_weights_are_missing,
 )
 
 FAKE_GPU = GpuDevice(0, "Fake GPU", 81920, 81920)
@@ -41,46 +46,24 @@ EXPECTED_PATHS = (
 # ---- status and load errors ----------------------------------------------------------------------
 def test_empty_weights_without_gpu_needs_gpu_and_names_every_path(tmp_path: Path) -> None:
     engine = MossTtsdEngine(tmp_path, GpuAllocator(devices=[]))
-    status = engine.status()
-    assert status.state == EngineState.NEEDS_GPU  # the GPU is listed first: nothing else matters without one
-    assert any("needs a CUDA GPU" in text for text in status.missing)
-    for relative in EXPECTED_PATHS:
-        assert any(str(tmp_path / relative) in text for text in status.missing), relative
-    code = next(text for text in status.missing if "generation_utils.py" in text)
+    missing = check_gpu_first_then_every_path(engine, tmp_path, EXPECTED_PATHS)
+    code = next(text for text in missing if "generation_utils.py" in text)
     assert "git clone https://github.com/OpenMOSS/MOSS-TTSD" in code
-    model = next(text for text in status.missing if "MOSS-TTSD-v0.5/config.json" in text)
+    model = next(text for text in missing if "MOSS-TTSD-v0.5/config.json" in text)
     assert "fnlp/MOSS-TTSD-v0.5" in model
-    ckpt = next(text for text in status.missing if "xy_tokenizer.ckpt" in text)
+    ckpt = next(text for text in missing if "xy_tokenizer.ckpt" in text)
     assert "fnlp/XY_Tokenizer_TTSD_V0" in ckpt
     assert engine.voices() == []
 
 
 def test_with_a_gpu_the_packages_then_the_weights_are_what_is_missing(tmp_path: Path) -> None:
-    import importlib.util
-
     engine = MossTtsdEngine(tmp_path, GpuAllocator(devices=[FAKE_GPU]))
-    status = engine.status()
-    packages = [r.target for r in engine.info.requirements if r.kind == "package"]
-    absent = [name for name in packages if importlib.util.find_spec(name) is None]
-    assert status.state == (EngineState.MISSING_PACKAGE if absent else EngineState.NEEDS_WEIGHTS)
-    assert not any("GPU" in text for text in status.missing)
-    for name in absent:
-        assert any(f"'{name}'" in text for text in status.missing)
-    for relative in EXPECTED_PATHS:
-        assert any(str(tmp_path / relative) in text for text in status.missing), relative
+    check_packages_then_weights_are_missing(engine, tmp_path, EXPECTED_PATHS)
 
 
 def test_ensure_loaded_says_what_is_missing(tmp_path: Path) -> None:
     engine = MossTtsdEngine(tmp_path, GpuAllocator(devices=[]))
-    with pytest.raises(EngineUnavailable) as raised:
-        engine.ensure_loaded()
-    message = str(raised.value)
-    assert message.startswith("moss-ttsd: ")
-    assert "needs a CUDA GPU" in message
-    for relative in EXPECTED_PATHS:
-        assert str(tmp_path / relative) in message
-    assert not engine.is_loaded
-    assert engine.allocator.leases() == []
+    check_loading_says_what_is_missing(engine, "moss-ttsd", tmp_path, EXPECTED_PATHS)
 
 
 def test_dialogue_refuses_before_loading_when_unavailable(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from studio.observability import JsonFormatter
 from studio.tasks.store import TaskStatus, TaskStore
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import LiveServer, make_settings, wait_for_task
 
 UNKNOWN_TASK = "0123456789abcdef"
 
@@ -36,16 +36,6 @@ def value(metrics: dict, name: str, **labels: str) -> float | None:
     return metrics.get((name, tuple(sorted(labels.items()))))
 
 
-def wait_for(client: TestClient | httpx.Client, task_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = client.get(f"/api/v1/task/{task_id}").json()
-        if task["status"] in ("completed", "failed", "cancelled"):
-            return task
-        time.sleep(0.1)
-    raise AssertionError(f"task {task_id} did not finish: {task}")
-
-
 def test_metrics_count_requests_by_route_template_tasks_and_engines(tmp_path: Path) -> None:
     from studio.server import create_app
 
@@ -54,7 +44,7 @@ def test_metrics_count_requests_by_route_template_tasks_and_engines(tmp_path: Pa
         created = client.post(
             "/api/v1/task/create", json={"kind": "speech", "config": {"text": "Hello there.", "voice": "joe"}}
         ).json()
-        assert wait_for(client, created["task_id"])["status"] == "completed"
+        assert wait_for_task(client, created["task_id"])["status"] == "completed"
         metrics = scrape(client)
         text = client.get("/metrics").text
 
@@ -142,7 +132,7 @@ def test_sigterm_pauses_a_running_dialogue_and_the_next_start_resumes_it(tmp_pat
                 json={"kind": "speech", "config": {"text": "Finished work.", "voice": "joe"}},
                 headers={"X-Request-ID": "before-sigterm"},
             ).json()
-            assert wait_for(client, done["task_id"])["status"] == "completed"
+            assert wait_for_task(client, done["task_id"])["status"] == "completed"
             audio_before = client.get(f"/api/v1/task/{done['task_id']}/files/download/speech.wav").content
 
             task = client.post(
@@ -181,7 +171,7 @@ def test_sigterm_pauses_a_running_dialogue_and_the_next_start_resumes_it(tmp_pat
 
         server = LiveServer(tmp_path).start()  # the next start, same data folder (and same owner)
         with httpx.Client(base_url=server.url, timeout=30) as client:
-            resumed = wait_for(client, task["task_id"], timeout=300)
+            resumed = wait_for_task(client, task["task_id"], timeout=300)
             assert resumed["status"] == "completed" and resumed["result"]["turns"] == 12
             assert all((turns / name).stat().st_mtime_ns == mtime for name, mtime in kept.items())
             logs = client.get(f"/api/v1/task/{task['task_id']}/logs").text

@@ -186,6 +186,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live.stop()
 
 
+def synthesize_as_documented(base_url: str, voice_id: str) -> requests.Response:
+    """The MegaTTS3 document's 语音合成 request (its text and parameters) for `voice_id`."""
+    return requests.post(
+        f"{base_url}/api/v1/tts/synthesize",
+        json={
+            "text": "你好，这是MegaTTS3语音合成测试。",
+            "voice_id": voice_id,
+            "parameters": {"speed": 1.0, "pitch": 1.0, "emotion": "neutral"},
+        },
+    )
+
+
 def speak(server: LiveServer, text: str, voice_id: str, path: Path) -> Path:
     """A Mandarin recording made by the studio's own Kokoro (through its synthesize route)."""
     response = requests.post(
@@ -260,14 +272,7 @@ def test_megatts3_document_examples(server: LiveServer, tmp_path: Path) -> None:
     assert {"version", "model_loaded", "gpu_available", "memory_usage"} <= set(health)
 
     # 语音合成 with the document's placeholder voice id: the studio names the voices it has.
-    placeholder = requests.post(
-        f"{base_url}/api/v1/tts/synthesize",
-        json={
-            "text": "你好，这是MegaTTS3语音合成测试。",
-            "voice_id": "voice_001",
-            "parameters": {"speed": 1.0, "pitch": 1.0, "emotion": "neutral"},
-        },
-    )
+    placeholder = synthesize_as_documented(base_url, "voice_001")
     assert placeholder.status_code == 404, placeholder.text
     error = placeholder.json()["error"]
     assert error["code"] == "unknown_voice" and "voice_001" in error["message"]
@@ -286,14 +291,7 @@ def test_megatts3_document_examples(server: LiveServer, tmp_path: Path) -> None:
     assert "custom_voice_001" in listed and "jf_alpha" in listed
 
     # 语音合成 (curl) with the uploaded voice and the document's parameters.
-    response = requests.post(
-        f"{base_url}/api/v1/tts/synthesize",
-        json={
-            "text": "你好，这是MegaTTS3语音合成测试。",
-            "voice_id": "custom_voice_001",
-            "parameters": {"speed": 1.0, "pitch": 1.0, "emotion": "neutral"},
-        },
-    )
+    response = synthesize_as_documented(base_url, "custom_voice_001")
     assert_speech(response, min_seconds=1.0)
 
     # 文件上传合成 (curl -F): the clip, its latent and the speed (the clip's voice is fitted, then cached).

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.server import free_port
 from studio.config import Settings
 from studio.services.cloning import CloningService, clone_gpu_seconds
 from studio.services.dialogue import DialogueService, PlannedTurn, whole_script_gpu_seconds
@@ -29,7 +30,7 @@ from studio.space import (
     space_data_dir,
     space_settings,
 )
-from tests.conftest import ROOT, free_port, make_settings
+from tests.conftest import ROOT, make_settings
 
 SPACE_ENV = ("SPACE_ID", "SYSTEM", "PORT", "GRADIO_SERVER_PORT")
 
@@ -166,9 +167,9 @@ def test_dialogue_over_the_space_limits_is_413(space_client: TestClient) -> None
 
 
 def studio_request(script: str):  # type: ignore[no-untyped-def]
-    from studio.services.dialogue import DialogueRequest
+    from studio.services.dialogue import DialogueConfig
 
-    return DialogueRequest(script=script)
+    return DialogueConfig(script=script)
 
 
 def test_thorough_fitting_is_refused(space_client: TestClient) -> None:

@@ -12,21 +12,12 @@ from engines.gpu import GpuAllocator, GpuDevice
 from studio.audio import decode
 from studio.core import Studio
 from studio.errors import BadInput, Conflict
+from studio.tasks.configs import StepwiseConfig
 from studio.tasks.runner import StepSkipped, TaskContext, TaskFailed, TaskKind, TaskRunner
 from studio.tasks.store import Task, TaskStatus, TaskStore
-from tests.conftest import make_settings
+from tests.conftest import make_settings, wait_for_task
 
 LONG_TEXT = " ".join(f"This is sentence number {n} of the story." for n in range(1, 9))
-
-
-def wait_for(client: TestClient, task_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = client.get(f"/api/v1/task/{task_id}").json()
-        if task["status"] in ("completed", "failed", "cancelled"):
-            return task
-        time.sleep(0.1)
-    raise AssertionError(f"task {task_id} did not finish: {task}")
 
 
 def test_speech_task_through_the_task_routes(studio_client: TestClient) -> None:
@@ -38,7 +29,7 @@ def test_speech_task_through_the_task_routes(studio_client: TestClient) -> None:
         },
     ).json()
     assert created["status"] in ("pending", "running") and created["kind"] == "speech"
-    task = wait_for(studio_client, created["task_id"])
+    task = wait_for_task(studio_client, created["task_id"])
     assert task["status"] == "completed" and task["progress"] == 100
     assert {"speech.mp3", "speech.srt", "timing.json"} <= set(task["files"])
     assert not any(name.startswith("_parts") for name in task["files"])  # working files stay private
@@ -61,11 +52,24 @@ def test_task_route_errors(studio_client: TestClient) -> None:
     assert response.status_code == 422 and "speech" in response.json()["error"]["message"]
     assert studio_client.get("/api/v1/task/0123456789abcdef").status_code == 404
     assert studio_client.get("/api/v1/task/..%2F..%2Fetc").status_code == 404
-    failed = studio_client.post(
-        "/api/v1/task/create", json={"kind": "speech", "config": {"text": "hi", "voice": "nobody"}}
-    )
-    task = wait_for(studio_client, failed.json()["task_id"])
-    assert task["status"] == "failed" and "unknown voice 'nobody'" in task["error_message"]
+    # A task's config is checked when the task is made: what is wrong is a 4xx, not a failed task.
+    refused = {
+        ("nobody", 1.0): (404, "unknown_voice", "unknown voice 'nobody'"),
+        ("joe", 9.0): (422, "bad_speed", "config.speed: Input should be less than or equal to 4"),
+        ("joe", "fast"): (422, "bad_speed", "config.speed: Input should be a valid number"),
+    }
+    for (voice, speed), (status, code, message) in refused.items():
+        config = {"text": "hi", "voice": voice, "speed": speed}
+        response = studio_client.post("/api/v1/task/create", json={"kind": "speech", "config": config})
+        error = response.json()["error"]
+        assert (response.status_code, error["code"]) == (status, code) and message in error["message"], error
+    typo = studio_client.post("/api/v1/task/create", json={"kind": "speech", "config": {"txt": "hi"}})
+    assert typo.status_code == 422 and "config.txt: Extra inputs are not permitted" in typo.text
+    made = studio_client.post(
+        "/api/v1/task/create", json={"kind": "speech", "config": {"text": "hi", "voice": "alloy"}}
+    ).json()
+    assert made["config"]["voice"] == "jf_alpha" and made["config"]["engine"] == "kokoro"  # stored planned
+    task = wait_for_task(studio_client, made["task_id"])
     step = studio_client.post(f"/api/v1/task/{task['task_id']}/step/train_gpt", json={"params": {}})
     assert step.status_code == 409 and "runs as a whole" in step.json()["error"]["message"]
 
@@ -232,6 +236,7 @@ def stepwise_kind(calls: list[tuple[str, dict]]) -> TaskKind:
 
     return TaskKind(
         "steps",
+        config=StepwiseConfig,
         resumable=True,
         steps=("prepare", "check", "train"),
         run_step=run_step,

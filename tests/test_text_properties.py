@@ -33,7 +33,7 @@ from engines.text import (
 )
 from studio.batch import request_for
 from studio.errors import BadInput
-from studio.services.dialogue import DialogueRequest
+from studio.services.dialogue import DialogueConfig
 from studio.services.script import Script, normalize_text, parse_script
 
 FEW = settings(max_examples=60, deadline=None, derandomize=True)
@@ -586,6 +586,6 @@ def test_a_batch_line_is_a_request_or_a_value_error_naming_the_problem(item: obj
     except ValueError as error:
         assert re.search(r"JSON object|'text'|'voices'|'language'|prompt_audio_speaker\d", str(error)), error
     else:
-        assert isinstance(request, DialogueRequest) and isinstance(item, dict)
+        assert isinstance(request, DialogueConfig) and isinstance(item, dict)
         assert request.script == item["text"] and request.script.strip()
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in request.voices.items())

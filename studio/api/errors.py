@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from studio.errors import StudioError
+from studio.tasks.configs import describe_problems
 
 log = logging.getLogger("studio.api")
 
@@ -28,11 +29,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
-        problems = []
-        for item in error.errors():
-            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
-            problems.append(f"{where or 'body'}: {item.get('msg', 'invalid')}")
-        return error_response(422, "invalid_input", "; ".join(problems))
+        return error_response(422, "invalid_input", describe_problems(error.errors(), skip="body"))
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:

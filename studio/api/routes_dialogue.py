@@ -9,7 +9,6 @@ from studio.api.openapi import TASK_LINKS
 from studio.api.routes_tasks import task_out
 from studio.api.schemas import DialogueBody, TaskOut, errors
 from studio.core import Studio
-from studio.services.dialogue import DialogueRequest
 
 router = APIRouter(tags=["dialogue"])
 
@@ -28,11 +27,7 @@ def create_dialogue(
 ) -> TaskOut:
     """A dialogue task. With `"wait": true` it answers when the task has finished, or with 202 and the
     task still running after `max_wait_seconds` (poll `GET /api/v1/task/{task_id}` from there)."""
-    config = body.model_dump(exclude={"wait", "task_name"}, exclude_none=True)
-    studio.dialogue.plan(
-        DialogueRequest.from_config(config)
-    )  # bad scripts and voices: 4xx now, not a failed task
-    task = studio.runner.submit("dialogue", body.task_name or "dialogue", config, owner)
+    task = studio.runner.submit("dialogue", body.task_name or "dialogue", body, owner)
     if body.wait:
         task = studio.runner.wait(task.task_id, timeout=studio.settings.max_wait_seconds)
         if not task.status.finished:  # bounded: the client polls the task from here

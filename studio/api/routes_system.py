@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import psutil
 from fastapi import APIRouter, Depends
 
+from engines.registry import EngineReport
 from studio.api.deps import caller, get_studio
-from studio.api.schemas import EngineOut, errors
+from studio.api.schemas import errors
 from studio.core import Studio
 
 router = APIRouter()
@@ -34,5 +33,5 @@ def health(studio: Studio = Depends(get_studio)) -> dict:
 
 
 @router.get("/api/v1/engines", tags=["system"], dependencies=[Depends(caller)], responses=errors(401))
-def engines(studio: Studio = Depends(get_studio)) -> dict[str, list[EngineOut]]:
-    return {"engines": [EngineOut(**dataclasses.asdict(r)) for r in studio.registry.reports()]}
+def engines(studio: Studio = Depends(get_studio)) -> dict[str, list[EngineReport]]:
+    return {"engines": studio.registry.reports()}

@@ -15,7 +15,7 @@ from studio.api.schemas import TaskOut, errors, text_to_speak
 from studio.core import Studio
 from studio.errors import BadInput
 from studio.services.dialogue import DEFAULT_PAUSE_MS
-from studio.services.video import VideoRequest, parse_bboxes
+from studio.services.video import VideoConfig, parse_bboxes
 
 router = APIRouter(tags=["video"])
 
@@ -74,27 +74,29 @@ async def create_video(
         raise BadInput(f"voices is not valid JSON ({error.msg})", "bad_voices") from None
     if not isinstance(chosen, dict) or not all(isinstance(v, str) for v in chosen.values()):
         raise BadInput('voices must be a JSON object like {"S1": "jm_kumo", "S2": "jf_alpha"}', "bad_voices")
-    request = VideoRequest(
-        script=script,
-        voices={str(k): v for k, v in chosen.items()},
-        prompt=prompt,
-        resolution=resolution,
-        steps=steps,
-        text_guidance=text_guidance,
-        audio_guidance=audio_guidance,
-        seed=seed,
-        engine=engine,
-        preset=preset,
-        pause_ms=pause_ms,
-        bboxes=parse_bboxes(bboxes),
+    config = VideoConfig.parse(
+        {
+            "script": script,
+            "voices": {str(k): v for k, v in chosen.items()},
+            "prompt": prompt,
+            "resolution": resolution,
+            "steps": steps,
+            "text_guidance": text_guidance,
+            "audio_guidance": audio_guidance,
+            "seed": seed,
+            "engine": engine,
+            "preset": preset,
+            "pause_ms": pause_ms,
+            "bboxes": parse_bboxes(bboxes),
+        },
+        where="form",
     )
     uploads = {
         name: await read_upload(upload, studio)
         for name, upload in (("image_left", image_left), ("image_right", image_right), ("image", image))
         if upload is not None
     }
-    config = await run_in_threadpool(studio.video.prepare, request, uploads)
-    task = await run_in_threadpool(studio.runner.submit, "video", task_name or "video", config, owner)
+    task = await run_in_threadpool(studio.video.submit, config, uploads, task_name or "video", owner)
     if wait:
         task = await run_in_threadpool(studio.runner.wait, task.task_id, studio.settings.max_wait_seconds)
         if not task.status.finished:  # bounded: the client polls the task from here

@@ -27,7 +27,7 @@ from studio.api.schemas import (
 )
 from studio.core import Studio
 from studio.errors import BadInput, NotFound
-from studio.services.cloning import THOROUGH_OFF
+from studio.services.cloning import THOROUGH_OFF, VoiceFitConfig
 from studio.services.voices import VOICE_ID
 
 router = APIRouter(tags=["voices"], responses=errors(400, 401, 422))
@@ -92,9 +92,8 @@ async def upload_voice(
     if fit == "quick":
         record = await run_in_threadpool(studio.cloning.fit_voice, record.id, "quick")
     elif fit == "thorough":
-        task = studio.runner.submit(
-            "voice_fit", f"fit {record.id}", {"voice_id": record.id, "mode": "thorough"}, owner
-        )
+        config = VoiceFitConfig(voice_id=record.id, mode="thorough")
+        task = studio.runner.submit("voice_fit", f"fit {record.id}", config, owner)
         answer["task"] = task_out(studio, task).model_dump()
     return record.to_dict() | answer
 
@@ -157,11 +156,8 @@ def fit_voice(
     body: FitBody, voice_id: str = VoiceId, studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> TaskOut:
     """Fit (again) as a task: progress, and a live similarity curve in the task's curve.json."""
-    _check_fit_mode(studio, body.mode)
-    studio.library.require(voice_id)
-    task = studio.runner.submit(
-        "voice_fit", f"fit {voice_id}", {"voice_id": voice_id, "mode": body.mode}, owner
-    )
+    config = VoiceFitConfig(voice_id=voice_id, mode=body.mode)
+    task = studio.runner.submit("voice_fit", f"fit {voice_id}", config, owner)
     return task_out(studio, task)
 
 

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from engines.text import LANGUAGE_SPELLINGS
 from studio import audio as audio_io
-from studio.services.dialogue import DEFAULT_PAUSE_MS
+from studio.services.dialogue import DialogueConfig
+from studio.tasks.configs import LANGUAGE_HELP, LanguageName, text_to_speak
 
 AudioFormat = Literal["wav", "mp3", "flac", "ogg"]
 OpenAIFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
-LanguageName = Literal[LANGUAGE_SPELLINGS]  # type: ignore[valid-type]
-LANGUAGE_HELP = (
-    "auto (default: each sentence's own, by its script), zh, ja, en, en-gb (or another spelling listed)"
-)
 
 
 class RequestBody(BaseModel):
@@ -23,18 +19,6 @@ class RequestBody(BaseModel):
     false), so the OpenAPI document and the server agree on what is valid."""
 
     model_config = ConfigDict(strict=True)
-
-
-# Text to speak has a letter or digit of a script the studio speaks (Latin, kana, Han) somewhere.
-SPEAKABLE = r"[0-9A-Za-z\u00C0-\u024F\u3040-\u30FF\u3400-\u4DBF\u4E00-\u9FFF]"
-
-
-def text_to_speak(limit: str) -> dict[str, str]:
-    """Schema extra for a text to speak, whose maximum length is the server setting `limit`: the
-    OpenAPI document states the running server's value (studio/api/openapi.py). The speech service
-    enforces them all (422 empty_text, 413 text_too_long, 422 nothing_to_speak), with messages that
-    say what to change."""
-    return {"minLength": 1, "x-limited-by": limit, "pattern": SPEAKABLE}
 
 
 class ErrorDetail(BaseModel):
@@ -108,36 +92,9 @@ class OpenAISpeechRequest(RequestBody):
     language: LanguageName | None = Field(None, description="studio extension: " + LANGUAGE_HELP)
 
 
-class TurnOverrideBody(RequestBody):
-    speed: float | None = Field(None, ge=0.25, le=4.0)
-    pause_ms: int | None = Field(None, ge=0, le=10_000)
-    language: LanguageName | None = Field(None, description="this turn's language: " + LANGUAGE_HELP)
+class DialogueBody(DialogueConfig):
+    """A dialogue task's config, and how to answer."""
 
-
-class DialogueBody(RequestBody):
-    script: str = Field(
-        ...,
-        description="[S1]/(s1)/Speaker 1:/Name: turns; untagged lines alternate S1, S2",
-        json_schema_extra=text_to_speak("max_dialogue_chars"),
-    )
-    voices: dict[str, str] = Field(default_factory=dict, description='speaker ("S1" or its name) -> voice id')
-    format: Literal["wav", "mp3", "flac"] = "wav"
-    pause_ms: int = Field(DEFAULT_PAUSE_MS, ge=0, le=10_000, description="silence between turns")
-    speed: float = Field(1.0, ge=0.25, le=4.0)
-    normalize: bool = Field(False, description="spell out numbers and abbreviations before synthesis")
-    overrides: dict[Annotated[str, StringConstraints(pattern=r"^[0-9]{1,6}$")], TurnOverrideBody] = Field(
-        default_factory=dict, description="turn index (0-based, as a string) -> speed/pause/language"
-    )
-    language: LanguageName | None = Field(None, description=LANGUAGE_HELP)
-    languages: dict[str, LanguageName] = Field(
-        default_factory=dict, description='speaker ("S1" or its name) -> language, over `language`'
-    )
-    engine: str | None = Field(
-        None,
-        description="a dialogue engine that can run here (moss-ttsd, with a GPU and its weights) speaks the "
-        "whole script in one pass; default: each voice's own engine, turn by turn",
-        json_schema_extra={"x-choices": "dialogue_engines"},
-    )
     task_name: str = ""
     wait: bool = Field(False, description="answer when the task has finished")
 
@@ -161,19 +118,6 @@ class ClipEdit(RequestBody):
 
 class ClipEdits(RequestBody):
     edits: list[ClipEdit] = Field(default_factory=list)
-
-
-class EngineOut(BaseModel):
-    name: str
-    display_name: str
-    description: str
-    capabilities: list[str]
-    languages: list[str]
-    license: str
-    sample_rate: int
-    state: str
-    missing: list[str]
-    device: str
 
 
 class VoiceOut(BaseModel):

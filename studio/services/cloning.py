@@ -11,10 +11,11 @@ import hashlib
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
+from pydantic import Field
 
 from engines.kokoro_onnx import KokoroOnnxEngine
 from engines.text import base_language
@@ -22,10 +23,11 @@ from studio.errors import BadInput
 from studio.services.asr import Transcriber
 from studio.services.speaker import SpeakerEncoder
 from studio.services.speech import Speech, SpeechRequest, SpeechService
-from studio.services.voice_fit import MODES, FitResult, VoiceFitter
+from studio.services.voice_fit import MODES, FitResult, ProgressCallback, VoiceFitter
 from studio.services.voices import RATE, VoiceLibrary, VoiceRecord, clean_reference
 from studio.space import gpu_duration, on_zero_gpu
 from studio.subtitles import Cue
+from studio.tasks.configs import TaskConfig
 from studio.tasks.runner import TaskContext, TaskKind
 
 CLONE_PREFIX = "clone-"  # zero-shot styles, cached by the clip's hash
@@ -35,6 +37,13 @@ PREVIEW_TEXT = {  # by language family: a voice previews in its own language
     "ja": "こんにちは！これがスタジオでの私の声です。気に入ってもらえたらうれしいです。",
 }
 THOROUGH_OFF = "thorough voice fitting is turned off on this server (shared use): fit with 'quick' instead"
+
+
+class VoiceFitConfig(TaskConfig):
+    """A "voice_fit" task: fit a library voice's Kokoro style to its reference clip."""
+
+    voice_id: str = Field(description="a library voice")
+    mode: Literal["quick", "thorough"] = "thorough"
 
 
 class CloningService:
@@ -96,6 +105,16 @@ class CloningService:
         self.write_preview(voice_id)
         return record
 
+    def quick_fit(self, voice_id: str, progress: ProgressCallback | None = None) -> VoiceRecord:
+        """Fit a library voice "quick" within the caller's request (no task): `progress(percent, step,
+        curve)` hears each trial, `curve` being the (trial, best similarity so far) pairs."""
+        record = self.library.require(voice_id)
+        reference = self.library.reference(voice_id)
+        result = self.fitter.fit(reference, RATE, "quick", progress=progress, language=record.language)
+        record = self.library.save_style(voice_id, result.style, fit_report(result, "quick"))
+        self.write_preview(voice_id)
+        return record
+
     def write_preview(self, voice_id: str) -> None:
         """The library voice's preview clip (what the library lists play), spoken with its fitted style
         in its language."""
@@ -109,12 +128,19 @@ class CloningService:
         )
 
     def task_kind(self) -> TaskKind:
-        return TaskKind("voice_fit", self._run_fit_task)
+        return TaskKind("voice_fit", self._run_fit_task, config=VoiceFitConfig, prepare=self.prepare_fit)
+
+    def prepare_fit(self, config: VoiceFitConfig) -> VoiceFitConfig:
+        """A fit task's config checked: the voice exists, and thorough fits are allowed here."""
+        if config.mode == "thorough" and not self.allow_thorough_fit:
+            raise BadInput(THOROUGH_OFF, "thorough_fit_disabled")
+        self.library.require(config.voice_id)
+        return config
 
     def _run_fit_task(self, context: TaskContext) -> dict[str, Any]:
-        voice_id = str(context.config.get("voice_id", ""))
-        record = self.fit_voice(voice_id, str(context.config.get("mode", "thorough")), context)
-        return {"voice_id": voice_id, **record.fit}
+        config: VoiceFitConfig = context.request
+        record = self.fit_voice(config.voice_id, config.mode, context)
+        return {"voice_id": config.voice_id, **record.fit}
 
     # ---- zero-shot -----------------------------------------------------------------------------
     def synthesize_from_clip(

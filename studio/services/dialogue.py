@@ -14,13 +14,14 @@ import subprocess
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import imageio_ffmpeg
 import numpy as np
 import soundfile as sf
+from pydantic import Field, StringConstraints
 
 from engines.text import detect_language, split_sentences
 from studio import audio as audio_io
@@ -29,6 +30,7 @@ from studio.services.script import Script, Turn, normalize_text, parse_script
 from studio.services.speech import SENTENCE_GAP_S, SHORT_TASK_CHARS, SpeechRequest, SpeechService
 from studio.space import gpu_duration, on_zero_gpu
 from studio.subtitles import Cue, to_srt, to_vtt
+from studio.tasks.configs import LANGUAGE_HELP, LanguageName, TaskConfig, text_to_speak
 from studio.tasks.runner import TaskContext, TaskKind
 
 MIX_RATE = 24000
@@ -41,44 +43,47 @@ OUTPUT_FORMATS = ("wav", "mp3", "flac")
 WHOLE_SCRIPT_ENGINE = "moss-ttsd"  # makes the whole script in one pass instead of turn by turn
 
 
-@dataclass(frozen=True)
-class TurnOverride:
-    speed: float | None = None
-    pause_ms: int | None = None
-    language: str | None = None
+class TurnOverride(TaskConfig):
+    """One turn's own speed, pause before it, or language."""
+
+    speed: float | None = Field(None, ge=0.25, le=4.0)
+    pause_ms: int | None = Field(None, ge=0, le=10_000)
+    language: LanguageName | None = Field(None, description="this turn's language: " + LANGUAGE_HELP)
 
 
-@dataclass
-class DialogueRequest:
-    script: str
-    voices: dict[str, str] = field(default_factory=dict)  # "S1" or the label as written -> voice id
-    format: str = "wav"
-    # Between turns; sentences within a turn get the speech service's shorter gap.
-    pause_ms: int = DEFAULT_PAUSE_MS
-    speed: float = 1.0
-    normalize: bool = False
-    overrides: dict[int, TurnOverride] = field(default_factory=dict)  # turn index (0-based) -> override
-    engine: str | None = (
-        None  # None: each speaker's voice picks its engine; "moss-ttsd": the whole script at once
+TurnIndex = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,6}$")]  # JSON keys are strings
+
+
+class DialogueConfig(TaskConfig):
+    """A "dialogue" task: a script spoken turn by turn with each speaker's voice, mixed into one
+    track with subtitles, timing and stems. Stored planned: `voices` names every speaker's voice."""
+
+    script: str = Field(
+        description="[S1]/(s1)/Speaker 1:/Name: turns; untagged lines alternate S1, S2",
+        json_schema_extra=text_to_speak("max_dialogue_chars"),
     )
-    language: str | None = None  # the whole script's; None/"auto": each sentence's own
-    languages: dict[str, str] = field(default_factory=dict)  # "S1" or the label -> that speaker's language
+    voices: dict[str, str] = Field(default_factory=dict, description='speaker ("S1" or its name) -> voice id')
+    format: Literal["wav", "mp3", "flac"] = "wav"
+    # Between turns; sentences within a turn get the speech service's shorter gap.
+    pause_ms: int = Field(DEFAULT_PAUSE_MS, ge=0, le=10_000, description="silence between turns")
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    normalize: bool = Field(False, description="spell out numbers and abbreviations before synthesis")
+    overrides: dict[TurnIndex, TurnOverride] = Field(
+        default_factory=dict, description="turn index (0-based, as a string) -> speed/pause/language"
+    )
+    language: LanguageName | None = Field(None, description=LANGUAGE_HELP)
+    languages: dict[str, LanguageName] = Field(
+        default_factory=dict, description='speaker ("S1" or its name) -> language, over `language`'
+    )
+    engine: str | None = Field(
+        None,
+        description=f"a dialogue engine that can run here ({WHOLE_SCRIPT_ENGINE}, with a GPU and its weights) "
+        "speaks the whole script in one pass; default: each voice's own engine, turn by turn",
+        json_schema_extra={"x-choices": "dialogue_engines"},
+    )
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> DialogueRequest:
-        overrides = {int(k): TurnOverride(**v) for k, v in (config.get("overrides") or {}).items()}
-        return cls(
-            script=str(config.get("script", "")),
-            voices={str(k): str(v) for k, v in (config.get("voices") or {}).items()},
-            format=str(config.get("format", "wav")),
-            pause_ms=int(config.get("pause_ms", DEFAULT_PAUSE_MS)),
-            speed=float(config.get("speed", 1.0)),
-            normalize=bool(config.get("normalize", False)),
-            overrides=overrides,
-            engine=config.get("engine") or None,
-            language=config.get("language") or None,
-            languages={str(k): str(v) for k, v in (config.get("languages") or {}).items()},
-        )
+    def override(self, index: int) -> TurnOverride:
+        return self.overrides.get(str(index)) or TurnOverride()
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ class DialogueService:
         self.max_turns = max_turns  # 0: no limit
 
     # ---- planning: everything that can be wrong is found before any audio is made ----------
-    def plan(self, request: DialogueRequest) -> tuple[Script, list[PlannedTurn]]:
+    def plan(self, request: DialogueConfig) -> tuple[Script, list[PlannedTurn]]:
         if request.format not in OUTPUT_FORMATS:
             raise BadInput(f"format must be one of {', '.join(OUTPUT_FORMATS)}", "bad_format")
         if not 0 <= request.pause_ms <= 10_000:
@@ -131,7 +136,7 @@ class DialogueService:
         voices = self.voices_for(script, request.voices, needed)
         planned = []
         for index, (turn, language) in enumerate(zip(script.turns, languages, strict=True)):
-            override = request.overrides.get(index, TurnOverride())
+            override = request.override(index)
             engine, voice = self.speech.resolve(voices[turn.speaker])
             with _on_line(turn):
                 self.speech.check_languages(engine, voice, spoken[index])
@@ -149,7 +154,7 @@ class DialogueService:
             )
         return script, planned
 
-    def _turn_languages(self, script: Script, request: DialogueRequest) -> list[str | None]:
+    def _turn_languages(self, script: Script, request: DialogueConfig) -> list[str | None]:
         """Each turn's language: its override, else its speaker's, else the script's (None: auto)."""
         by_speaker = {}
         for speaker in script.speakers:
@@ -163,12 +168,11 @@ class DialogueService:
                 f"languages given for speakers not in the script: {', '.join(unknown)}", "unknown_speaker"
             )
         return [
-            self.speech.language(request.overrides.get(i, TurnOverride()).language)
-            or by_speaker[turn.speaker]
+            self.speech.language(request.override(i).language) or by_speaker[turn.speaker]
             for i, turn in enumerate(script.turns)
         ]
 
-    def _plan_whole_script(self, script: Script, request: DialogueRequest) -> list[PlannedTurn]:
+    def _plan_whole_script(self, script: Script, request: DialogueConfig) -> list[PlannedTurn]:
         engine = self.speech.registry.engine(WHOLE_SCRIPT_ENGINE)
         status = engine.status()
         if not status.state.usable:
@@ -212,17 +216,33 @@ class DialogueService:
 
     # ---- the "dialogue" task ---------------------------------------------------------------
     def task_kind(self) -> TaskKind:
-        return TaskKind("dialogue", self.run_task, resumable=True, is_short=is_short_dialogue)
+        return TaskKind(
+            "dialogue",
+            self.run_task,
+            config=DialogueConfig,
+            resumable=True,
+            prepare=self.prepare_task,
+            is_short=is_short_dialogue,
+        )
+
+    def prepare_task(self, config: DialogueConfig) -> DialogueConfig:
+        """A dialogue task's config checked (script, voices, languages, engine) and planned: every
+        speaker's voice named, the defaults it picked included."""
+        _, planned = self.plan(config)
+        if config.engine == WHOLE_SCRIPT_ENGINE:
+            return config
+        voices = {p.turn.speaker: p.voice for p in planned}
+        return config.model_copy(update={"voices": voices})
 
     def run_task(self, context: TaskContext) -> dict[str, Any]:
-        request = DialogueRequest.from_config(context.config)
-        _, planned = self.plan(request)
+        request: DialogueConfig = context.request
+        _, planned = self.plan(request)  # checked again: a voice may have been deleted since
         return self.render(planned, request, context.folder, context)
 
     def render(
         self,
         planned: list[PlannedTurn],
-        request: DialogueRequest,
+        request: DialogueConfig,
         folder: Path,
         context: TaskContext | None = None,
     ) -> dict[str, Any]:
@@ -392,6 +412,7 @@ class DialogueService:
                 p.turn.speaker: {"label": p.turn.label, "voice": p.voice, "engine": p.engine} for p in planned
             },
             "audio": f"dialogue.{fmt}",
+            "subtitles": "dialogue.srt",
         }
 
     def _speaker_gains(self, planned: list[PlannedTurn], turns_dir: Path) -> dict[str, float]:
@@ -406,11 +427,9 @@ class DialogueService:
         return {s: TARGET_RMS / max(np.sqrt(energy[s] / max(samples[s], 1)), 1e-4) for s in energy}
 
 
-def is_short_dialogue(config: dict[str, Any]) -> bool:
+def is_short_dialogue(config: DialogueConfig) -> bool:
     """A few turns turn by turn (not the whole-script GPU engine): the short-job lane may run it."""
-    return (
-        len(str(config.get("script", ""))) <= SHORT_TASK_CHARS and config.get("engine") != WHOLE_SCRIPT_ENGINE
-    )
+    return len(config.script) <= SHORT_TASK_CHARS and config.engine != WHOLE_SCRIPT_ENGINE
 
 
 def whole_script_gpu_seconds(planned: list[PlannedTurn]) -> int:

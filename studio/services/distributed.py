@@ -11,27 +11,32 @@ process of the job. The task runner releases the lease however the task ended.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
+
+from pydantic import Field
 
 from engines.distributed.preflight import HEADS, PREFLIGHT_MEMORY_MB, PreflightResult, run_preflight
 from engines.gpu import AllocationError, GpuAllocator
 from engines.launcher import MAX_CPU_PROCS, LaunchCancelled, LaunchError, TorchrunLauncher
 from studio.errors import BadInput
+from studio.tasks.configs import TaskConfig
 from studio.tasks.runner import TaskCancelled, TaskContext, TaskFailed, TaskKind
 
 DEFAULT_WATCHDOG_S = 120.0  # the tiny job prints every few seconds; two minutes of silence is a hang
 _STEP = re.compile(r"^\[rank 0\] preflight step (\d+)/(\d+): (.*)$")
 
 
-@dataclass(frozen=True)
-class PreflightConfig:
-    """A preflight task's settings: ranks, watchdog, and the optional rank to crash or hang (a drill)."""
+class PreflightConfig(TaskConfig):
+    """A "preflight" task: how many ranks, the watchdog, and the optional rank to crash or hang (a
+    drill). How many ranks fit is this machine's: `DistributedService.prepare_task` checks it."""
 
-    nproc: int = 2
-    watchdog_s: float = DEFAULT_WATCHDOG_S
-    crash_rank: int | None = None
-    hang_rank: int | None = None
+    nproc: int = Field(2, ge=1, description="ranks: GPUs here, else CPU processes")
+    watchdog_s: float = Field(
+        DEFAULT_WATCHDOG_S, ge=1, le=3600, description="seconds of silence that is a hang"
+    )
+    crash_rank: int | None = Field(None, ge=0, description="a drill: this rank crashes")
+    hang_rank: int | None = Field(None, ge=0, description="a drill: this rank hangs")
 
 
 class DistributedService:
@@ -41,15 +46,11 @@ class DistributedService:
         self.allocator = allocator
         self.grace_s = grace_s  # SIGTERM -> SIGKILL wait when a job is stopped
 
-    def check_config(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The task's config, checked when the task is created: BadInput says what to fix."""
-        return config | asdict(self.settings(config))
-
-    def settings(self, config: dict[str, Any]) -> PreflightConfig:
-        """The task's settings from its config, with defaults; BadInput says what to fix."""
+    def prepare_task(self, config: PreflightConfig) -> PreflightConfig:
+        """The config checked against this machine: BadInput says what to fix."""
         most = len(self.allocator.devices) or MAX_CPU_PROCS
         where = "GPUs on this machine" if self.allocator.devices else "CPU processes allowed (no GPU)"
-        nproc = _whole(config.get("nproc", 2), "nproc")
+        nproc = config.nproc
         if not 1 <= nproc <= most:
             raise BadInput(f"nproc must be between 1 and {most} ({most} {where}); got {nproc}", "bad_nproc")
         if HEADS % nproc:
@@ -59,24 +60,18 @@ class DistributedService:
                 f"whole heads): {', '.join(map(str, fits))}; got {nproc}",
                 "bad_nproc",
             )
-        watchdog = config.get("watchdog_s", DEFAULT_WATCHDOG_S)
-        if isinstance(watchdog, bool) or not isinstance(watchdog, int | float) or not 1 <= watchdog <= 3600:
-            raise BadInput(f"watchdog_s must be a number of seconds from 1 to 3600; got {watchdog!r}")
-        ranks: dict[str, int | None] = {}
         for key in ("crash_rank", "hang_rank"):
-            value = config.get(key)
-            rank = None if value is None else _whole(value, key)
-            if rank is not None and not 0 <= rank < nproc:
-                raise BadInput(f"{key} must be a rank from 0 to {nproc - 1}; got {value}")
-            ranks[key] = rank
-        return PreflightConfig(nproc, float(watchdog), ranks["crash_rank"], ranks["hang_rank"])
+            rank = getattr(config, key)
+            if rank is not None and not rank < nproc:
+                raise BadInput(f"{key} must be a rank from 0 to {nproc - 1}; got {rank}", f"bad_{key}")
+        return config
 
     def task_kind(self) -> TaskKind:
-        return TaskKind("preflight", self._run_task, check_config=self.check_config)
+        return TaskKind("preflight", self._run_task, config=PreflightConfig, prepare=self.prepare_task)
 
     def _run_task(self, context: TaskContext) -> dict[str, Any]:
         try:
-            config = self.settings(context.config)
+            config = self.prepare_task(context.request)  # again: this machine's GPUs may have changed
         except BadInput as error:
             raise TaskFailed(error.message) from None
         context.progress(1, "leasing devices")
@@ -116,12 +111,6 @@ class DistributedService:
         except (LaunchError, ValueError) as error:
             raise TaskFailed(f"preflight failed: {error}") from None
         return _report(result)
-
-
-def _whole(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-        raise BadInput(f"{name} must be a whole number; got {value!r}")
-    return int(value)
 
 
 def _report(result: PreflightResult) -> dict[str, Any]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
+from pydantic import Field
 
 from engines.base import AudioChunk, Capability, EngineUnavailable, SynthesisOptions, UnknownVoice
 from engines.registry import EngineRegistry
@@ -22,6 +23,7 @@ from engines.text import LANGUAGE_NAMES, canonical_language, detect_language, fo
 from studio import audio as audio_io
 from studio.errors import BadInput, NotFound, TooLarge, Unavailable
 from studio.subtitles import Cue, to_srt
+from studio.tasks.configs import LANGUAGE_HELP, LanguageName, TaskConfig
 from studio.tasks.runner import TaskContext, TaskKind
 
 DEFAULT_ENGINE = "kokoro"
@@ -58,6 +60,22 @@ class SpeechRequest:
     speed: float = 1.0
     pitch: float = 1.0
     language: str | None = None  # any spelling canonical_language takes; None or "auto": per sentence
+
+
+class SpeechConfig(TaskConfig):
+    """A "speech" task: a text (long ones too) to one audio file with subtitles, sentence by sentence,
+    resumable. Stored planned: `engine` and `voice` as the voice resolved to them."""
+
+    text: str = Field(description="the words to speak")
+    voice: str = Field(DEFAULT_VOICE, description="a voice id, a library voice, a blend or an OpenAI name")
+    engine: str | None = Field(None, description="default: the engine that owns the voice")
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    pitch: float = Field(1.0, ge=0.5, le=2.0, description="pitch factor; 2.0 is an octave up")
+    language: LanguageName | None = Field(None, description=LANGUAGE_HELP)
+    format: Literal["wav", "flac", "mp3", "ogg", "opus", "aac", "pcm"] = "wav"
+
+    def speech_request(self) -> SpeechRequest:
+        return SpeechRequest(self.text, self.voice, self.engine, self.speed, self.pitch, self.language)
 
 
 @dataclass
@@ -204,27 +222,26 @@ class SpeechService:
         return TaskKind(
             "speech",
             self._run_task,
+            config=SpeechConfig,
             resumable=True,
-            is_short=lambda config: len(str(config.get("text", ""))) <= SHORT_TASK_CHARS,
+            prepare=self.prepare_task,
+            is_short=lambda config: len(config.text) <= SHORT_TASK_CHARS,
         )
 
-    def _run_task(self, context: TaskContext) -> dict[str, Any]:
-        config = context.config
-        fmt = str(config.get("format", "wav"))
-        if fmt not in audio_io.FORMATS:
-            raise BadInput(f"format '{fmt}' is not one of {', '.join(audio_io.FORMATS)}")
-        request = SpeechRequest(
-            text=str(config.get("text", "")),
-            voice=str(config.get("voice", DEFAULT_VOICE)),
-            engine=config.get("engine"),
-            speed=float(config.get("speed", 1.0)),
-            pitch=float(config.get("pitch", 1.0)),
-            language=config.get("language"),
-        )
+    def prepare_task(self, config: SpeechConfig) -> SpeechConfig:
+        """A speech task's config checked (text, voice, languages) and planned: the engine and the
+        engine's voice id it resolved to."""
+        request = config.speech_request()
         self.validate(request)
         engine_name, voice = self.resolve(request.voice, request.engine)
+        self.check_languages(engine_name, voice, self.languages_needed(request.text, request.language))
+        return config.model_copy(update={"engine": engine_name, "voice": voice})
+
+    def _run_task(self, context: TaskContext) -> dict[str, Any]:
+        config: SpeechConfig = self.prepare_task(context.request)  # again: the voice may be gone
+        request, fmt = config.speech_request(), config.format
+        engine_name, voice = str(config.engine), config.voice
         language = self.language(request.language)
-        self.check_languages(engine_name, voice, self.languages_needed(request.text, language))
         engine = self.registry.loaded(engine_name)
         sentences = split_sentences(request.text)
         parts = context.folder / "_parts"

@@ -15,18 +15,20 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import imageio_ffmpeg
 import numpy as np
 import soundfile as sf
+from pydantic import Field
 
 from engines.registry import EngineRegistry
 from studio.errors import BadInput
-from studio.services.dialogue import DEFAULT_PAUSE_MS, MIX_RATE, DialogueRequest, DialogueService, PlannedTurn
+from studio.services.dialogue import DEFAULT_PAUSE_MS, MIX_RATE, DialogueConfig, DialogueService, PlannedTurn
 from studio.services.portrait import (
     Box,
     FaceLayout,
@@ -37,7 +39,6 @@ from studio.services.portrait import (
     locate_two_faces,
 )
 from studio.services.talking_head import (
-    ENCODER_PRESETS,
     RESOLUTIONS,
     Composite,
     RenderOptions,
@@ -46,9 +47,10 @@ from studio.services.talking_head import (
     compose_single,
     render,
 )
-from studio.tasks.runner import TaskContext, TaskKind
+from studio.tasks.configs import TaskConfig, text_to_speak
+from studio.tasks.records import Task
+from studio.tasks.runner import TaskContext, TaskKind, TaskRunner
 
-ENGINES = ("embedded", "multitalk")
 MULTITALK = "multitalk"
 # MultiTalk's sampling steps per preset (the engine's own defaults; the UI's slider follows them)
 PRESET_STEPS = {"fast": 20, "quality": 40, "low-vram": 40}
@@ -57,72 +59,36 @@ MAX_PROMPT_CHARS = 2000
 SPEECH_SHARE = 60.0  # percent of the task's progress the speech takes; the video takes the rest
 
 
-@dataclass
-class VideoRequest:
-    """What a video task is asked for (the images travel separately: see VideoService.prepare)."""
+Person = Literal["S1", "S2"]  # left, right
 
-    script: str
-    voices: dict[str, str] = field(default_factory=dict)
-    prompt: str = ""
-    resolution: str = "480p"
-    steps: int | None = None  # None: the preset's
-    text_guidance: float = 5.0
-    audio_guidance: float = 4.0
-    seed: int = 42
-    engine: str = "embedded"
-    preset: str = "fast"
-    pause_ms: int = DEFAULT_PAUSE_MS
-    bboxes: dict[str, list[float] | None] = field(default_factory=dict)  # "S1"/"S2" -> [x0, y0, x1, y1]
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> VideoRequest:
-        try:
-            steps = config.get("steps")
-            return cls(
-                script=str(config.get("script", "")),
-                voices={str(k): str(v) for k, v in (config.get("voices") or {}).items()},
-                prompt=str(config.get("prompt") or ""),
-                resolution=str(config.get("resolution", "480p")),
-                steps=None if steps is None else int(steps),
-                text_guidance=float(config.get("text_guidance", 5.0)),
-                audio_guidance=float(config.get("audio_guidance", 4.0)),
-                seed=int(config.get("seed", 42)),
-                engine=str(config.get("engine") or "embedded"),
-                preset=str(config.get("preset", "fast")),
-                pause_ms=int(config.get("pause_ms", DEFAULT_PAUSE_MS)),
-                bboxes=dict(config.get("bboxes") or {}),
-            )
-        except (TypeError, ValueError, AttributeError) as error:
-            raise BadInput(f"the video config has a value of the wrong type: {error}", "bad_config") from None
+class VideoConfig(TaskConfig):
+    """A "video" task: two people speak a dialogue script. The images are kept by content on the
+    server (`images`: field -> kept name; see VideoService.images_kept)."""
 
-    def to_config(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def check(self) -> None:
-        """Option ranges, with the field named (the script and images are checked by the service)."""
-        if self.resolution not in RESOLUTIONS:
-            raise BadInput(f"resolution must be one of {', '.join(RESOLUTIONS)}", "bad_resolution")
-        if self.preset not in ENCODER_PRESETS:
-            raise BadInput(f"preset must be one of {', '.join(ENCODER_PRESETS)}", "bad_preset")
-        if self.engine not in ENGINES:
-            raise BadInput(f"engine must be one of {', '.join(ENGINES)}", "bad_engine")
-        if self.steps is not None and not 1 <= self.steps <= 100:
-            raise BadInput("steps must be between 1 and 100", "bad_steps")
-        for name in ("text_guidance", "audio_guidance"):
-            if not 0.0 <= getattr(self, name) <= 20.0:
-                raise BadInput(f"{name} must be between 0 and 20", f"bad_{name}")
-        if not 0 <= self.seed < 2**31:
-            raise BadInput("seed must be between 0 and 2147483647", "bad_seed")
-        if len(self.prompt) > MAX_PROMPT_CHARS:
-            raise BadInput(
-                f"prompt is {len(self.prompt)} characters; the limit is {MAX_PROMPT_CHARS}", "prompt_too_long"
-            )
-        unknown = sorted(set(self.bboxes) - set(PEOPLE))
-        if unknown:
-            raise BadInput(
-                f"bboxes are given per person as S1 (left) and S2 (right), not {', '.join(unknown)}",
-                "bad_bbox",
-            )
+    script: str = Field(
+        description="S1 (left) and S2 (right) speak: [S1]/(s1)/Speaker 1:/Name: turns",
+        json_schema_extra=text_to_speak("max_dialogue_chars"),
+    )
+    voices: dict[str, str] = Field(default_factory=dict, description='speaker ("S1" or its name) -> voice id')
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS, description="MultiTalk's scene description")
+    resolution: Literal["480p", "720p"] = "480p"
+    steps: int | None = Field(
+        None, ge=1, le=100, description="MultiTalk's sampling steps (default: the preset's)"
+    )
+    text_guidance: float = Field(5.0, ge=0.0, le=20.0)
+    audio_guidance: float = Field(4.0, ge=0.0, le=20.0)
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    engine: Literal["embedded", "multitalk"] = Field(
+        "embedded",
+        description="multitalk where it is set up (GPU + weights); else the embedded renderer, noted",
+    )
+    preset: Literal["fast", "quality", "low-vram"] = "fast"
+    pause_ms: int = Field(DEFAULT_PAUSE_MS, ge=0, le=10_000, description="silence between turns")
+    bboxes: dict[Person, list[float] | None] = Field(
+        default_factory=dict, description="where each face is, [x0, y0, x1, y1] in the image's pixels"
+    )
+    images: dict[Literal["image_left", "image_right", "image"], str] = Field(default_factory=dict)
 
     def hints(self) -> tuple[Box | None, Box | None]:
         """The given boxes, S1's then S2's (None where detection is to find the face)."""
@@ -131,6 +97,10 @@ class VideoRequest:
             for p in PEOPLE
         )
         return left, right
+
+    def dialogue(self) -> DialogueConfig:
+        """What the dialogue service makes of the script: the speech and its subtitles."""
+        return DialogueConfig(script=self.script, voices=self.voices, format="wav", pause_ms=self.pause_ms)
 
 
 def parse_bboxes(text: str) -> dict[str, list[float] | None]:
@@ -159,40 +129,53 @@ def parse_bboxes(text: str) -> dict[str, list[float] | None]:
 class VideoService:
     """Checks video requests, keeps their images, and runs the "video" task (speech, then picture)."""
 
-    def __init__(self, dialogue: DialogueService, registry: EngineRegistry, upload_dir: Path) -> None:
+    def __init__(
+        self, dialogue: DialogueService, registry: EngineRegistry, upload_dir: Path, runner: TaskRunner
+    ) -> None:
         self.dialogue = dialogue
         self.registry = registry
         self.upload_dir = upload_dir
+        self.runner = runner
+
+    def submit(self, config: VideoConfig, uploads: dict[str, bytes], task_name: str, owner: str) -> Task:
+        """A video task from the config and its uploaded images (field -> bytes): everything a request
+        can get wrong is an error now, and then nothing is kept."""
+        with self.images_kept(uploads) as images:
+            return self.runner.submit("video", task_name, config.model_copy(update={"images": images}), owner)
 
     # ---- checking a request: every error here is a 4xx before the task exists ------------------
-    def prepare(self, request: VideoRequest, uploads: dict[str, bytes]) -> dict[str, Any]:
-        """Check the options, the uploaded images (field -> bytes), their faces and the script, then
-        keep the images: the task's config. Nothing is kept for a request that is refused; the task's
-        `check_config` checks the kept images again when it is submitted."""
-        request.check()
+    @contextmanager
+    def images_kept(self, uploads: dict[str, bytes]) -> Iterator[dict[str, str]]:
+        """Keep the uploaded images (field -> bytes) by content and give their names (a video
+        config's `images`); an error inside the block (the task was refused) removes the ones this
+        call added. 415/413 for what is not an image we read."""
         fields = self._image_fields(set(uploads))
-        portraits = {f: load_portrait(uploads[f], f) for f in fields}
-        self._faces(portraits, request.hints())
-        self.plan(request)
+        for f in fields:
+            load_portrait(uploads[f], f)
         self.upload_dir.mkdir(parents=True, exist_ok=True)
-        images = {}
-        for f in fields:  # kept as sent, by content; decoded and checked again when used
-            name = hashlib.sha256(uploads[f]).hexdigest()[:32]
-            (self.upload_dir / name).write_bytes(uploads[f])
-            images[f] = name
-        return request.to_config() | {"images": images}
+        images, added = {}, []
+        for f in fields:  # kept as sent; decoded and checked again when used
+            images[f] = hashlib.sha256(uploads[f]).hexdigest()[:32]
+            path = self.upload_dir / images[f]
+            if not path.exists():
+                path.write_bytes(uploads[f])
+                added.append(path)
+        try:
+            yield images
+        except BaseException:
+            for path in added:
+                path.unlink(missing_ok=True)
+            raise
 
-    def check_config(self, config: dict[str, Any]) -> dict[str, Any]:
-        """A video task's config, checked when it is submitted: options, images, faces, script, voices."""
-        request = VideoRequest.from_config(config)
-        request.check()
-        self._faces(self._portraits(config), request.hints())
-        self.plan(request)
+    def prepare_task(self, config: VideoConfig) -> VideoConfig:
+        """A video task's config checked when it is submitted: images, faces, script, voices."""
+        self._faces(self._portraits(config), config.hints())
+        self.plan(config)
         return config
 
-    def plan(self, request: VideoRequest) -> list[PlannedTurn]:
+    def plan(self, config: VideoConfig) -> list[PlannedTurn]:
         """The dialogue's turns; only S1 (left) and S2 (right) may speak."""
-        _, planned = self.dialogue.plan(self._dialogue_request(request))
+        _, planned = self.dialogue.plan(config.dialogue())
         for p in planned:
             if p.turn.speaker not in PEOPLE:
                 label = "" if p.turn.label == p.turn.speaker else f" ({p.turn.label})"
@@ -214,11 +197,6 @@ class VideoService:
             return []
         return list(status.missing) or [status.state.value]
 
-    def _dialogue_request(self, request: VideoRequest) -> DialogueRequest:
-        return DialogueRequest(
-            script=request.script, voices=request.voices, format="wav", pause_ms=request.pause_ms
-        )
-
     @staticmethod
     def _image_fields(given: set[str]) -> tuple[str, ...]:
         if "image" in given and given & {"image_left", "image_right"}:
@@ -237,8 +215,8 @@ class VideoService:
             )
         return ("image_left", "image_right")
 
-    def _portraits(self, config: dict[str, Any]) -> dict[str, Portrait]:
-        images = config.get("images") or {}
+    def _portraits(self, config: VideoConfig) -> dict[str, Portrait]:
+        images = config.images
         fields = self._image_fields(set(images))
         portraits = {}
         for f in fields:
@@ -296,19 +274,18 @@ class VideoService:
 
     # ---- the "video" task ------------------------------------------------------------------------
     def task_kind(self) -> TaskKind:
-        return TaskKind("video", self.run_task, check_config=self.check_config)
+        return TaskKind("video", self.run_task, config=VideoConfig, prepare=self.prepare_task)
 
     def run_task(self, context: TaskContext) -> dict[str, Any]:
-        request = VideoRequest.from_config(context.config)
-        request.check()
+        request: VideoConfig = context.request
         planned = self.plan(request)
-        portraits = self._portraits(context.config)
+        portraits = self._portraits(request)
         faces = self._faces(portraits, request.hints())
         composite = self._compose(portraits, faces, RESOLUTIONS[request.resolution])
         folder = context.folder
         context.progress(0, "speech")
         with context.phase(0, SPEECH_SHARE):
-            spoken = self.dialogue.render(planned, self._dialogue_request(request), folder, context)
+            spoken = self.dialogue.render(planned, request.dialogue(), folder, context)
         tracks = self._tracks(folder)
         result = spoken | {
             "video": "video.mp4",
@@ -375,7 +352,7 @@ class VideoService:
         return {"box": face.face.scaled(1 / portrait.scale).as_list(), "found": face.found}
 
     def _multitalk(
-        self, request: VideoRequest, composite: Composite, folder: Path, context: TaskContext
+        self, request: VideoConfig, composite: Composite, folder: Path, context: TaskContext
     ) -> dict[str, Any]:
         """MultiTalk on the composed frame with each person's track, then muxed with dialogue.wav."""
         from engines.multitalk import MultiTalkRequest  # only where MultiTalk is set up

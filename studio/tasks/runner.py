@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from typing import Any
 from engines.base import background_work
 from engines.gpu import GpuAllocator, Lease
 from studio.errors import BadInput, Conflict
+from studio.tasks.configs import TaskConfig
 from studio.tasks.records import FINISHED_STEP_STATES, Task, TaskStatus
 from studio.tasks.store import TaskStore
 
@@ -57,13 +58,14 @@ StepFunction = Callable[["TaskContext", str, dict[str, Any]], dict[str, Any] | N
 class TaskKind:
     name: str
     run: Callable[[TaskContext], dict[str, Any] | None] | None = None  # returns the task's result
+    config: type[TaskConfig] = TaskConfig  # what a task of this kind is asked to do (default: nothing)
     resumable: bool = False
     steps: tuple[str, ...] = ()
     run_step: StepFunction | None = None  # stepwise kinds: (context, step, params) -> the step's result
-    check_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # at creation; raises BadInput
-    is_short: Callable[[dict[str, Any]], bool] | None = (
-        None  # a task the short lane may run (seconds of work)
-    )
+    # At creation: checks the config against the server (raises the studio's errors) and returns it
+    # planned (what it resolved filled in); that is what the task keeps.
+    prepare: Callable[[Any], TaskConfig] | None = None
+    is_short: Callable[[Any], bool] | None = None  # given the config: the short lane may run it
     # step -> steps it cannot run without: asking for it also asks for those not done or skipped yet
     needs: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -72,7 +74,7 @@ class TaskKind:
         return self.run_step is not None
 
 
-CONFIG_NOTES = "config_notes"  # check_config's account of how it read the config (see `submit`)
+CONFIG_NOTES = "config_notes"  # the result's copy of TaskConfig.notes() (see `submit`)
 
 
 def step_params(config: dict[str, Any], step: str) -> dict[str, Any]:
@@ -119,7 +121,8 @@ class TaskContext:
     def __init__(self, runner: TaskRunner, task: Task) -> None:
         self._runner = runner
         self.task_id = task.task_id
-        self.config = task.config
+        self.config = task.config  # as stored (JSON); `request` is the same, typed
+        self._config_model = runner.kinds[task.kind].config if task.kind in runner.kinds else TaskConfig
         self.folder: Path = runner.store.folder(task.task_id)
         self._cancel = runner._cancel_event(task.task_id)
         self._started = time.monotonic()
@@ -131,6 +134,11 @@ class TaskContext:
         self._step_span = (0.0, 100.0)  # the share of the task's percent the running step fills
         self._step_started = time.monotonic()
         self._phase = (0.0, 100.0)
+
+    @property
+    def request(self) -> Any:
+        """The task's config as its kind's TaskConfig (planned when the task was created)."""
+        return self._config_model.parse(self.config)
 
     @property
     def cancelled(self) -> bool:
@@ -252,25 +260,34 @@ class TaskRunner:
         for thread in self._threads:
             thread.join(timeout)
 
-    def submit(self, kind: str, task_name: str, config: dict[str, Any], owner: str = "") -> Task:
-        """Create a task. A whole-run kind is queued now; a stepwise one waits for `queue_steps`.
+    def submit(
+        self, kind: str, task_name: str, config: TaskConfig | Mapping[str, Any], owner: str = ""
+    ) -> Task:
+        """Create a task: `config` (the kind's TaskConfig, or a mapping read as one) is validated and
+        prepared once, here, so whatever is wrong with it is an error now rather than a failed task.
+        A whole-run kind is queued now; a stepwise one waits for `queue_steps`.
 
-        A kind's `check_config` may add `config_notes` ({heading: {key: what became of it}}, e.g. keys
-        it mapped or ignored): they go to the task's result and log, not into its config."""
+        The config's `notes()` (e.g. keys it mapped or ignored) go to the task's result and log."""
         if kind not in self.kinds:
-            raise KeyError(f"unknown task kind '{kind}'; kinds: {', '.join(self.kinds)}")
-        notes: dict[str, dict[str, str]] = {}
-        if self.kinds[kind].check_config is not None:
-            config = self.kinds[kind].check_config(config)  # type: ignore[misc]
-            notes = config.pop(CONFIG_NOTES, {})
+            raise BadInput(f"unknown task kind '{kind}'; kinds: {', '.join(self.kinds)}", "unknown_kind")
+        task_kind = self.kinds[kind]
+        if type(config) is not task_kind.config:  # a mapping, or a body that adds e.g. `wait`
+            fields = set(task_kind.config.model_fields)
+            given = config.model_dump(include=fields) if isinstance(config, TaskConfig) else dict(config)
+            config = task_kind.config.parse(given)
+        typed = config
+        if task_kind.prepare is not None:
+            typed = task_kind.prepare(typed)
+        notes = typed.notes()
         result = {CONFIG_NOTES: notes} if notes else None
-        task = self.store.create(kind, task_name, config, owner, list(self.kinds[kind].steps), result)
+        stored = typed.model_dump(mode="json", exclude_none=True)
+        task = self.store.create(kind, task_name, stored, owner, list(task_kind.steps), result)
         self.store.append_log(task.task_id, f"created ({kind})")
         for heading, keys in notes.items():
             lines = "; ".join(f"{key}: {what}" for key, what in keys.items())
             self.store.append_log(task.task_id, f"config keys {heading}: {lines}")
         self._event(task, "submitted")
-        if not self.kinds[kind].stepwise:
+        if not task_kind.stepwise:
             self._enqueue(task)
         return task
 
@@ -366,6 +383,16 @@ class TaskRunner:
         kind = self.kinds.get(task.kind)
         return not (kind and kind.stepwise) or "queued" in task.steps.values()
 
+    def _interrupt(self, task_id: str, by: str, logged: str) -> Task:
+        """A task a server restart or shutdown stopped and that cannot resume: failed, saying so."""
+        self.store.append_log(task_id, f"{logged}: interrupted")
+        return self.store.update(
+            task_id,
+            status=TaskStatus.FAILED,
+            error_message=f"interrupted by a server {by}; create the task again",
+            finished_at=time.time(),
+        )
+
     def _require(self, task_id: str) -> Task:
         task = self.store.get(task_id)
         if task is None:
@@ -408,13 +435,7 @@ class TaskRunner:
                     self._event(task, "resumed")
                     self._enqueue(task)
                 else:
-                    self.store.append_log(task.task_id, "server restarted while this task ran: interrupted")
-                    task = self.store.update(
-                        task.task_id,
-                        status=TaskStatus.FAILED,
-                        error_message="interrupted by a server restart; create the task again",
-                        finished_at=time.time(),
-                    )
+                    task = self._interrupt(task.task_id, "restart", "server restarted while this task ran")
                     self._event(task, "interrupted")
             elif task.status == TaskStatus.PENDING:
                 if not self._waits_to_run(task):
@@ -428,7 +449,9 @@ class TaskRunner:
 
     def _enqueue(self, task: Task) -> None:
         kind = self.kinds.get(task.kind)
-        short = bool(kind and kind.is_short and not kind.stepwise and kind.is_short(task.config))
+        short = bool(
+            kind and kind.is_short and not kind.stepwise and kind.is_short(kind.config.parse(task.config))
+        )
         self._queue.put(task.task_id, short)
 
     def _work(self, short_only: bool) -> None:
@@ -494,13 +517,7 @@ class TaskRunner:
                 task = self.store.update(task.task_id, status=TaskStatus.PENDING)
                 self._event(task, "paused", time.monotonic() - started)
             elif self._stopping:
-                self.store.append_log(task.task_id, "server shutting down: interrupted")
-                task = self.store.update(
-                    task.task_id,
-                    status=TaskStatus.FAILED,
-                    error_message="interrupted by a server shutdown; create the task again",
-                    finished_at=time.time(),
-                )
+                task = self._interrupt(task.task_id, "shutdown", "server shutting down")
                 self._event(task, "interrupted", time.monotonic() - started)
             else:
                 self.store.append_log(task.task_id, "cancelled")

@@ -13,11 +13,19 @@ from engines.text import detect_language
 from studio import audio as audio_io
 from studio.core import Studio
 from studio.errors import StudioError
-from studio.services.dialogue import DEFAULT_PAUSE_MS, DEFAULT_VOICES, DialogueRequest
+from studio.services.dialogue import DEFAULT_PAUSE_MS, DEFAULT_VOICES, DialogueConfig
 from studio.services.script import parse_script
 from studio.services.speech import SpeechRequest
-from studio.tasks.store import TaskStatus
-from studio.ui.common import all_voices, language_dropdown, summarize, ui_owner
+from studio.ui.common import (
+    all_voices,
+    cancel_task,
+    follow_task,
+    language_dropdown,
+    summarize,
+    task_file,
+    task_files,
+    ui_owner,
+)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "dialogue_examples"
 MAX_SPEAKERS = len(DEFAULT_VOICES)
@@ -144,59 +152,37 @@ def build_dialogue_tab(studio: Studio) -> None:
         request: gr.Request,
     ) -> Iterator[list[Any]]:
         voices, languages = (s1, s2, s3, s4, s5), (l1, l2, l3, l4, l5)
-        config = {
-            "script": text,
-            "format": out_fmt,
-            "pause_ms": int(pause_ms),
-            "normalize": spell,
-        }
         try:
             present = {s.id for s in parse_script(text).speakers}  # hidden rows hold voices too: drop them
-            config["voices"] = {f"S{n}": v for n, v in enumerate(voices, 1) if v and f"S{n}" in present}
-            config["languages"] = {
-                f"S{n}": lang
-                for n, lang in enumerate(languages, 1)
-                if lang and lang != "auto" and f"S{n}" in present
-            }
-            studio.dialogue.plan(DialogueRequest.from_config(config))
+            config = DialogueConfig(
+                script=text,
+                format=out_fmt,
+                pause_ms=int(pause_ms),
+                normalize=spell,
+                voices={f"S{n}": v for n, v in enumerate(voices, 1) if v and f"S{n}" in present},
+                languages={
+                    f"S{n}": lang
+                    for n, lang in enumerate(languages, 1)
+                    if lang and lang != "auto" and f"S{n}" in present
+                },
+            )
+            task = studio.runner.submit("dialogue", "dialogue (UI)", config, ui_owner(request))
         except StudioError as error:
             raise gr.Error(error.message) from None
-        task = studio.runner.submit("dialogue", "dialogue (UI)", config, ui_owner(request))
         yield [task.task_id, "Queued…", None, "", None]
-        while True:
-            task = studio.store.get(task.task_id)
-            assert task is not None
-            if task.status.finished:
-                break
-            eta = f", about {task.eta_seconds:.0f} s left" if task.eta_seconds else ""
+        for line, done in follow_task(studio, task.task_id):
+            if done is None:
+                yield [task.task_id, line, None, "", None]
+                continue
+            result = done.result
+            subtitles = studio.store.file_path(task.task_id, result["subtitles"])
             yield [
                 task.task_id,
-                f"**{task.progress:.0f}%** · {task.current_step or 'starting'}{eta}",
-                None,
-                "",
-                None,
+                f"Done: {result['duration']:.1f} s, {result['turns']} turns (task `{task.task_id}`)",
+                task_file(studio, task.task_id, result["audio"]),
+                subtitles.read_text(encoding="utf-8") if subtitles else "",
+                [f for f in task_files(studio, task.task_id, "*") if Path(f).name != result["audio"]],
             ]
-            time.sleep(0.5)
-        if task.status != TaskStatus.COMPLETED:
-            reason = f": {task.error_message}" if task.error_message else ""
-            yield [task.task_id, f"**{task.status.value}**{reason}", None, "", None]
-            return
-        folder = studio.store.folder(task.task_id)
-        files = [str(folder / name) for name in ("dialogue.srt", "dialogue.vtt", "timing.json", "turns.zip")]
-        files += [str(p) for p in sorted((folder / "stems").glob("*.wav"))]
-        yield [
-            task.task_id,
-            f"Done: {task.result['duration']:.1f} s, {task.result['turns']} turns (task `{task.task_id}`)",
-            str(folder / task.result["audio"]),
-            (folder / "dialogue.srt").read_text(encoding="utf-8"),
-            files,
-        ]
-
-    def on_cancel(current: str) -> str:
-        if current:
-            studio.runner.cancel(current)
-            return "Cancelling…"
-        return "Nothing is running."
 
     example.change(lambda name: samples[name], example, script)
     row_outputs = [item for row, voice, _, _, _ in rows for item in (row, voice)]
@@ -212,4 +198,4 @@ def build_dialogue_tab(studio: Studio) -> None:
         [script, pause, fmt, normalize, *voices, *languages],
         [task_id, status, player, subtitles, downloads],
     )
-    cancel.click(on_cancel, task_id, status)
+    cancel.click(lambda current: cancel_task(studio, current), task_id, status)

@@ -19,25 +19,27 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import soundfile as sf
+from pathvalidate import sanitize_filename
+from pydantic import ConfigDict, Field
 
 from engines.registry import EngineRegistry
 from engines.text import base_language, canonical_language, detect_language
-from studio.errors import BadInput, Conflict
+from studio.errors import BadInput, Conflict, TooLarge
 from studio.services.asr import Transcriber, transcript_error_rate
 from studio.services.cloning import CloningService, fit_report
 from studio.services.speaker import SpeakerEncoder, similarity
 from studio.services.speech import SpeechRequest, SpeechService
-from studio.services.training import dataset, features
+from studio.services.training import dataset, features, piper_backend
 from studio.services.training.common import StepReport, StepSkipped, Workspace
 from studio.services.voice_fit import HELD_OUT_BY_LANGUAGE, MODES
 from studio.services.voices import VOICE_ID, VoiceLibrary
+from studio.tasks.configs import StepwiseConfig
 from studio.tasks.records import Task
-from studio.tasks.runner import CONFIG_NOTES, TaskContext, TaskFailed, TaskKind, step_params
-from studio.tasks.store import TaskStore
+from studio.tasks.runner import TaskContext, TaskFailed, TaskKind, TaskRunner, step_params
 
 DatasetStep = Callable[[Workspace, dict[str, Any], StepReport], dict[str, Any]]
 DATASET_STEPS: dict[str, DatasetStep] = {
@@ -70,7 +72,31 @@ AFTER_PROOFREADING = (
     "extract_text_features",
     "train_sovits",
 )  # these write metadata.csv from clips.json first
-BACKENDS = ("kokoro_fit", "piper", "gpt_sovits")
+Backend = Literal["kokoro_fit", "piper", "gpt_sovits"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+
+class TrainingConfig(StepwiseConfig):
+    """A "training" task: recordings -> a voice of `backend`, step by step. Also takes the GPT-SoVITS
+    training service's keys (exp_name, language, batch_size, epochs_s1, epochs_s2, gpu_id), which
+    `prepare_task` maps onto the voice name, the language and `step_defaults`; other keys are kept
+    (and noted as unknown), as that service's clients send more."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    backend: Backend = "kokoro_fit"
+    voice_name: str | None = Field(None, description="the trained voice's id (default: from exp_name)")
+    language: str | None = Field(None, description="the recordings' language (any spelling; auto: per clip)")
+    exp_name: str | None = None
+    batch_size: int | None = None
+    epochs_s1: int | None = None
+    epochs_s2: int | None = None
+    gpu_id: str | int | None = None
+
+
+UPLOAD_EXTENSIONS = (*dataset.INPUT_EXTENSIONS, ".zip")  # a task is made from recordings, or a dataset zip
+PIPER_PRESETS = piper_backend.PRESETS  # what the Training tab offers for the piper backend
+PIPER_PRECISIONS = piper_backend.PRECISIONS
 REFERENCE_SECONDS = 90.0  # the Kokoro fit hears at most this much of the dataset (spread over all clips)
 MIN_DATASET_SECONDS = 10.0
 
@@ -87,7 +113,7 @@ class TrainingService:
         registry: EngineRegistry,
         piper_voices_dir: Path,
         max_upload_bytes: int,
-        store: TaskStore,
+        runner: TaskRunner,
     ) -> None:
         self.speech = speech
         self.library = library
@@ -96,20 +122,22 @@ class TrainingService:
         self.registry = registry
         self.piper_voices_dir = piper_voices_dir
         self.max_upload_bytes = max_upload_bytes
-        self.store = store
+        self.runner = runner  # to make tasks (with their uploads) and undo them
+        self.store = runner.store
         self._encoder = SpeakerEncoder()
 
     def task_kind(self) -> TaskKind:
         return TaskKind(
             "training",
+            config=TrainingConfig,
             resumable=True,
             steps=STEPS,
             run_step=self._run_step,
-            check_config=self.check_config,
+            prepare=self.prepare_task,
             needs={"test_inference": ("export_voice",)},  # GPT-SoVITS's client has no export step
         )
 
-    def check_config(self, config: dict[str, Any]) -> dict[str, Any]:
+    def prepare_task(self, config: TrainingConfig) -> TrainingConfig:
         """The task's config, checked at creation: which backend, and the name the voice will get (free
         now, so a name clash is found before training, not at export).
 
@@ -118,13 +146,10 @@ class TrainingService:
         params the backend's steps start from; a step's own params override them). The task's
         result and log say which keys were mapped, which this backend has no use for, and which
         are unknown (those stay in the config)."""
-        backend = config.get("backend", "kokoro_fit")
-        if backend not in BACKENDS:
-            raise BadInput(
-                f"config.backend must be one of {', '.join(BACKENDS)} (got {backend!r})", "bad_backend"
-            )
+        given = config.model_dump(exclude_none=True)
+        backend = config.backend
         notes: dict[str, dict[str, str]] = {"mapped": {}, "not_applicable": {}}
-        voice_name = _voice_name(config, notes)
+        voice_name = _voice_name(given, notes)
         taken = (
             voice_name in self.library.reserved_ids
             or self.library.get(voice_name) is not None
@@ -135,21 +160,17 @@ class TrainingService:
                 f"a voice '{voice_name}' exists already: choose another voice_name, or delete that voice first",
                 "voice_exists",
             )
-        language, defaults = _language(config, backend, notes)
-        for step, params in _gpt_sovits_params(config, backend, notes).items():
+        language, defaults = _language(given, backend, notes)
+        for step, params in _gpt_sovits_params(given, backend, notes).items():
             defaults[step] = defaults.get(step, {}) | params
-        for step, params in _given_step_defaults(config).items():  # given per step: they win
+        for step, params in _given_step_defaults(given).items():  # given per step: they win
             defaults[step] = defaults.get(step, {}) | params
-        unknown = sorted(set(config) - CONFIG_KEYS)
+        unknown = sorted(config.model_extra or {})
         notes["unknown"] = dict.fromkeys(unknown, "kept in the config; the training task does not use it")
-        checked = config | {"backend": backend, "voice_name": voice_name}
-        if language:
-            checked["language"] = language
-        if defaults:
-            checked["step_defaults"] = defaults
-        if any(notes.values()):
-            checked[CONFIG_NOTES] = {heading: keys for heading, keys in notes.items() if keys}
-        return checked
+        checked = config.model_copy(
+            update={"voice_name": voice_name, "language": language, "step_defaults": defaults or None}
+        )
+        return checked.with_notes({heading: keys for heading, keys in notes.items() if keys})
 
     # ---- steps -----------------------------------------------------------------------------------
     def _run_step(self, context: TaskContext, step: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -391,10 +412,82 @@ class TrainingService:
         self.store.append_log(task_id, f"imported a Piper dataset: {len(clips)} clips")
         return clips
 
+    # ---- a training task from uploaded files, and the files its owner sees (the Training tab) ----
+    def create_task(
+        self, config: TrainingConfig, task_name: str, uploads: list[Path], owner: str
+    ) -> tuple[Task, bool]:
+        """A training task made from uploaded files: recordings of one speaker go to its `inputs/`, or
+        one Piper dataset zip becomes its dataset. The uploads are checked first; if saving or
+        importing them fails, the task is deleted (no half-made task left behind). Returns the task
+        and whether a dataset was imported."""
+        self.check_uploads(uploads)
+        task = self.runner.submit("training", task_name, config, owner)
+        imported = uploads[0].suffix.lower() == ".zip"  # then it is the only upload
+        try:
+            if imported:
+                self.import_task_dataset(task.task_id, uploads[0].read_bytes())
+            else:
+                self.save_inputs(task.task_id, uploads)
+        except Exception:
+            self.runner.delete(task.task_id)
+            raise
+        return task, imported
+
+    def check_uploads(self, uploads: list[Path]) -> None:
+        """Raise what is wrong with the files a training task would be made from: none, a type that is
+        not a recording or a dataset zip, a zip beside other files, a file over the upload limit."""
+        if not uploads:
+            raise BadInput(
+                "Add recordings (wav, mp3, flac, m4a, ogg, mp4) or a Piper dataset zip first.", "no_uploads"
+            )
+        wrong = [p.name for p in uploads if p.suffix.lower() not in UPLOAD_EXTENSIONS]
+        if wrong:
+            raise BadInput(
+                f"{wrong[0]} is not a recording or a dataset zip ({', '.join(UPLOAD_EXTENSIONS)}).",
+                "bad_upload_type",
+            )
+        if len(uploads) > 1 and any(p.suffix.lower() == ".zip" for p in uploads):
+            raise BadInput("Upload either recordings or one Piper dataset zip, not both.", "mixed_uploads")
+        large = [p.name for p in uploads if p.stat().st_size > self.max_upload_bytes]
+        if large:
+            raise TooLarge(
+                f"{large[0]} is larger than the {self.max_upload_bytes // 2**20} MB upload limit.",
+                "upload_too_large",
+            )
+
+    def save_inputs(self, task_id: str, uploads: list[Path]) -> None:
+        """Copy recordings into the task's `inputs/` under sanitized, distinct names, each logged."""
+        inputs = self.workspace(task_id).inputs
+        inputs.mkdir(parents=True, exist_ok=True)
+        for upload in uploads:
+            name = sanitize_filename(upload.name, replacement_text="_").lstrip(".") or "recording"
+            target, n = inputs / name, 2
+            while target.exists():
+                target, n = inputs / f"{Path(name).stem}_{n}{Path(name).suffix}", n + 1
+            shutil.copyfile(upload, target)
+            self.store.append_log(task_id, f"uploaded inputs/{target.name} ({target.stat().st_size} bytes)")
+
+    def params_preflight(self, task: Task, params: dict[str, Any]) -> list[str]:
+        """`preflight` for a training task with the train params given (the tab's), not its config's."""
+        return self.preflight(self.workspace(task.task_id), task.config["backend"], params)
+
+    def clip_file(self, task_id: str, clip: dict[str, Any]) -> Path | None:
+        """Where one of the task's clips (as `clips` gives it) is; None while it has no such file."""
+        path = self.workspace(task_id).dataset / clip["file"]
+        return path if path.is_file() else None
+
+    def curve_file(self, task_id: str, backend: str) -> tuple[Path, str | None] | None:
+        """The live curve a backend's training writes (its file, and the key of the value in its rows;
+        None: [x, y] pairs); None for a backend that writes none."""
+        curves = {"kokoro_fit": ("curve.json", None), "piper": ("loss.json", "loss_g")}
+        if backend not in curves:
+            return None
+        name, key = curves[backend]
+        return self.workspace(task_id).root / "train" / name, key
+
 
 # ---- the task's config (check_config) -----------------------------------------------------------------
 GPT_SOVITS_KEYS = ("exp_name", "language", "batch_size", "epochs_s1", "epochs_s2", "gpu_id")
-CONFIG_KEYS = {"backend", "voice_name", "step_defaults", "step_params", *GPT_SOVITS_KEYS}
 GPU_IDS = re.compile(r"^[0-9]+(-[0-9]+)*$")  # GPT-SoVITS's gpu_id: "0", "0-1-2"
 GPT_SOVITS_STEPS = (*GPT_SOVITS_FEATURE_STEPS, "train_sovits", "train_gpt")  # each reads params.language
 PIPER_ESPEAK = {"en-us": "en-us", "en-gb": "en-gb-x-rp", "zh": "cmn", "ja": "ja"}  # Piper's phonemizer voices
