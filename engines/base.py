@@ -5,6 +5,11 @@ capabilities, languages, license, what it needs), reports whether it can run her
 cheap: never loads anything), and loads its model lazily, once, on first use (`ensure_loaded()`).
 Speech comes out as a generator of `AudioChunk`s, one per sentence, so callers can stream, show
 progress and time subtitles without waiting for the whole text.
+
+Every engine speaks sentences through `Engine.synthesize` if it claims `Capability.TTS`; each other
+capability is a small interface at the end of this file (`ScriptSpeaker`, `ClipCloner`,
+`StepTrainer`, `VideoMaker`). An engine claims only what it implements (the registry checks), and
+services ask the registry for an interface (`EngineRegistry.capable`), never for an engine by name.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -333,3 +339,92 @@ class Engine(ABC):
     ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...]]:
         """The sentence's audio and its phonemes' times; an engine that knows them overrides this."""
         return self._synthesize_sentence(sentence, voice, options), ()
+
+
+# ---- capability interfaces: what an engine claiming a capability can be asked ------------------
+@runtime_checkable
+class ScriptSpeaker(Protocol):
+    """Capability.DIALOGUE: a whole multi-speaker script spoken in one pass (turn timing is the
+    caller's to find)."""
+
+    info: EngineInfo
+    max_speakers: int
+
+    def synthesize_dialogue(
+        self,
+        script_text: str,
+        prompts: list[tuple[Path, str]] | None = None,
+        options: SynthesisOptions | None = None,
+    ) -> np.ndarray:
+        """`script_text` tagged [S1]..[Sn]; `prompts[i]`: (reference clip, its transcript) for speaker
+        i + 1. Float32 mono at `info.sample_rate`."""
+        ...
+
+
+@runtime_checkable
+class ClipCloner(Protocol):
+    """Capability.CLONE: text spoken in the voice of a reference clip, with no training."""
+
+    info: EngineInfo
+
+    def clone(
+        self,
+        text: str,
+        voice_file: Path,
+        voice_latent: Path | None = None,
+        options: SynthesisOptions | None = None,
+    ) -> np.ndarray:
+        """Float32 mono at `info.sample_rate`."""
+        ...
+
+
+@runtime_checkable
+class StepTrainer(Protocol):
+    """Capability.TRAIN: the training wizard's steps as commands run in the engine's own code (and
+    environment), each followed by `finish_step` (what the step's scripts leave to merge)."""
+
+    info: EngineInfo
+
+    @property
+    def code_dir(self) -> Path: ...
+
+    def step_command(
+        self, step_name: str, ws: Any, params: dict[str, Any], lease: Lease | None = None
+    ) -> list[str]:
+        """The command (run in `code_dir`) that does `step_name` for the training workspace `ws`."""
+        ...
+
+    def finish_step(self, step_name: str, ws: Any) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class VideoMaker(Protocol):
+    """Capability.VIDEO: a talking video from one image and each person's audio track."""
+
+    info: EngineInfo
+
+    def generate(
+        self,
+        request: Any,
+        workdir: Path,
+        lease: Lease,
+        log: Callable[[str], None],
+        cancelled: Callable[[], bool] = ...,
+    ) -> Path:
+        """Make the video on the lease's devices; the mp4's path."""
+        ...
+
+
+INTERFACES: dict[Capability, type] = {
+    Capability.DIALOGUE: ScriptSpeaker,
+    Capability.CLONE: ClipCloner,
+    Capability.TRAIN: StepTrainer,
+    Capability.VIDEO: VideoMaker,
+}
+CAPABILITY_WORDS = {  # what an engine with the capability does, for messages
+    Capability.TTS: "speak sentences",
+    Capability.DIALOGUE: "speak a whole dialogue script in one pass",
+    Capability.CLONE: "clone a voice from a clip",
+    Capability.TRAIN: "train voices",
+    Capability.VIDEO: "make talking video",
+}

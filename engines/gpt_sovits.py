@@ -85,7 +85,7 @@ class GptSovitsEngine(Engine):
     info = EngineInfo(
         name="gpt_sovits",
         display_name="GPT-SoVITS (your install)",
-        capabilities=frozenset({Capability.TRAIN, Capability.TTS}),
+        capabilities=frozenset({Capability.TRAIN}),
         languages=LANGUAGES,
         license="MIT",
         sample_rate=32000,  # v2 SoVITS decodes 32 kHz

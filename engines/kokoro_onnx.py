@@ -66,7 +66,7 @@ class KokoroOnnxEngine(Engine):
     info = EngineInfo(
         name="kokoro",
         display_name="Kokoro-82M (ONNX, embedded)",
-        capabilities=frozenset({Capability.TTS, Capability.DIALOGUE}),
+        capabilities=frozenset({Capability.TTS}),
         languages=("en-us", "en-gb", "ja", "zh"),
         license="Apache-2.0 (model), MIT (kokoro-onnx)",
         sample_rate=24000,

@@ -50,7 +50,7 @@ class KokoroTorchEngine(Engine):
     info = EngineInfo(
         name="kokoro-torch",
         display_name="Kokoro-82M (torch)",
-        capabilities=frozenset({Capability.TTS, Capability.DIALOGUE}),
+        capabilities=frozenset({Capability.TTS}),
         languages=("en-us", "en-gb"),
         license="Apache-2.0",
         sample_rate=24000,

@@ -4,8 +4,10 @@ The job is `<python> -m torch.distributed.run --standalone ...`, with the engine
 it has one (another environment's interpreter), so the studio never imports the job's code. The
 standalone rendezvous binds port 0: the OS picks a free port for each job, so several jobs run side
 by side. torchrun starts each rank in a session of its own (`start_new_session`), so stopping a job
-means stopping every process of the tree, not one process group: the launcher keeps track of the
-tree (psutil), sends SIGTERM to each group in it, and SIGKILL to whatever is left after a grace period.
+means stopping every process of the tree, not one process group: the job runs under
+`engines.supervisor.SupervisedProcess`, which keeps track of the tree (psutil), sends SIGTERM to each
+group in it, and SIGKILL to whatever is left after a grace period. What is torchrun's own stays here:
+the command, the environment, the ranks' lines, when a job counts as hung, and why it failed.
 
 Every line a rank prints reaches the `log` callback as `[rank N] ...` (torchrun's `--tee` copies
 each rank's stdout/stderr to its own console, prefixed with the global rank); tqdm's carriage
@@ -22,31 +24,24 @@ lease a task holds however the task ended; `GpuAllocator.lease()` releases on ex
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import math
 import os
-import queue
 import re
 import signal
-import subprocess
 import sys
-import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from engines.gpu import GpuAllocator, Lease
+from engines.supervisor import SupervisedProcess
 
 MAX_CPU_PROCS = 4  # ranks on a CPU lease (gloo): enough to test sharding, few enough not to thrash
 HEARTBEAT_ENV = "STUDIO_HEARTBEAT_FILE"
 # torchrun's --tee prefix (set below to the global rank), then torch's own "[rankN]: " on tracebacks.
 _RANK_PREFIX = re.compile(r"^\[rank(\d+)\]:(?:\[rank\1\]: ?)?")
-_LINE_END = re.compile(r"[\r\n]")
 _ROOT_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)")
 _ROOT_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 TAIL_LINES = 40  # kept per rank for the failure message
@@ -236,108 +231,70 @@ class TorchrunLauncher:
         heartbeat = log_dir / "heartbeat"
         heartbeat.touch()
         command = self.command(nproc, target, log_dir, module=module)
-        started = time.monotonic()
-        try:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=self.environment(lease, nproc, heartbeat, env),
-                start_new_session=True,  # torchrun leads its own group; the server's is never signalled
-            )
-        except OSError as error:  # not executable, or the working folder is missing
-            raise LaunchError(f"cannot start {self.python} in {cwd or os.getcwd()}: {error}") from None
-        tree = ProcessTree(process.pid)
         watch = _Watch(heartbeat)
-        lines: queue.Queue[str | None] = queue.Queue()
-        reader = threading.Thread(
-            target=_read_lines, args=(process, lines), name="torchrun-output", daemon=True
-        )
-        reader.start()
-        try:
-            returncode = self._supervise(process, tree, lines, watch, log, cancelled)
-        finally:
-            # Whatever ended the loop (done, failed, hung, cancelled, a callback raising): no survivors.
-            tree.stop(self.grace_s)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
-            reader.join(timeout=5)
-        seconds = time.monotonic() - started
-        if returncode != 0:
-            raise LaunchError(watch.failure_reason(returncode))
-        return LaunchResult(returncode, seconds, output_dir, log_dir)
 
-    def _supervise(
-        self,
-        process: subprocess.Popen[bytes],
-        tree: ProcessTree,
-        lines: queue.Queue[str | None],
-        watch: _Watch,
-        log: Callable[[str], None],
-        cancelled: Callable[[], bool],
-    ) -> int:
-        output_done = False
-        exited_at: float | None = None
-        looked = time.monotonic()
-        while True:
-            try:
-                line = lines.get(timeout=self.poll_s)
-                while True:  # drain what is there before checking anything else
-                    if line is None:
-                        output_done = True
-                    else:
-                        log(watch.see(line))
-                    line = lines.get_nowait()
-            except queue.Empty:
-                pass
-            returncode = process.poll()
-            if returncode is not None:
-                exited_at = exited_at or time.monotonic()
-                # A stray grandchild may hold the pipe open: don't wait on it for long.
-                if output_done or time.monotonic() - exited_at > 2.0:
-                    return returncode
-                continue
-            if time.monotonic() - looked > 1.0:  # remember new ranks and their children
-                tree.refresh()
-                looked = time.monotonic()
+        def stop_asked() -> bool:
             if cancelled():
                 log("[launcher] cancelled: stopping every process of the job")
-                tree.stop(self.grace_s)
-                raise LaunchCancelled("the job was cancelled")
-            silent, started = watch.silent_for(), watch.started()
-            if not started and silent > self.startup_s:
-                log(f"[launcher] no rank started in {silent:.0f} s: stopping the job")
-                tree.stop(self.grace_s)
-                raise LaunchHung(
-                    f"no rank started within {self.startup_s:g} s (imports or the rendezvous hung?), so the job "
-                    f"was stopped. Last output: {watch.last_line or '(none)'}"
-                )
-            if started and silent > self.watchdog_s:
-                log(f"[launcher] no output and no heartbeat for {silent:.0f} s: stopping the job")
-                tree.stop(self.grace_s)
-                raise LaunchHung(
-                    f"no progress for {self.watchdog_s:g} s (a rank hung?): no output and no heartbeat, so the "
-                    f"job was stopped. Last output: {watch.last_line or '(none)'}"
-                )
+                return True
+            return False
+
+        job = SupervisedProcess(
+            command,
+            cwd=cwd,
+            env=self.environment(lease, nproc, heartbeat, env),
+            on_line=lambda line: log(watch.see(line)),
+            cancelled=stop_asked,
+            heartbeat=heartbeat,
+            hang=lambda silent: self._hung(watch, silent, log),
+            grace_s=self.grace_s,
+            poll_s=self.poll_s,
+        )
+        try:
+            job.start()
+        except OSError as error:  # not executable, or the working folder is missing
+            raise LaunchError(f"cannot start {self.python} in {cwd or os.getcwd()}: {error}") from None
+        outcome = (
+            job.wait()
+        )  # whatever ends it (done, failed, hung, cancelled, a callback raising): no survivors
+        if outcome.cancelled:
+            raise LaunchCancelled("the job was cancelled")
+        if outcome.hung:
+            raise LaunchHung(outcome.reason)
+        if outcome.returncode != 0:
+            raise LaunchError(watch.failure_reason(outcome.returncode))
+        return LaunchResult(outcome.returncode, outcome.seconds, output_dir, log_dir)
+
+    def _hung(self, watch: _Watch, silent: float, log: Callable[[str], None]) -> str | None:
+        """Why the job counts as hung after `silent` seconds without output or heartbeat (None: it does not)."""
+        if not watch.started() and silent > self.startup_s:
+            log(f"[launcher] no rank started in {silent:.0f} s: stopping the job")
+            return (
+                f"no rank started within {self.startup_s:g} s (imports or the rendezvous hung?), so the job "
+                f"was stopped. Last output: {watch.last_line or '(none)'}"
+            )
+        if watch.started() and silent > self.watchdog_s:
+            log(f"[launcher] no output and no heartbeat for {silent:.0f} s: stopping the job")
+            return (
+                f"no progress for {self.watchdog_s:g} s (a rank hung?): no output and no heartbeat, so the "
+                f"job was stopped. Last output: {watch.last_line or '(none)'}"
+            )
+        return None
 
 
 class _Watch:
-    """What the supervisor knows of a job's output: when it last moved, and each rank's last lines."""
+    """What the launcher knows of a job's output: whether a rank started, and each rank's last lines."""
 
     def __init__(self, heartbeat: Path) -> None:
         self.heartbeat = heartbeat
         self.launched = heartbeat.stat().st_mtime  # touched by the launcher just before the start
         self.rank_spoke = False
-        self.last_output = time.monotonic()
         self.last_line = ""
         self.rank_tails: dict[int, deque[str]] = {}
         self.own_tail: deque[str] = deque(maxlen=200)  # torchrun's own lines (its failure summary)
 
     def see(self, raw: str) -> str:
         """Record a line; return it as the log shows it (`[rank N] text` or `[torchrun] text`)."""
-        self.last_output = time.monotonic()
         match = _RANK_PREFIX.match(raw)
         if match:
             rank, text = int(match.group(1)), raw[match.end() :]
@@ -356,14 +313,6 @@ class _Watch:
             with contextlib.suppress(OSError):
                 self.rank_spoke = self.heartbeat.stat().st_mtime > self.launched
         return self.rank_spoke
-
-    def silent_for(self) -> float:
-        since_output = time.monotonic() - self.last_output
-        try:
-            since_heartbeat = time.time() - self.heartbeat.stat().st_mtime
-        except OSError:
-            since_heartbeat = math.inf
-        return min(since_output, since_heartbeat)
 
     def failure_reason(self, returncode: int) -> str:
         """The failing rank (torchrun's "Root Cause") and its last lines; else torchrun's own last lines."""
@@ -392,82 +341,3 @@ class _Watch:
             elif exitcode is None and (match := _ROOT_EXIT.match(line)):
                 exitcode = int(match.group(1))
         return rank, exitcode
-
-
-def _read_lines(process: subprocess.Popen[bytes], lines: queue.Queue[str | None]) -> None:
-    """Split the job's output into lines on \\n and \\r (tqdm redraws with \\r); None marks its end."""
-    assert process.stdout is not None
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pending = ""
-    fd = process.stdout.fileno()
-    while chunk := os.read(fd, 65536):
-        pending += decoder.decode(chunk)
-        *complete, pending = _LINE_END.split(pending)
-        for line in complete:
-            if line.strip():
-                lines.put(line)
-    pending += decoder.decode(b"", final=True)
-    if pending.strip():
-        lines.put(pending)
-    process.stdout.close()
-    lines.put(None)
-
-
-class ProcessTree:
-    """Every process a job started, remembered while they run, so all of them can be stopped.
-
-    torchrun starts each rank in a session of its own and a rank may start more processes, so one
-    killpg is not enough, and a rank orphaned by a dying torchrun can no longer be found from it:
-    the tree is looked at again while the job runs. psutil's handles notice a reused PID, so a
-    process that ended is never mistaken for a new one.
-    """
-
-    def __init__(self, pid: int) -> None:
-        self._known: dict[int, psutil.Process] = {}
-        with contextlib.suppress(psutil.Error):
-            root = psutil.Process(pid)
-            self._known[pid] = root
-        self.refresh()
-
-    def refresh(self) -> None:
-        for proc in list(self._known.values()):
-            with contextlib.suppress(psutil.Error):
-                if proc.is_running():
-                    self._known.update({child.pid: child for child in proc.children(recursive=True)})
-
-    def alive(self) -> list[psutil.Process]:
-        running = []
-        for proc in self._known.values():
-            with contextlib.suppress(psutil.Error):
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                    running.append(proc)
-        return running
-
-    def stop(self, grace_s: float) -> None:
-        """SIGTERM to every process group of the tree; SIGKILL to what is left after `grace_s`."""
-        self.refresh()
-        family = self.alive()
-        if not family:
-            return
-        _signal_all(family, signal.SIGTERM)
-        psutil.wait_procs(family, timeout=grace_s)
-        self.refresh()  # children spawned while stopping
-        leftovers = self.alive()
-        if leftovers:
-            _signal_all(leftovers, signal.SIGKILL)
-            psutil.wait_procs(leftovers, timeout=5)
-
-
-def _signal_all(processes: list[psutil.Process], sig: signal.Signals) -> None:
-    own_group = os.getpgrp()
-    groups: set[int] = set()
-    for proc in processes:
-        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
-            if proc.is_running():
-                groups.add(os.getpgid(proc.pid))
-    for group in groups - {own_group}:  # never the server's own group
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(group, sig)
-    for proc in processes:  # a process that moved to a group of its own is signalled directly
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(sig)

@@ -263,7 +263,7 @@ class MegaTts3Engine(Engine):
     info = EngineInfo(
         name="megatts3",
         display_name="MegaTTS 3",
-        capabilities=frozenset({Capability.TTS, Capability.CLONE}),
+        capabilities=frozenset({Capability.CLONE}),
         languages=("zh", "en"),
         license="Apache-2.0",
         sample_rate=SAMPLE_RATE,

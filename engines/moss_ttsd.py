@@ -216,10 +216,11 @@ def to_mono_float32(audio: Any, rate: int, target_rate: int) -> np.ndarray:
 class MossTtsdEngine(Engine):
     """MOSS-TTSD v0.5 on a CUDA GPU: a whole [S1]/[S2] script in one pass, voices cloned from prompt audio."""
 
+    max_speakers = 2  # v0.5 speaks [S1] and [S2]
     info = EngineInfo(
         name="moss-ttsd",
         display_name="MOSS-TTSD v0.5",
-        capabilities=frozenset({Capability.DIALOGUE, Capability.CLONE}),
+        capabilities=frozenset({Capability.DIALOGUE}),
         languages=("zh", "en"),
         license="Apache-2.0",
         sample_rate=24000,  # the XY tokenizer's output_sample_rate
@@ -370,13 +371,6 @@ class MossTtsdEngine(Engine):
         with self._run_lock:
             self.last_used = time.monotonic()
             return self._generate(item, options)
-
-    def _synthesize_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
-        """One sentence as a one-speaker script `[S1]sentence`, cloned when `options.extra["prompts"]` is set."""
-        self._check_language(options.language)
-        prompts = cast("list[tuple[Path, str]] | None", options.extra.get("prompts"))
-        item = build_batch_item([(1, " ".join(sentence.split()))], prompts)
-        return self._generate(item, options)
 
     def _check_language(self, language: str | None) -> None:
         if language is not None and language.split("-")[0] not in self.info.languages:

@@ -33,7 +33,7 @@ class PiperEngine(Engine):
     info = EngineInfo(
         name="piper",
         display_name="Piper VITS (ONNX, embedded)",
-        capabilities=frozenset({Capability.TTS, Capability.DIALOGUE}),
+        capabilities=frozenset({Capability.TTS}),
         languages=("en-us",),
         license="GPL-3.0-or-later (piper-tts engine), MIT (joe voice)",
         sample_rate=22050,

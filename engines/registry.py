@@ -1,8 +1,8 @@
 """Engine registry: every engine the studio knows, by name, loaded on first use.
 
 The registry is the only place engines are constructed. It answers "what can run here and what is
-missing" without loading anything, hands out loaded engines, and unloads the least recently used
-ones when memory runs low before another engine loads.
+missing" without loading anything, hands out loaded engines (by capability interface: `capable`),
+and unloads the least recently used ones when memory runs low before another engine loads.
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
-from engines.base import Capability, Engine, EngineUnavailable, VoiceInfo
+from engines.base import CAPABILITY_WORDS, INTERFACES, Capability, Engine, EngineUnavailable, VoiceInfo
 from engines.gpu import GpuAllocator
+
+Able = TypeVar("Able")  # one of the capability interfaces in engines.base
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class EngineRegistry:
         self._lock = threading.Lock()
 
     def add(self, engine: Engine) -> Engine:
+        """Register `engine`; it must implement the interface of every capability it claims."""
+        for capability in engine.info.capabilities:
+            interface = INTERFACES.get(capability)
+            if interface is not None and not isinstance(engine, interface):
+                raise TypeError(f"{engine.info.name} claims {capability} but is no {interface.__name__}")
         self._engines[engine.info.name] = engine
         return engine
 
@@ -73,6 +81,29 @@ class EngineRegistry:
     def available(self, capability: Capability) -> list[Engine]:
         """Engines with the capability that can run here now."""
         return [e for e in self.with_capability(capability) if e.status().state.usable]
+
+    def capable(self, interface: type[Able], name: str | None = None, load: bool = False) -> Able:
+        """The engine that does what `interface` stands for (ScriptSpeaker, ClipCloner, StepTrainer,
+        VideoMaker: see `engines.base.INTERFACES`): the one `name`d, else the first that can run
+        here; loaded if `load`. KeyError: no engine by that name; EngineUnavailable: none that does
+        it can run here (the message says what each one still needs)."""
+        capability = next(c for c, i in INTERFACES.items() if i is interface)
+        claiming = self.with_capability(capability)
+        if name is not None:
+            if name not in {e.info.name for e in claiming}:
+                doing = ", ".join(e.info.name for e in claiming) or "none"
+                raise KeyError(
+                    f"no engine '{name}' here can {CAPABILITY_WORDS[capability]}; engines that can: {doing}"
+                )
+            claiming = [self.engine(name)]
+        for engine in claiming:
+            if engine.status().state.usable:
+                return self.loaded(engine.info.name) if load else engine  # type: ignore[return-value]
+        if not claiming:
+            raise EngineUnavailable(f"no engine in this studio can {CAPABILITY_WORDS[capability]}")
+        raise EngineUnavailable(
+            "; ".join(f"{e.info.name} cannot run here: {'; '.join(e.status().missing)}" for e in claiming)
+        )
 
     def voices(self) -> list[VoiceInfo]:
         """Built-in voices of every engine that can run here."""

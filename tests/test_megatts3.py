@@ -156,7 +156,7 @@ def test_info() -> None:
     assert info.sample_rate == 24000
     assert info.languages == ("zh", "en")
     assert info.license == "Apache-2.0"
-    assert {c.value for c in info.capabilities} == {"tts", "clone"}
+    assert {c.value for c in info.capabilities} == {"clone"}  # it speaks only in the voice of a clip
     assert any(r.kind == "gpu" for r in info.requirements)
     assert info.memory_mb >= 8000
 

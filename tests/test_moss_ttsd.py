@@ -78,7 +78,7 @@ def test_info() -> None:
     assert info.sample_rate == 24000
     assert info.languages == ("zh", "en")
     assert info.license == "Apache-2.0"
-    assert {c.value for c in info.capabilities} == {"dialogue", "clone"}
+    assert {c.value for c in info.capabilities} == {"dialogue"}
     assert any(r.kind == "gpu" for r in info.requirements)
     assert info.memory_mb >= 8000
 

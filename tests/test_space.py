@@ -254,7 +254,7 @@ def test_without_spaces_the_function_is_unchanged(monkeypatch: pytest.MonkeyPatc
     assert on_zero_gpu(clone_gpu_seconds)(work) is work
     # Here (no `spaces` installed) the GPU entry points are the plain methods.
     assert not hasattr(DialogueService._render_whole_script, "__wrapped__")
-    assert not hasattr(CloningService._megatts3, "__wrapped__")
+    assert not hasattr(CloningService._clone, "__wrapped__")
 
 
 # ---- the Space entry ---------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import soundfile as sf
 from engines.base import EngineState
 from engines.gpu import GpuAllocator, GpuDevice
 from engines.piper import PiperEngine
+from engines.supervisor import read_pid_file
 from studio.services.training import piper_backend, piper_mas
 from studio.services.training.common import Workspace
 from studio.tasks.runner import TaskCancelled, TaskFailed
@@ -178,7 +179,7 @@ def lifecycle(dataset: Workspace, tmp_path_factory: pytest.TempPathFactory) -> I
     started = time.monotonic()
     outcome = in_thread(lambda: piper_backend.train(ws, TINY, report, None))
     report.wait_for("checkpoint saved at step 4")
-    pid = int((ws.work / piper_backend.PID_FILE).read_text())
+    pid = read_pid_file(ws.work / piper_backend.PID_FILE).pid
     report.cancel()
     outcome.wait()
     seconds["until_cancelled"] = time.monotonic() - started
@@ -415,7 +416,7 @@ def test_fine_tune_from_a_checkpoint_then_killed_trainer_fails_with_the_reason(
     outcome = in_thread(lambda: piper_backend.train(ws, params, report, None, weights_dir=weights))
     warmstart = report.wait_for("[warmstart] Copied")
     report.wait_for("step 2/8")
-    pid = int((ws.work / piper_backend.PID_FILE).read_text())
+    pid = read_pid_file(ws.work / piper_backend.PID_FILE).pid
     os.kill(pid, signal.SIGKILL)
     outcome.wait()
     assert isinstance(outcome.error, TaskFailed), outcome.error

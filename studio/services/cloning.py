@@ -17,6 +17,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field
 
+from engines.base import ClipCloner, EngineUnavailable, SynthesisOptions
 from engines.kokoro_onnx import KokoroOnnxEngine
 from engines.text import base_language
 from studio.errors import BadInput
@@ -152,10 +153,12 @@ class CloningService:
         latent: bytes | None = None,
         language: str | None = None,
     ) -> tuple[Speech, dict[str, Any]]:
-        """Speech in the voice of `clip`: MegaTTS3 when it can run and a latent is given, else a quick fit."""
+        """Speech in the voice of `clip`: a zero-shot cloning engine (MegaTTS3) when one can run and
+        the clip's latent is given, else a quick fit."""
         self.speech.validate(SpeechRequest(text=text, speed=speed, language=language))
-        if latent is not None and self._megatts3_ready():
-            return self._megatts3(text, clip, filename, speed, latent)
+        cloner = self._cloner() if latent is not None else None
+        if cloner is not None and latent is not None:
+            return self._clone(cloner, text, clip, speed, latent)
         voice_id = CLONE_PREFIX + hashlib.sha256(clip).hexdigest()[:20]
         info: dict[str, Any] = {"engine": "kokoro", "method": "quick fit", "cached": True}
         if self.style_for(voice_id) is None:
@@ -167,27 +170,28 @@ class CloningService:
             SpeechRequest(text=text, voice=voice_id, engine="kokoro", speed=speed, language=language)
         ), info
 
-    def _megatts3_ready(self) -> bool:
-        names = self.speech.registry.names()
-        return "megatts3" in names and self.speech.registry.engine("megatts3").status().state.usable
+    def _cloner(self) -> ClipCloner | None:
+        """The zero-shot cloning engine that can run here, if any."""
+        try:
+            return self.speech.registry.capable(ClipCloner)
+        except EngineUnavailable:
+            return None
 
-    @on_zero_gpu(lambda self, text, *_: clone_gpu_seconds(text))
-    def _megatts3(
-        self, text: str, clip: bytes, filename: str, speed: float, latent: bytes
+    @on_zero_gpu(lambda self, cloner, text, *_: clone_gpu_seconds(text))
+    def _clone(
+        self, cloner: ClipCloner, text: str, clip: bytes, speed: float, latent: bytes
     ) -> tuple[Speech, dict[str, Any]]:
-        from engines.base import SynthesisOptions
-
-        folder = self.cache_dir / "megatts3_inputs"
+        folder = self.cache_dir / "clone_inputs"
         folder.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256(clip).hexdigest()[:20]
         wav, npy = folder / f"{digest}.wav", folder / f"{digest}.npy"
         wav.write_bytes(clip)
         npy.write_bytes(latent)
-        engine = self.speech.registry.loaded("megatts3")
-        audio = engine.clone(text, wav, npy, SynthesisOptions(speed=speed))  # type: ignore[attr-defined]
+        engine = self.speech.registry.capable(ClipCloner, cloner.info.name, load=True)
+        audio = engine.clone(text, wav, npy, SynthesisOptions(speed=speed))
         rate = engine.info.sample_rate
         return Speech(audio, rate, [Cue(0.0, len(audio) / rate, text)]), {
-            "engine": "megatts3",
+            "engine": engine.info.name,
             "method": "zero-shot",
         }
 

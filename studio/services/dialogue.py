@@ -23,6 +23,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field, StringConstraints
 
+from engines.base import EngineUnavailable, ScriptSpeaker
 from engines.text import detect_language, split_sentences
 from studio import audio as audio_io
 from studio.errors import BadInput, TooLarge, Unavailable
@@ -40,7 +41,6 @@ DEFAULT_PAUSE_MS = 350  # silence between turns, unless a turn says otherwise
 TARGET_RMS = 0.08  # about -22 dBFS of speech, the same for every speaker
 FADE_S = 0.005  # short fades at every join: no clicks
 OUTPUT_FORMATS = ("wav", "mp3", "flac")
-WHOLE_SCRIPT_ENGINE = "moss-ttsd"  # makes the whole script in one pass instead of turn by turn
 
 
 class TurnOverride(TaskConfig):
@@ -77,8 +77,8 @@ class DialogueConfig(TaskConfig):
     )
     engine: str | None = Field(
         None,
-        description=f"a dialogue engine that can run here ({WHOLE_SCRIPT_ENGINE}, with a GPU and its weights) "
-        "speaks the whole script in one pass; default: each voice's own engine, turn by turn",
+        description="a dialogue engine that can run here (moss-ttsd, with its weights) speaks the whole "
+        "script in one pass; default: each voice's own engine, turn by turn",
         json_schema_extra={"x-choices": "dialogue_engines"},
     )
 
@@ -119,12 +119,8 @@ class DialogueService:
             raise TooLarge(
                 f"script has {len(script.turns)} turns; the limit is {self.max_turns}", "too_many_turns"
             )
-        if request.engine == WHOLE_SCRIPT_ENGINE:
-            return script, self._plan_whole_script(script, request)
         if request.engine:
-            raise BadInput(
-                f"engine must be '{WHOLE_SCRIPT_ENGINE}' or left out (each voice's engine)", "bad_engine"
-            )
+            return script, self._plan_whole_script(script, request.engine)
         languages = self._turn_languages(script, request)
         spoken: list[list[str]] = []  # each turn's languages
         for turn, language in zip(script.turns, languages, strict=True):
@@ -172,19 +168,22 @@ class DialogueService:
             for i, turn in enumerate(script.turns)
         ]
 
-    def _plan_whole_script(self, script: Script, request: DialogueConfig) -> list[PlannedTurn]:
-        engine = self.speech.registry.engine(WHOLE_SCRIPT_ENGINE)
-        status = engine.status()
-        if not status.state.usable:
-            raise Unavailable(f"{WHOLE_SCRIPT_ENGINE} is not available here: " + "; ".join(status.missing))
-        if len(script.speakers) > 2:
+    def _plan_whole_script(self, script: Script, engine_name: str) -> list[PlannedTurn]:
+        try:
+            engine = self.speech.registry.capable(ScriptSpeaker, engine_name)
+        except KeyError as error:
             raise BadInput(
-                f"{WHOLE_SCRIPT_ENGINE} speaks two speakers; this script has {len(script.speakers)}"
+                f"{error.args[0]}; or leave engine out (each voice's engine)", "bad_engine"
+            ) from None
+        except EngineUnavailable as error:
+            raise Unavailable(str(error)) from None
+        if len(script.speakers) > engine.max_speakers:
+            raise BadInput(
+                f"{engine_name} speaks up to {engine.max_speakers} speakers; this script has "
+                f"{len(script.speakers)}",
+                "too_many_speakers",
             )
-        return [
-            PlannedTurn(i, turn, "default", WHOLE_SCRIPT_ENGINE, 1.0, 0.0)
-            for i, turn in enumerate(script.turns)
-        ]
+        return [PlannedTurn(i, turn, "default", engine_name, 1.0, 0.0) for i, turn in enumerate(script.turns)]
 
     def voices_for(
         self, script: Script, chosen: dict[str, str], languages: dict[str, set[str]] | None = None
@@ -229,7 +228,7 @@ class DialogueService:
         """A dialogue task's config checked (script, voices, languages, engine) and planned: every
         speaker's voice named, the defaults it picked included."""
         _, planned = self.plan(config)
-        if config.engine == WHOLE_SCRIPT_ENGINE:
+        if config.engine:  # one pass: the engine's own voices
             return config
         voices = {p.turn.speaker: p.voice for p in planned}
         return config.model_copy(update={"voices": voices})
@@ -249,9 +248,9 @@ class DialogueService:
         """Make every missing turn, then mix. Writes dialogue.* , .srt, .vtt, timing.json, stems."""
         turns_dir = folder / "_turns"
         turns_dir.mkdir(parents=True, exist_ok=True)
-        if request.engine == WHOLE_SCRIPT_ENGINE:
+        if request.engine:
             if context:
-                context.progress(5, f"{WHOLE_SCRIPT_ENGINE}: the whole script at once")
+                context.progress(5, f"{request.engine}: the whole script at once")
             self._render_whole_script(planned, turns_dir)
         total_chars = sum(len(p.turn.text) for p in planned) or 1
         done_chars = 0
@@ -322,9 +321,9 @@ class DialogueService:
         """
         if (turns_dir / f"{planned[-1].index:05d}.json").exists():
             return
-        engine = self.speech.registry.loaded(WHOLE_SCRIPT_ENGINE)
+        engine = self.speech.registry.capable(ScriptSpeaker, planned[0].engine, load=True)
         script_text = "".join(f"[{p.turn.speaker}]{p.turn.text}" for p in planned)
-        audio = engine.synthesize_dialogue(script_text)  # type: ignore[attr-defined]
+        audio = engine.synthesize_dialogue(script_text)
         audio = audio_io.resample(audio, engine.info.sample_rate, MIX_RATE)
         for p, piece in zip(
             planned, _split_at_pauses(audio, [len(p.turn.text) for p in planned]), strict=True
@@ -389,6 +388,8 @@ class DialogueService:
                             "end": round(end, 3),
                         }
                     )
+                    if meta.get("estimated"):  # a one-pass turn: cut where its pause probably is
+                        timing[-1]["estimated"] = True
                     if meta.get("phonemes"):  # where the engine gives them: [phoneme, start, end]
                         timing[-1]["phonemes"] = [
                             [ph, round(start + t0, 3), round(start + t1, 3)]
@@ -429,7 +430,7 @@ class DialogueService:
 
 def is_short_dialogue(config: DialogueConfig) -> bool:
     """A few turns turn by turn (not the whole-script GPU engine): the short-job lane may run it."""
-    return len(config.script) <= SHORT_TASK_CHARS and config.engine != WHOLE_SCRIPT_ENGINE
+    return len(config.script) <= SHORT_TASK_CHARS and not config.engine
 
 
 def whole_script_gpu_seconds(planned: list[PlannedTurn]) -> int:

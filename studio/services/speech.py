@@ -106,6 +106,12 @@ class SpeechService:
                 candidate = self.registry.engine(engine)
             except KeyError as error:
                 raise NotFound(str(error.args[0]), "unknown_engine") from None
+            if Capability.TTS not in candidate.info.capabilities:
+                speaking = ", ".join(e.info.name for e in self.registry.available(Capability.TTS))
+                raise BadInput(
+                    f"engine '{engine}' does not speak sentences on its own; engines that do: {speaking}",
+                    "not_a_speech_engine",
+                )
             try:
                 candidate.check_voice(voice)
             except UnknownVoice as error:

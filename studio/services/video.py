@@ -26,6 +26,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field
 
+from engines.base import EngineUnavailable, VideoMaker
 from engines.registry import EngineRegistry
 from studio.errors import BadInput
 from studio.services.dialogue import DEFAULT_PAUSE_MS, MIX_RATE, DialogueConfig, DialogueService, PlannedTurn
@@ -189,13 +190,13 @@ class VideoService:
     def multitalk_missing(self) -> list[str]:
         """What MultiTalk still needs here, each with how to get it; empty when it can run."""
         try:
-            engine = self.registry.engine(MULTITALK)
+            self.registry.capable(VideoMaker, MULTITALK)
         except KeyError:
             return ["the MultiTalk engine is not installed in this studio"]
-        status = engine.status()
-        if status.state.usable:
-            return []
-        return list(status.missing) or [status.state.value]
+        except EngineUnavailable:
+            status = self.registry.engine(MULTITALK).status()
+            return list(status.missing) or [status.state.value]
+        return []
 
     @staticmethod
     def _image_fields(given: set[str]) -> tuple[str, ...]:
@@ -373,9 +374,9 @@ class VideoService:
             audio.append(stem)
         height = composite.frame.shape[0]
         bboxes = [tuple(Box(r.x0, 0, r.x1, height).as_list()) for r in composite.regions]
-        engine = self.registry.loaded(MULTITALK)
+        engine = self.registry.capable(VideoMaker, MULTITALK, load=True)
         context.progress(SPEECH_SHARE, "MultiTalk")
-        made = engine.generate(  # type: ignore[attr-defined]
+        made = engine.generate(
             MultiTalkRequest(
                 prompt=request.prompt,
                 image=image,

@@ -21,8 +21,6 @@ step 0), in that checkpoint's own architecture.
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import csv
 import functools
 import hashlib
@@ -30,19 +28,16 @@ import importlib.util
 import json
 import math
 import os
-import queue
 import re
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psutil
 import soundfile as sf
@@ -50,6 +45,7 @@ import yaml
 
 from engines.gpu import GpuDevice, Lease
 from engines.piper import JOE_FULL_NAME, JOE_ID
+from engines.supervisor import SupervisedProcess, stop_orphans
 from studio.errors import BadInput
 from studio.services.training.common import StepReport, Workspace
 from studio.tasks.runner import TaskCancelled, TaskFailed
@@ -58,7 +54,7 @@ EVENT_PREFIX = "@studio-train "  # piper_entry's machine-readable lines start wi
 ENTRY_MODULE = "studio.services.training.piper_entry"
 ROOT = Path(__file__).resolve().parents[3]  # the repository: the child imports `studio` from here
 SAMPLE_RATE = 22050  # the dataset's rate, and Piper's "medium" voices'
-PID_FILE = "piper_trainer.pid"  # in _work/: the running child's process group, for restart recovery
+PID_FILE = "piper_trainer.pid"  # in _work/: the running child's process tree, for restart recovery
 FIT_CONFIG = "piper_fit.yaml"
 STOP_GRACE_SECONDS = 10.0  # SIGTERM lets Lightning stop between steps; SIGKILL after this
 POLL_SECONDS = 0.25  # how often a running child is checked for a cancel
@@ -510,33 +506,10 @@ def _child_env(lease: Lease | None) -> dict[str, str]:
     return env
 
 
-def _pump(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
-    for raw in stream:
-        lines.put(raw.decode("utf-8", "replace").rstrip())
-    lines.put(None)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the child's whole group, SIGKILL it after STOP_GRACE_SECONDS, and reap the child."""
-    if process.poll() is None:
-        _signal_group(process.pid, signal.SIGTERM)
-        try:
-            process.wait(STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait()
-    _signal_group(process.pid, signal.SIGKILL)  # data loader workers or DDP ranks it left behind
-
-
-def _is_trainer_of(pid: int, ws: Workspace) -> bool:
-    """Whether `pid` is still this workspace's Piper child (not a recycled pid)."""
+def _is_trainer_of(proc: psutil.Process, ws: Workspace) -> bool:
+    """Whether `proc` is this workspace's Piper child (a PID file of an older studio holds only a pid)."""
     try:
-        cmdline = psutil.Process(pid).cmdline()
+        cmdline = proc.cmdline()
     except psutil.Error:
         return False
     return ENTRY_MODULE in cmdline and any(str(ws.root) in arg for arg in cmdline)
@@ -544,19 +517,12 @@ def _is_trainer_of(pid: int, ws: Workspace) -> bool:
 
 def _stop_leftover(ws: Workspace, report: StepReport) -> None:
     """Stop a child an earlier server run started for this workspace and never reaped."""
-    pid_file = ws.work / PID_FILE
-    try:
-        pid = int(pid_file.read_text())
-    except (OSError, ValueError):
-        return
-    if _is_trainer_of(pid, ws):
-        report.log(f"stopping the Piper process (pid {pid}) an earlier run left behind")
-        _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        while _is_trainer_of(pid, ws) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        _signal_group(pid, signal.SIGKILL)
-    pid_file.unlink(missing_ok=True)
+    stop_orphans(
+        ws.work / PID_FILE,
+        grace_s=STOP_GRACE_SECONDS,
+        matches=lambda proc: _is_trainer_of(proc, ws),
+        announce=lambda pid: report.log(f"stopping the Piper process (pid {pid}) an earlier run left behind"),
+    )
 
 
 def _run_child(
@@ -567,44 +533,34 @@ def _run_child(
     report: StepReport,
     on_line: Callable[[str], None],
 ) -> tuple[int, list[str]]:
-    """Run `argv` in its own process group, hand each output line to `on_line`, stop it on cancel.
+    """Run `argv` under the studio's supervisor (own process group, each output line to `on_line`,
+    stopped whole on cancel; `pid_file` records it for restart recovery).
 
     Returns the exit status (negative: the signal that ended it) and the last lines of its output.
-    Whatever ends this call (cancel, an error raised by `on_line`), no process of the group is left.
+    Whatever ends this call (cancel, an error raised by `on_line`), no process of the tree is left.
     """
-    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    process = subprocess.Popen(
-        list(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    if pid_file:
-        pid_file.write_text(str(process.pid))
-    lines: queue.Queue[str | None] = queue.Queue()
-    assert process.stdout is not None
-    reader = threading.Thread(target=_pump, args=(process.stdout, lines), name="training-output", daemon=True)
-    reader.start()
-    try:
-        while True:
-            if report.cancelled:
-                report.log("cancel asked: stopping the training process")
-                _stop(process)
-                raise TaskCancelled()
-            try:
-                line = lines.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                if process.poll() is not None:
-                    _signal_group(process.pid, signal.SIGKILL)  # helpers holding its output open
-                continue
-            if line is None:
-                break
-            if not line.startswith(EVENT_PREFIX) and line.strip():
-                tail.append(line)
-            on_line(line)
-        return process.wait(), list(tail)
-    finally:
-        _stop(process)
-        reader.join(timeout=5)
-        if pid_file:
-            pid_file.unlink(missing_ok=True)
+
+    def cancel_asked() -> bool:
+        if report.cancelled:
+            report.log("cancel asked: stopping the training process")
+            return True
+        return False
+
+    outcome = SupervisedProcess(
+        argv,
+        cwd=cwd,
+        env=env,
+        on_line=on_line,
+        cancelled=cancel_asked,
+        grace_s=STOP_GRACE_SECONDS,
+        poll_s=POLL_SECONDS,
+        tail_lines=TAIL_LINES,
+        tail_filter=lambda line: not line.startswith(EVENT_PREFIX),
+        pid_file=pid_file,
+    ).run()
+    if outcome.cancelled:
+        raise TaskCancelled()
+    return outcome.returncode, outcome.tail
 
 
 def _logger(report: StepReport) -> Callable[[str], None]:

@@ -26,6 +26,7 @@ import soundfile as sf
 from pathvalidate import sanitize_filename
 from pydantic import ConfigDict, Field
 
+from engines.base import EngineUnavailable, StepTrainer
 from engines.registry import EngineRegistry
 from engines.text import base_language, canonical_language, detect_language
 from studio.errors import BadInput, Conflict, TooLarge
@@ -325,17 +326,14 @@ class TrainingService:
     def _gpt_sovits(
         self, step: str, workspace: Workspace, params: dict[str, Any], context: TaskContext
     ) -> dict[str, Any]:
-        engine = self.registry.engine("gpt_sovits") if "gpt_sovits" in self.registry.names() else None
-        status = engine.status() if engine else None
-        if engine is None or status is None or not status.state.usable:
-            missing = "; ".join(status.missing) if status else "its adapter is not registered"
-            raise TaskFailed(f"GPT-SoVITS is not set up here: {missing}")
-        from studio.services.training import piper_backend
-
+        try:
+            engine = self.registry.capable(StepTrainer, "gpt_sovits")  # the backend is that engine
+        except (KeyError, EngineUnavailable) as error:
+            raise TaskFailed(f"GPT-SoVITS is not set up here: {error.args[0]}") from None
         lease = context.lease(1, exclusive=True)
-        command = engine.step_command(step, workspace, params, lease)  # type: ignore[attr-defined]
-        result = piper_backend.run_logged(command, context, cwd=engine.code_dir, lease=lease)  # type: ignore[attr-defined]
-        return result | engine.finish_step(step, workspace)  # type: ignore[attr-defined]
+        command = engine.step_command(step, workspace, params, lease)
+        result = piper_backend.run_logged(command, context, cwd=engine.code_dir, lease=lease)
+        return result | engine.finish_step(step, workspace)
 
     # ---- around the steps ------------------------------------------------------------------------
     def preflight(self, workspace: Workspace, backend: str, params: dict[str, Any]) -> list[str]:
