@@ -4,6 +4,10 @@ Runs hexgrad's `kokoro` package (`KModel`) on the leased device, from `weights/K
 (`kokoro-v1_0.pth`, `config.json`, `voices/*.pt`, as in the hexgrad/Kokoro-82M repository).
 Nothing is ever fetched from the hub: both paths are handed to `KModel`. Text becomes phonemes
 through misaki's espeak-ng G2P, because misaki's English G2P downloads a spaCy model at run time.
+
+The model runs in a worker process (`engines/worker.py`): in the studio this class answers
+`status()` and `voices()` itself and sends each sentence to its worker; the worker builds the same
+class with `in_process=True`, and only there do `_load_model` and `_model_sentence` run.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engines.base import Capability, Engine, EngineInfo, Requirement, SynthesisOptions, VoiceInfo
+from engines.base import Capability, EngineInfo, Requirement, SynthesisOptions, VoiceInfo
 from engines.gpu import GpuAllocator
+from engines.worker import WorkerEngine
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +49,7 @@ def split_phonemes(phonemes: str, limit: int) -> list[str]:
     return pieces
 
 
-class KokoroTorchEngine(Engine):
+class KokoroTorchEngine(WorkerEngine):
     """Kokoro-82M in torch on GPU (or CPU): 24 kHz US and British English, every voice pack in voices/."""
 
     info = EngineInfo(
@@ -65,8 +70,8 @@ class KokoroTorchEngine(Engine):
         memory_mb=800,
     )
 
-    def __init__(self, weights_dir: Path, allocator: GpuAllocator) -> None:
-        super().__init__(weights_dir, allocator)
+    def __init__(self, weights_dir: Path, allocator: GpuAllocator, *, in_process: bool = False) -> None:
+        super().__init__(weights_dir, allocator, in_process=in_process)
         self._model: KModel | None = None
         self._packs: dict[str, torch.Tensor] = {}
         self._g2p: dict[str, EspeakG2P] = {}
@@ -92,14 +97,15 @@ class KokoroTorchEngine(Engine):
             for voice_id in self._voice_files()
         ]
 
-    def _load(self) -> None:
+    # ---- the model: in the worker only -------------------------------------------------------------
+    def _load_model(self) -> None:
         from kokoro import KModel
 
         # Both paths given, so KModel never calls hf_hub_download; repo_id only silences its warning.
         config, weights = self.model_dir / "config.json", self.model_dir / "kokoro-v1_0.pth"
         self._model = KModel(repo_id=REPO_ID, config=str(config), model=str(weights)).to(self.device).eval()
 
-    def _unload(self) -> None:
+    def _unload_model(self) -> None:
         self._model = None
         self._packs.clear()
         self._g2p.clear()
@@ -125,7 +131,7 @@ class KokoroTorchEngine(Engine):
         # KModel silently drops symbols outside its vocab; drop them here so the style row matches the tokens.
         return "".join(symbol for symbol in phonemes if symbol in self._model.vocab)
 
-    def _synthesize_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
+    def _model_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
         assert self._model is not None
         pack = self._pack(voice)
         # The context holds 510 symbols plus two pad tokens, and the pack has one row per length up to 510.
