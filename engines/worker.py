@@ -611,7 +611,10 @@ class WorkerEngine(Engine):
             return self._model_timed(sentence, voice, options)
         if self.worker is None:
             raise EngineUnavailable(f"engine '{self.info.name}' is not loaded")
-        audio, phonemes = self.worker.call("synthesize_sentence", sentence, voice, options)
+        seed = options.extra.get("seed")  # options.extra["seed"]: a reproducible run (as MOSS-TTSD's)
+        audio, phonemes = self.worker.call(
+            "synthesize_sentence", sentence, voice, options, seed=None if seed is None else int(seed)
+        )
         return audio, tuple(phonemes)
 
     def _synthesize_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
