@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import psutil
 
 from engines.base import (
     AudioChunk,
@@ -496,8 +497,13 @@ class WorkerProcess:
         if process is None or process.returncode is not None or self._tree is None:
             return True
         try:
-            return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            if os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
         except ChildProcessError:
+            return True
+        try:  # killed, but not waitable until its last thread has exited: a zombie is gone already
+            return psutil.Process(process.pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
             return True
 
     def _read_replies(self, pipe: BinaryIO, replies: queue.Queue[dict[str, Any] | None]) -> None:
