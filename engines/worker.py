@@ -63,6 +63,7 @@ import tempfile
 import threading
 import time
 import uuid
+from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -627,11 +628,13 @@ class WorkerEngine(Engine):
         return self._synthesize_timed(sentence, voice, options)[0]
 
     # ---- for subclasses: the model, in the worker ----------------------------------------------
+    @abstractmethod
     def _load_model(self) -> None:
-        raise NotImplementedError
+        """Load the model into this process (the worker)."""
 
+    @abstractmethod
     def _unload_model(self) -> None:
-        raise NotImplementedError
+        """Drop every reference to the model so its memory can be freed."""
 
     def _model_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
         raise EngineUnavailable(f"engine '{self.info.name}' does not synthesize speech")
