@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from engines.environment import EngineEnvironment
 from engines.gpu import GpuAllocator, Lease
 from engines.text import base_language, detect_language, split_sentences
 
@@ -48,6 +49,7 @@ class EngineState(StrEnum):
     NEEDS_WEIGHTS = "needs-weights"
     NEEDS_GPU = "needs-gpu"
     MISSING_PACKAGE = "missing-package"
+    NEEDS_ENVIRONMENT = "needs-environment"  # its own pinned environment is not installed yet
 
     @property
     def usable(self) -> bool:
@@ -90,6 +92,8 @@ class EngineInfo:
     description: str
     requirements: tuple[Requirement, ...] = ()
     memory_mb: int = 500  # rough resident size once loaded, for memory-pressure unloading
+    # Its own pinned environment (engines/envs/<name>.txt) for its worker; None: the studio's.
+    environment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -209,9 +213,26 @@ class Engine(ABC):
         self.listeners: list[Callable[[dict[str, object]], None]] = []  # load/unload events (metrics)
 
     # ---- state -------------------------------------------------------------------------------
+    def requirements(self) -> tuple[Requirement, ...]:
+        """What it needs here (an engine whose needs depend on the weights placed overrides this)."""
+        return self.info.requirements
+
+    def environment(self) -> EngineEnvironment | None:
+        """Its own pinned environment, where its package requirements are checked; None: the studio's."""
+        if self.info.environment is None:
+            return None
+        imports = [req.target for req in self.requirements() if req.kind == "package"]
+        return EngineEnvironment(self.info.environment, imports=imports)
+
     def status(self) -> EngineStatus:
         missing = []
-        for req in self.info.requirements:
+        environment = self.environment()
+        problem = environment.problem() if environment else None
+        if problem:
+            missing.append((EngineState.NEEDS_ENVIRONMENT, problem))
+        for req in self.requirements():
+            if req.kind == "package" and environment is not None:
+                continue  # checked inside its environment when it is installed
             if req.kind == "package" and importlib.util.find_spec(req.target) is None:
                 missing.append((EngineState.MISSING_PACKAGE, req.describe(self.weights_dir)))
             elif req.kind == "weights" and not (self.weights_dir / req.target).exists():
@@ -241,7 +262,7 @@ class Engine(ABC):
             status = self.status()
             if not status.state.usable:
                 raise EngineUnavailable(f"{self.info.name}: " + "; ".join(status.missing))
-            needs_gpu = any(r.kind == "gpu" for r in self.info.requirements)
+            needs_gpu = any(r.kind == "gpu" for r in self.requirements())
             started = time.monotonic()
             self._lease = self.allocator.acquire(
                 f"engine:{self.info.name}",
@@ -306,6 +327,9 @@ class Engine(ABC):
             )
             index += 1
 
+    def cancel(self) -> None:  # noqa: B027 (on purpose: most engines have nothing to stop)
+        """Stop the call in flight where the engine can (a worker engine can); others finish it."""
+
     def check_voice(self, voice: str) -> None:
         """Raise UnknownVoice (with the valid ids) unless this engine can speak with `voice`."""
         ids = [v.id for v in self.voices()]
@@ -349,6 +373,10 @@ class ScriptSpeaker(Protocol):
 
     info: EngineInfo
     max_speakers: int
+
+    def cancel(self) -> None:
+        """Stop the call in flight, where the engine can."""
+        ...
 
     def synthesize_dialogue(
         self,

@@ -1,35 +1,40 @@
-"""MOSS-TTSD v0.5: two-speaker spoken dialogue in Chinese and English, zero-shot voice cloning, on a GPU.
+"""MOSS-TTSD: a whole multi-speaker script spoken in one pass, each voice cloned from a reference clip.
 
-MOSS-TTSD (OpenMOSS, Apache-2.0) is a Qwen3-1.7B based model (`AsteroidTTSInstruct`) that writes
-8 channels of XY-Tokenizer codes (16 kHz in, 24 kHz out) for a whole `[S1]...[S2]...` script at
-once, so turn-taking and prosody come from the model, not from stitching sentences. Its code is not
-on PyPI: the studio runs the user's own clone of the repository, exactly as its `inference.py` does:
-`generation_utils.load_model(...)` once, then `generation_utils.process_batch(...)` per script.
+MOSS-TTSD (OpenMOSS, Apache-2.0) writes the audio of a whole `[S1]...[S2]...` script at once, so
+turn-taking and prosody come from the model, not from stitched sentences. Two releases are driven
+through their upstream code, in a worker (`engines/worker.py`) on the engine's own pinned
+environment (`engines/envs/`), chosen by the weights the user placed:
 
-Expected layout (nothing is ever downloaded by the studio):
+- **v1.0** (default; February 2026): `MossTTSDelay` (a Qwen3 backbone writing 16 channels of
+  MOSS-Audio-Tokenizer codes, 12.5 frames a second at 24 kHz), 1-5 speakers, 20 languages, on a GPU
+  or (slowly) the CPU. Loaded as its model card does (`AutoProcessor` with `codec_path`, then
+  `AutoModel`, remote code from the model folder, sdpa attention unless flash-attn is installed)
+  and run in upstream's recommended `voice_clone_and_continuation` mode: each speaker's reference
+  clip encoded as its reference, the clips' transcripts as the script's prefix and their audio as
+  the start of the assistant's audio, which the model continues. The model card's sampling
+  (audio temperature 1.1, top-p 0.9, top-k 50, repetition penalty 1.1; the model folder's
+  generation_config.json wins). Long scripts go in chunks of whole turns (`CHUNK_CHARS`), each
+  continuing from the same references, so every chunk stays well inside the model's token budget.
+- **v0.5** (the seed's): `AsteroidTTSInstruct` + XY-Tokenizer from the user's clone of the
+  MOSS-TTSD repository at v0.5, `generation_utils.load_model` / `process_batch` as its `inference.py`
+  calls them, 2 speakers. Upstream hard-codes flash-attention 2 and bf16, and its sampling loop
+  crashes under sdpa and eager attention (it builds `cache_position` from the untrimmed prompt), so
+  it runs with flash-attention 2 on a CUDA GPU or not at all: asking for another attention
+  (`STUDIO_MOSS_ATTENTION`) or lacking flash-attn gives that message instead of a crash.
+
+Layout (nothing is ever downloaded by the studio; `weights/README.md` says where to get each):
 
     weights/MOSS-TTSD/
-    ├── code/                         git clone of github.com/OpenMOSS/MOSS-TTSD at its v0.5 release
-    │   ├── generation_utils.py       load_model, process_batch
-    │   ├── modeling_asteroid.py
-    │   └── XY_Tokenizer/config/xy_tokenizer_config.yaml
-    ├── MOSS-TTSD-v0.5/               the fnlp/MOSS-TTSD-v0.5 model repository (config.json, weights, tokenizer)
-    └── XY_Tokenizer/
-        ├── xy_tokenizer.ckpt         from fnlp/XY_Tokenizer_TTSD_V0
-        └── xy_tokenizer_config.yaml  optional: used instead of the code's copy when present
+    ├── MOSS-TTSD-v1.0/         the OpenMOSS-Team/MOSS-TTSD-v1.0 model folder (config.json, remote code, weights, tokenizer)
+    ├── MOSS-Audio-Tokenizer/   the OpenMOSS-Team/MOSS-Audio-Tokenizer codec folder
+    │   (v0.5 instead:)
+    ├── code/                   git clone of github.com/OpenMOSS/MOSS-TTSD at its v0.5 release
+    ├── MOSS-TTSD-v0.5/         the fnlp/MOSS-TTSD-v0.5 model folder
+    └── XY_Tokenizer/xy_tokenizer.ckpt
 
-The code folder goes on `sys.path` only while it is imported and `load_model` runs (its modules
-import each other as top-level `generation_utils`, `modeling_asteroid`, `XY_Tokenizer`). Attention
-is the first of flash_attention_2 -> sdpa -> eager that imports and loads; weights are bf16 on the
-leased GPU. Generation runs inside `torch.cuda.device(<leased GPU>)` because the XY tokenizer's
-`encode`/`decode` default to `torch.device("cuda")`, the *current* device.
-
-What is tested here without MOSS-TTSD's code and weights (tests/test_moss_ttsd.py): status and
-load errors naming every missing path, and the pure argument builders below. What is NOT tested: the
-load_model / process_batch calls themselves and the real `AsteroidTTSInstruct` and `XY_Tokenizer` (their code is not installable
-from a registry, and this machine has no GPU, no torchaudio and transformers 5.x where MOSS-TTSD v0.5
-pins transformers==4.53.2), so speech quality, the real token layout and the real memory use are
-unverified until it runs on a GPU with the files above.
+Tested (tests/test_moss_ttsd.py, tests/test_moss_ttsd_v1.py): v1.0 end to end on tiny random-weight
+models built with upstream's own classes in this layout, a 3-speaker dialogue through the REST API
+with the model in its worker; v0.5's status, input builders and attention message.
 """
 
 from __future__ import annotations
@@ -37,20 +42,20 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
-import inspect
+import json
+import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from engines.base import (
     Capability,
-    Engine,
     EngineInfo,
     EngineUnavailable,
     Requirement,
@@ -58,48 +63,105 @@ from engines.base import (
     UnknownVoice,
 )
 from engines.clone_code import cuda_scope, from_folder, on_sys_path
+from engines.environment import EngineEnvironment
 from engines.gpu import GpuAllocator
+from engines.worker import WorkerEngine
 
 FOLDER = "MOSS-TTSD"
+V1_MODEL = f"{FOLDER}/MOSS-TTSD-v1.0"
+V1_CODEC = f"{FOLDER}/MOSS-Audio-Tokenizer"
 CODE = f"{FOLDER}/code"
 MODEL = f"{FOLDER}/MOSS-TTSD-v0.5"
 TOKENIZER = f"{FOLDER}/XY_Tokenizer"
 CODE_TOKENIZER_CONFIG = f"{CODE}/XY_Tokenizer/config/xy_tokenizer_config.yaml"
 TOKENIZER_CONFIG_NAME = "xy_tokenizer_config.yaml"
 TOKENIZER_CHECKPOINT = f"{TOKENIZER}/xy_tokenizer.ckpt"
-MODEL_REPO = "fnlp/MOSS-TTSD-v0.5"
-TOKENIZER_REPO = "fnlp/XY_Tokenizer_TTSD_V0"
 CODE_REPO = "https://github.com/OpenMOSS/MOSS-TTSD"
 
-# The style prompt MOSS-TTSD's inference.py gives every script.
+V1, V05 = "1.0", "0.5"
+MAX_SPEAKERS = {V1: 5, V05: 2}
+LANGUAGES_V1 = (
+    "zh", "en", "ja", "de", "es", "fr", "it", "he", "ko", "ru",
+    "fa", "ar", "pl", "pt", "cs", "da", "sv", "hu", "el", "tr",
+)  # fmt: skip
+LANGUAGES_V05 = ("zh", "en")
+# The model card's sampling; generation_config.json in the model folder wins.
+SAMPLING = {"temperature": 1.1, "top_p": 0.9, "top_k": 50, "repetition_penalty": 1.1, "max_new_tokens": 8192}
+# Whole turns per generation: ~1500 characters is 2-5 minutes of speech, far inside 8192 tokens
+# (~11 minutes at 12.5 frames a second).
+CHUNK_CHARS = 1500
+ATTENTION_ENV = (
+    "STUDIO_MOSS_ATTENTION"  # v0.5 only: the attention asked for (it runs with flash_attention_2 only)
+)
+V05_ATTENTION = "flash_attention_2"
+# The style prompt MOSS-TTSD v0.5's inference.py gives every script.
 SYSTEM_PROMPT = (
     "You are a speech synthesizer that generates natural, realistic, and human-like conversational audio "
     "from dialogue text."
 )
-ATTENTION_CHAIN = ("flash_attention_2", "sdpa", "eager")
 DEFAULT_VOICE = "default"  # no prompt audio: the model picks the voices
-MAX_SPEAKERS = 2  # v0.5 knows <speaker1> and <speaker2> only
 
 _CLONE = f"git clone {CODE_REPO} weights/{CODE}, at its v0.5 release"
+_V1_REQUIREMENTS = (
+    Requirement("package", "torch"),
+    Requirement("package", "torchaudio"),
+    Requirement("package", "transformers"),
+    Requirement(
+        "weights",
+        f"{V1_MODEL}/config.json",
+        hint=f"hf download OpenMOSS-Team/MOSS-TTSD-v1.0 --local-dir weights/{V1_MODEL}",
+    ),
+    Requirement(
+        "weights",
+        f"{V1_CODEC}/config.json",
+        hint=f"hf download OpenMOSS-Team/MOSS-Audio-Tokenizer --local-dir weights/{V1_CODEC}",
+    ),
+)
+_V05_REQUIREMENTS = (
+    Requirement("gpu", "", "MOSS-TTSD v0.5 runs with flash-attention 2 in bf16 on a CUDA GPU only"),
+    Requirement("package", "torch"),
+    Requirement("package", "transformers"),
+    Requirement("package", "yaml"),
+    Requirement("package", "einops"),
+    Requirement("package", "liger_kernel"),
+    Requirement("weights", f"{CODE}/generation_utils.py", hint=_CLONE),
+    Requirement("weights", CODE_TOKENIZER_CONFIG, hint=f"comes with the MOSS-TTSD v0.5 code: {_CLONE}"),
+    Requirement(
+        "weights",
+        f"{MODEL}/config.json",
+        hint=f"hf download fnlp/MOSS-TTSD-v0.5 --local-dir weights/{MODEL} "
+        "(also published as OpenMOSS-Team/MOSS-TTSD-v0.5)",
+    ),
+    Requirement(
+        "weights",
+        TOKENIZER_CHECKPOINT,
+        hint=f"hf download fnlp/XY_Tokenizer_TTSD_V0 xy_tokenizer.ckpt --local-dir weights/{TOKENIZER}",
+    ),
+)
 # [S1], [1] (one digit, as MOSS-TTSD's own normalizer reads it) and `S1:` at the start of a line.
 _TAG = re.compile(r"\[\s*[Ss]\s*(\d+)\s*\]|\[(\d)\]|^[ \t]*[Ss](\d+)[ \t]*[:：]", re.MULTILINE)
 
+Turns = list[tuple[int, str]]
+
 
 # ---- pure helpers: MOSS-TTSD's input format, testable without its code ------------------------------
-def parse_moss_turns(script_text: str) -> list[tuple[int, str]]:
-    """Speaker-numbered turns of a script tagged `[S1]`/`[S2]` (also `[1]`, or `S1:` at a line start).
+def parse_moss_turns(script_text: str, max_speakers: int = MAX_SPEAKERS[V1]) -> Turns:
+    """Speaker-numbered turns of a script tagged `[S1]`..`[S5]` (also `[1]`, or `S1:` at a line start).
 
     Text before the first tag, or a script with no tag at all, is speaker 1. Turns of the same
-    speaker in a row merge; empty turns drop. Raises ValueError for speakers other than 1 and 2.
+    speaker in a row merge; empty turns drop. ValueError for speakers past `max_speakers`.
     """
-    turns: list[tuple[int, str]] = []
+    turns: Turns = []
 
     def add(speaker: int, text: str) -> None:
         text = " ".join(text.split())
         if not text:
             return
-        if not 1 <= speaker <= MAX_SPEAKERS:
-            raise ValueError(f"MOSS-TTSD voices two speakers, [S1] and [S2]; the script has [S{speaker}]")
+        if not 1 <= speaker <= max_speakers:
+            tags = " to ".join(dict.fromkeys(("[S1]", f"[S{max_speakers}]")))
+            raise ValueError(
+                f"MOSS-TTSD here voices {max_speakers} speakers, {tags}; the script has [S{speaker}]"
+            )
         if turns and turns[-1][0] == speaker:
             turns[-1] = (speaker, f"{turns[-1][1]} {text}")
         else:
@@ -114,14 +176,41 @@ def parse_moss_turns(script_text: str) -> list[tuple[int, str]]:
 
 
 def format_moss_text(turns: Sequence[tuple[int, str]]) -> str:
-    """`[S1]text[S2]text...`: the script form MOSS-TTSD's JSONL `text` field takes."""
+    """`[S1]text[S2]text...`: the script form MOSS-TTSD reads."""
     return "".join(f"[S{speaker}]{text}" for speaker, text in turns)
+
+
+def script_chunks(turns: Turns, max_chars: int = CHUNK_CHARS) -> list[Turns]:
+    """The turns in runs of at most `max_chars` characters, cut between turns (a longer turn alone)."""
+    chunks: list[Turns] = []
+    size = 0
+    for turn in turns:
+        if chunks and size + len(turn[1]) <= max_chars:
+            chunks[-1].append(turn)
+            size += len(turn[1])
+        else:
+            chunks.append([turn])
+            size = len(turn[1])
+    return chunks
+
+
+def prefixed_script(chunk: Turns, prompt_texts: Sequence[str]) -> str:
+    """The text v1.0 continues: each speaker's reference transcript, in speaker order, then the chunk
+    (upstream's `_build_prefixed_text`: the prefix is what the prompt audio says)."""
+    prefix = [(index, " ".join(text.split())) for index, text in enumerate(prompt_texts, start=1)]
+    merged: Turns = []
+    for speaker, text in [*prefix, *chunk]:
+        if merged and merged[-1][0] == speaker:  # a speaker's prefix runs on into its first turn
+            merged[-1] = (speaker, f"{merged[-1][1]} {text}")
+        else:
+            merged.append((speaker, text))
+    return format_moss_text(merged)
 
 
 def build_batch_item(
     turns: Sequence[tuple[int, str]], prompts: Sequence[tuple[Path | str, str]] | None = None
 ) -> dict[str, str]:
-    """One item for MOSS-TTSD's `process_batch`, as a line of its JSONL input.
+    """One item for MOSS-TTSD v0.5's `process_batch`, as a line of its JSONL input.
 
     `prompts[i]` is (prompt audio, its transcript) for speaker i + 1. Two prompts: one per speaker
     (`prompt_audio_speaker1/2`, `prompt_text_speaker1/2`). One prompt: a shared reference
@@ -134,23 +223,22 @@ def build_batch_item(
     prompts = list(prompts or [])
     if not prompts:
         return item
-    if len(prompts) > MAX_SPEAKERS:
-        raise ValueError(
-            f"MOSS-TTSD takes one prompt per speaker, at most {MAX_SPEAKERS}; got {len(prompts)}"
-        )
+    most = MAX_SPEAKERS[V05]
+    if len(prompts) > most:
+        raise ValueError(f"MOSS-TTSD v0.5 takes one prompt per speaker, at most {most}; got {len(prompts)}")
     cleaned = []
     for index, (audio, transcript) in enumerate(prompts, start=1):
         transcript = " ".join(str(transcript).split())
         if not transcript:
             raise ValueError(f"prompt audio for speaker {index} needs its transcript")
         cleaned.append((str(Path(audio).absolute()), transcript))
-    if len(cleaned) == MAX_SPEAKERS:
+    if len(cleaned) == most:
         for index, (audio, transcript) in enumerate(cleaned, start=1):
             item[f"prompt_audio_speaker{index}"] = audio
             item[f"prompt_text_speaker{index}"] = transcript
         return item
     audio, transcript = cleaned[0]
-    tagged = parse_moss_turns(transcript) if _TAG.search(transcript) else None
+    tagged = parse_moss_turns(transcript, most) if _TAG.search(transcript) else None
     if tagged is None and any(speaker != 1 for speaker, _ in turns):
         raise ValueError(
             "one prompt clones one voice, but the script has two speakers: give a prompt per speaker, "
@@ -162,41 +250,34 @@ def build_batch_item(
 
 
 def prompt_paths(item: dict[str, str]) -> list[Path]:
-    """The prompt audio files a batch item refers to."""
+    """The prompt audio files a v0.5 batch item refers to."""
     keys = ("prompt_audio", "prompt_audio_speaker1", "prompt_audio_speaker2")
     return [Path(item[key]) for key in keys if item.get(key)]
 
 
-def pick_attention(
-    torch_module: Any,
-    capability: tuple[int, int] | None = None,
-    importer: Callable[[str], object] = importlib.import_module,
-) -> str:
-    """The best attention implementation here: flash_attention_2 -> sdpa -> eager.
-
-    flash_attention_2 needs `flash_attn` to import and an Ampere or newer GPU (`capability` >= 8.0;
-    None when unknown); sdpa needs torch's `scaled_dot_product_attention`.
-    """
-    if capability is None or capability[0] >= 8:
-        try:
-            importer("flash_attn")
-        except Exception:  # ImportError, or a build that fails to load against this torch
-            pass
-        else:
-            return "flash_attention_2"
-    functional = getattr(getattr(torch_module, "nn", None), "functional", None)
-    if hasattr(functional, "scaled_dot_product_attention"):
-        return "sdpa"
-    return "eager"
-
-
-def attention_chain(first: str) -> list[str]:
-    """`first` and every fallback after it, to try in order when loading."""
-    return list(ATTENTION_CHAIN[ATTENTION_CHAIN.index(first) :])
+def v05_attention(requested: str | None, flash_importable: bool, on_cuda: bool) -> str:
+    """The attention v0.5 loads with: flash_attention_2, or EngineUnavailable saying why nothing else works."""
+    why = (
+        "MOSS-TTSD v0.5 runs only with flash_attention_2 on a CUDA GPU: upstream hard-codes it, and its "
+        "sampling loop crashes under sdpa and eager attention (it builds cache_position from the "
+        "untrimmed prompt), on a GPU as on the CPU"
+    )
+    if requested and requested != V05_ATTENTION:
+        raise EngineUnavailable(
+            f"{why}; {ATTENTION_ENV}={requested} cannot work. Place MOSS-TTSD v1.0 for sdpa or the CPU"
+        )
+    if not on_cuda:
+        raise EngineUnavailable(f"{why}; this worker has no CUDA GPU. Place MOSS-TTSD v1.0 to run on the CPU")
+    if not flash_importable:
+        raise EngineUnavailable(
+            f"{why}; flash-attn does not import in its environment (pip install flash-attn "
+            "--no-build-isolation there)"
+        )
+    return V05_ATTENTION
 
 
 def to_mono_float32(audio: Any, rate: int, target_rate: int) -> np.ndarray:
-    """Audio from `process_batch` ([1, T] or [T] tensor or array) as float32 mono in [-1, 1] at `target_rate`."""
+    """Audio ([1, T] or [T] tensor or array) as float32 mono in [-1, 1] at `target_rate`."""
     if hasattr(audio, "detach"):
         audio = audio.detach().float().cpu().numpy()
     samples = np.asarray(audio, dtype=np.float32)
@@ -213,61 +294,57 @@ def to_mono_float32(audio: Any, rate: int, target_rate: int) -> np.ndarray:
     return np.clip(samples, -1.0, 1.0)
 
 
-class MossTtsdEngine(Engine):
-    """MOSS-TTSD v0.5 on a CUDA GPU: a whole [S1]/[S2] script in one pass, voices cloned from prompt audio."""
+class MossTtsdEngine(WorkerEngine):
+    """MOSS-TTSD v1.0 (or v0.5, by the weights placed) in its worker: a whole [S1]..[S5] script in
+    one pass, voices cloned from reference clips and their transcripts."""
 
-    max_speakers = 2  # v0.5 speaks [S1] and [S2]
     info = EngineInfo(
         name="moss-ttsd",
-        display_name="MOSS-TTSD v0.5",
+        display_name="MOSS-TTSD",
         capabilities=frozenset({Capability.DIALOGUE}),
-        languages=("zh", "en"),
+        languages=LANGUAGES_V1,
         license="Apache-2.0",
-        sample_rate=24000,  # the XY tokenizer's output_sample_rate
+        sample_rate=24000,  # both versions' codecs decode at 24 kHz
         description=(
-            "OpenMOSS's two-speaker dialogue model (Qwen3-1.7B + XY-Tokenizer): Chinese and English "
-            "scripts spoken in one pass, voices cloned zero-shot from prompt audio; needs a GPU."
+            "OpenMOSS's spoken-dialogue model: a whole script of 1-5 speakers (v1.0; 2 with v0.5) in one "
+            "pass, each voice cloned from a reference clip; GPU recommended, v1.0 also runs on the CPU."
         ),
-        requirements=(
-            Requirement("gpu", "", "MOSS-TTSD runs in bf16 on a CUDA GPU; it books 12 GB of one"),
-            Requirement("package", "torch", "pip install torch"),
-            Requirement("package", "torchaudio", "pip install torchaudio, the build matching torch"),
-            Requirement(
-                "package", "transformers", "pip install transformers==4.53.2, as MOSS-TTSD v0.5 pins"
-            ),
-            Requirement("package", "yaml", "pip install PyYAML"),
-            Requirement("package", "einops", "pip install einops"),
-            Requirement("package", "liger_kernel", "pip install liger-kernel; MOSS-TTSD v0.5 imports it"),
-            Requirement("weights", f"{CODE}/generation_utils.py", hint=_CLONE),
-            Requirement(
-                "weights",
-                CODE_TOKENIZER_CONFIG,
-                hint=f"comes with the MOSS-TTSD v0.5 code: {_CLONE}",
-            ),
-            Requirement(
-                "weights",
-                f"{MODEL}/config.json",
-                hint=f"huggingface-cli download {MODEL_REPO} --local-dir weights/{MODEL} "
-                "(the repository is also published as OpenMOSS-Team/MOSS-TTSD-v0.5)",
-            ),
-            Requirement(
-                "weights",
-                TOKENIZER_CHECKPOINT,
-                hint=f"huggingface-cli download {TOKENIZER_REPO} xy_tokenizer.ckpt --local-dir weights/{TOKENIZER}",
-            ),
-        ),
-        # MOSS-TTSD's Kaggle deployment notes: 5.9 GB + 1.7 MB per second of audio, 7.5 GB at 960 s.
-        # Booked with room for the CUDA context, the prompt encoder and the chunked decoder.
+        requirements=_V1_REQUIREMENTS,
+        # MOSS-TTSD's deployment notes: 5.9 GB + 1.7 MB per second of audio for v0.5 (7.5 GB at 960 s).
         memory_mb=12000,
+        environment="moss-ttsd",
     )
 
-    def __init__(self, weights_dir: Path, allocator: GpuAllocator) -> None:
-        super().__init__(weights_dir, allocator)
-        self._code: ModuleType | None = None
-        self._tokenizer: Any = None
+    # Ten idle minutes give its memory (GBs of GPU memory on a GPU) back; loading again takes seconds.
+    worker_idle_exit_s = float(os.environ.get("STUDIO_WORKER_IDLE_EXIT_S", 600))
+
+    def __init__(self, weights_dir: Path, allocator: GpuAllocator, *, in_process: bool = False) -> None:
+        super().__init__(weights_dir, allocator, in_process=in_process)
+        self._processor: Any = None  # v1.0
         self._model: Any = None
+        self._code: ModuleType | None = None  # v0.5
+        self._tokenizer: Any = None
         self._spt: Any = None
         self.attention: str | None = None  # the implementation the model loaded with
+
+    # ---- which version ---------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        """v1.0 when its model folder is placed, else v0.5 when its model is, else v1.0 (what to place)."""
+        if (self.weights_dir / V1_MODEL / "config.json").exists():
+            return V1
+        return V05 if (self.weights_dir / MODEL / "config.json").exists() else V1
+
+    @property
+    def max_speakers(self) -> int:
+        return MAX_SPEAKERS[self.version]
+
+    def requirements(self) -> tuple[Requirement, ...]:
+        return _V1_REQUIREMENTS if self.version == V1 else _V05_REQUIREMENTS
+
+    def environment(self) -> EngineEnvironment | None:
+        imports = [req.target for req in self.requirements() if req.kind == "package"]
+        return EngineEnvironment("moss-ttsd" if self.version == V1 else "moss-ttsd-v0.5", imports=imports)
 
     # ---- paths -------------------------------------------------------------------------------
     @property
@@ -275,77 +352,18 @@ class MossTtsdEngine(Engine):
         return self.weights_dir / CODE
 
     @property
-    def model_dir(self) -> Path:
-        return self.weights_dir / MODEL
-
-    @property
     def tokenizer_config(self) -> Path:
-        """The XY tokenizer's yaml: a copy next to the checkpoint wins over the code's own."""
+        """v0.5's XY tokenizer yaml: a copy next to the checkpoint wins over the code's own."""
         own = self.weights_dir / TOKENIZER / TOKENIZER_CONFIG_NAME
         return own if own.exists() else self.weights_dir / CODE_TOKENIZER_CONFIG
-
-    @property
-    def tokenizer_checkpoint(self) -> Path:
-        return self.weights_dir / TOKENIZER_CHECKPOINT
 
     # ---- voices --------------------------------------------------------------------------------
     def check_voice(self, voice: str) -> None:
         if voice != DEFAULT_VOICE:
             raise UnknownVoice(
                 f"engine '{self.info.name}' has no named voices, only '{DEFAULT_VOICE}'; "
-                "clone a voice by giving prompt audio and its transcript instead"
+                "clone voices by giving reference clips and their transcripts instead"
             )
-
-    # ---- lifecycle -----------------------------------------------------------------------------
-    def _attention_candidates(self) -> list[str]:
-        import torch
-
-        capability = torch.cuda.get_device_capability(self.device) if self.device.startswith("cuda") else None
-        return attention_chain(pick_attention(torch, capability))
-
-    def _import_code(self) -> ModuleType:
-        """MOSS-TTSD's generation_utils from the code folder (which must be on sys.path)."""
-        ours = ("generation_utils", "modeling_asteroid", "XY_Tokenizer")
-        for name in [n for n in sys.modules if n.split(".")[0] in ours]:
-            if not from_folder(sys.modules[name], self.code_dir):
-                del sys.modules[name]  # a same-named module from elsewhere: not MOSS-TTSD's
-        return importlib.import_module("generation_utils")
-
-    def _load(self) -> None:
-        import torch
-
-        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        failures = []
-        with on_sys_path(self.code_dir):
-            code = self._import_code()
-            for attention in self._attention_candidates():
-                try:
-                    tokenizer, model, spt = code.load_model(
-                        str(self.model_dir),
-                        str(self.tokenizer_config),
-                        str(self.tokenizer_checkpoint),
-                        torch_dtype=dtype,
-                        attn_implementation=attention,
-                    )
-                except (ImportError, ValueError) as error:  # this attention is not usable here
-                    failures.append(f"{attention}: {error}")
-                    continue
-                break
-            else:
-                raise EngineUnavailable(f"{self.info.name}: the model did not load; " + "; ".join(failures))
-        self._code, self._tokenizer, self.attention = code, tokenizer, attention
-        self._model = model.to(self.device)
-        self._spt = spt.to(self.device)
-
-    def _unload(self) -> None:
-        self._code = self._tokenizer = self._model = self._spt = None
-        self.attention = None
-        gc.collect()
-        with contextlib.suppress(ImportError):
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
 
     # ---- speech --------------------------------------------------------------------------------
     def synthesize_dialogue(
@@ -354,40 +372,197 @@ class MossTtsdEngine(Engine):
         prompts: list[tuple[Path, str]] | None = None,
         options: SynthesisOptions | None = None,
     ) -> np.ndarray:
-        """The whole script in one pass: float32 mono at 24 kHz.
+        """The whole script: float32 mono at 24 kHz.
 
-        `script_text` is tagged [S1]/[S2] (see `parse_moss_turns`); `prompts[i]` is (audio file,
-        transcript) for speaker i + 1. `options.extra`: `seed` (int), `normalize` (MOSS-TTSD's own
-        text normalization, default True), `silence_duration` (seconds, for code versions that take it).
-        `options.speed` is not supported by the model and is ignored.
+        `script_text` is tagged [S1]..[Sn] (see `parse_moss_turns`); `prompts[i]` is (reference clip,
+        its transcript) for speaker i + 1. `options.extra`: `seed` (int), `max_new_tokens` (per
+        chunk); for v0.5 also `normalize` and `silence_duration`. The model has no speed control:
+        `options.speed` is ignored.
         """
         options = options or SynthesisOptions()
-        self._check_language(options.language)
-        item = build_batch_item(parse_moss_turns(script_text), prompts)
-        missing = [str(path) for path in prompt_paths(item) if not path.is_file()]
+        language = options.language
+        languages = LANGUAGES_V1 if self.version == V1 else LANGUAGES_V05
+        if language is not None and language.split("-")[0] not in languages:
+            raise ValueError(f"MOSS-TTSD v{self.version} speaks {', '.join(languages)}; not {language}")
+        turns = parse_moss_turns(script_text, self.max_speakers)
+        if not turns:
+            raise ValueError("the script has no text to speak")
+        prompts = [(Path(audio), str(text)) for audio, text in prompts or []]
+        missing = [str(audio) for audio, _ in prompts if not audio.is_file()]
         if missing:
-            raise FileNotFoundError(f"prompt audio not found: {', '.join(missing)}")
+            raise FileNotFoundError(f"reference audio not found: {', '.join(missing)}")
+        if not self.in_process:
+            seed = options.extra.get("seed")
+            return self.remote(
+                "synthesize_dialogue", script_text, prompts, options, seed=None if seed is None else int(seed)
+            )
         self.ensure_loaded()
         with self._run_lock:
             self.last_used = time.monotonic()
-            return self._generate(item, options)
+            if self.version == V1:
+                return self._generate_v1(turns, prompts, options)
+            return self._generate_v05(build_batch_item(turns, prompts), options)
 
-    def _check_language(self, language: str | None) -> None:
-        if language is not None and language.split("-")[0] not in self.info.languages:
-            raise ValueError(f"engine '{self.info.name}' speaks only {' and '.join(self.info.languages)}")
+    # ---- the model: in the worker only -------------------------------------------------------------
+    def _load_model(self) -> None:
+        if self.version == V1:
+            self._load_v1()
+        else:
+            self._load_v05()
 
-    def _generate(self, item: dict[str, str], options: SynthesisOptions) -> np.ndarray:
-        """Run MOSS-TTSD's process_batch on one item; the caller holds the run lock."""
+    def _unload_model(self) -> None:
+        self._processor = self._model = self._code = self._tokenizer = self._spt = None
+        self.attention = None
+        gc.collect()
+        with contextlib.suppress(ImportError):
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _load_v1(self) -> None:
+        import torch
+        from transformers import AutoModel, AutoProcessor
+
+        model_dir, codec_dir = self.weights_dir / V1_MODEL, self.weights_dir / V1_CODEC
+        on_gpu = self.device.startswith("cuda")
+        # The processor first, as upstream's inference.py does: it brings the remote code's helper modules.
+        processor = AutoProcessor.from_pretrained(
+            str(model_dir), trust_remote_code=True, codec_path=str(codec_dir)
+        )
+        processor.audio_tokenizer = processor.audio_tokenizer.to(self.device).eval()
+        attention = "sdpa"
+        if on_gpu and importlib.util.find_spec("flash_attn") is not None:
+            attention = "flash_attention_2"
+        model = AutoModel.from_pretrained(
+            str(model_dir),
+            trust_remote_code=True,
+            attn_implementation=attention,
+            torch_dtype=torch.bfloat16 if on_gpu else torch.float32,
+        )
+        self._processor, self._model, self.attention = processor, model.to(self.device).eval(), attention
+
+    def _sampling(self, options: SynthesisOptions) -> dict[str, Any]:
+        """The model card's sampling, under the model folder's generation_config.json, under options.extra."""
+        settings: dict[str, Any] = dict(SAMPLING)
+        config = self.weights_dir / V1_MODEL / "generation_config.json"
+        if config.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                stored = json.loads(config.read_text(encoding="utf-8"))
+                settings.update({key: stored[key] for key in SAMPLING if key in stored})
+        if "max_new_tokens" in options.extra:
+            settings["max_new_tokens"] = int(options.extra["max_new_tokens"])  # type: ignore[call-overload]
+        return settings
+
+    def _reference_wavs(self, prompts: list[tuple[Path, str]], rate: int) -> list[Any]:
+        """Each reference clip as a mono [1, T] tensor at `rate`, first brought to the lowest rate among
+        them (upstream's sample-rate normalisation, recommended for two or more speakers)."""
+        import soundfile as sf
+        import torch
+        import torchaudio
+
+        loaded = []
+        for audio_path, _ in prompts:
+            audio, sr = sf.read(str(audio_path), dtype="float32", always_2d=True)
+            loaded.append((torch.from_numpy(audio).transpose(0, 1).mean(dim=0, keepdim=True), int(sr)))
+        lowest = min((sr for _, sr in loaded), default=rate)
+        wavs = []
+        for wav, sr in loaded:
+            for new in (lowest, rate):
+                if sr != new:
+                    wav, sr = torchaudio.functional.resample(wav, sr, new), new
+            wavs.append(wav.contiguous())
+        return wavs
+
+    def _generate_v1(
+        self, turns: Turns, prompts: list[tuple[Path, str]], options: SynthesisOptions
+    ) -> np.ndarray:
+        import torch
+
+        processor, model = self._processor, self._model
+        assert processor is not None and model is not None, "load the model first"
+        rate = int(processor.model_config.sampling_rate)
+        sampling = self._sampling(options)
+        wavs = self._reference_wavs(prompts, rate)
+        with torch.no_grad():
+            reference = processor.encode_audios_from_wav(wavs, sampling_rate=rate) if wavs else None
+            prompt_audio = (
+                processor.encode_audios_from_wav([torch.cat(wavs, dim=-1)], sampling_rate=rate)[0]
+                if wavs
+                else None
+            )
+            pieces = []
+            for chunk in script_chunks(turns):
+                if reference is not None:  # voice_clone_and_continuation
+                    text = prefixed_script(chunk, [text for _, text in prompts])
+                    conversation = [
+                        processor.build_user_message(text=text, reference=reference),
+                        processor.build_assistant_message(audio_codes_list=[prompt_audio]),
+                    ]
+                    mode = "continuation"
+                else:  # no references: the model picks the voices
+                    conversation = [processor.build_user_message(text=format_moss_text(chunk))]
+                    mode = "generation"
+                batch = processor([conversation], mode=mode)
+                outputs = model.generate(
+                    input_ids=batch["input_ids"].to(self.device),
+                    attention_mask=batch["attention_mask"].to(self.device),
+                    max_new_tokens=sampling["max_new_tokens"],
+                    audio_temperature=sampling["temperature"],
+                    audio_top_p=sampling["top_p"],
+                    audio_top_k=sampling["top_k"],
+                    audio_repetition_penalty=sampling["repetition_penalty"],
+                )
+                message = processor.decode(outputs)[0]
+                segments = [a for a in (message.audio_codes_list if message else []) if hasattr(a, "detach")]
+                if not segments:
+                    raise RuntimeError(
+                        f"{self.info.name}: the model produced no audio for: {format_moss_text(chunk)[:80]}"
+                    )
+                pieces.extend(segment.detach().float().cpu().reshape(-1).numpy() for segment in segments)
+        return to_mono_float32(np.concatenate(pieces), rate, self.info.sample_rate)
+
+    # ---- v0.5 -----------------------------------------------------------------------------------
+    def _import_v05_code(self) -> ModuleType:
+        """MOSS-TTSD v0.5's generation_utils from the code folder (which must be on sys.path)."""
+        ours = ("generation_utils", "modeling_asteroid", "XY_Tokenizer")
+        for name in [n for n in sys.modules if n.split(".")[0] in ours]:
+            if not from_folder(sys.modules[name], self.code_dir):
+                del sys.modules[name]  # a same-named module from elsewhere: not MOSS-TTSD's
+        return importlib.import_module("generation_utils")
+
+    def _load_v05(self) -> None:
+        import torch
+
+        attention = v05_attention(
+            os.environ.get(ATTENTION_ENV),
+            importlib.util.find_spec("flash_attn") is not None,
+            self.device.startswith("cuda"),
+        )
+        with on_sys_path(self.code_dir):
+            code = self._import_v05_code()
+            tokenizer, model, spt = code.load_model(
+                str(self.weights_dir / MODEL),
+                str(self.tokenizer_config),
+                str(self.weights_dir / TOKENIZER_CHECKPOINT),
+                torch_dtype=torch.bfloat16,
+                attn_implementation=attention,
+            )
+        self._code, self._tokenizer, self.attention = code, tokenizer, attention
+        self._model = model.to(self.device)
+        self._spt = spt.to(self.device)
+
+    def _generate_v05(self, item: dict[str, str], options: SynthesisOptions) -> np.ndarray:
+        """MOSS-TTSD v0.5's process_batch on one item; the caller holds the run lock."""
+        import inspect
+
         import torch
 
         assert self._code is not None, "load the model first"
         process_batch = self._code.process_batch
         kwargs: dict[str, object] = {}
         if "silence_duration" in inspect.signature(process_batch).parameters:  # later code versions
-            kwargs["silence_duration"] = float(cast(float, options.extra.get("silence_duration", 0.0)))
-        seed = options.extra.get("seed")
-        if seed is not None:
-            torch.manual_seed(int(cast(int, seed)))
+            kwargs["silence_duration"] = float(options.extra.get("silence_duration", 0.0))  # type: ignore[arg-type]
         with cuda_scope(self.device), torch.no_grad():
             _, results = process_batch(
                 batch_items=[item],

@@ -34,6 +34,8 @@ class EngineReport:
     state: str
     missing: list[str]
     device: str
+    environment: str | None  # its own pinned environment (engines/envs/<name>.txt), if it has one
+    environment_state: str | None  # ready, shared (the studio's satisfies it), stale or missing
 
 
 class EngineRegistry:
@@ -114,6 +116,7 @@ class EngineRegistry:
         for engine in self._engines.values():
             status = engine.status()
             info = engine.info
+            environment = engine.environment()
             out.append(
                 EngineReport(
                     name=info.name,
@@ -126,6 +129,8 @@ class EngineRegistry:
                     state=status.state.value,
                     missing=list(status.missing),
                     device=engine.device,
+                    environment=environment.name if environment else None,
+                    environment_state=environment.state().value if environment else None,
                 )
             )
         return out

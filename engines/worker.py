@@ -211,6 +211,7 @@ class WorkerProcess:
         gpu: bool = False,
         env: dict[str, str] | None = None,
         on_log: Callable[[str], None] | None = None,
+        on_idle_exit: Callable[[int], None] | None = None,
         grace_s: float = 5.0,
         cancel_grace_s: float = 3.0,
     ) -> None:
@@ -220,6 +221,9 @@ class WorkerProcess:
         self.python = python or sys.executable
         self.idle_exit_s, self.gpu, self.extra_env = idle_exit_s, gpu, dict(env or {})
         self.on_log = on_log or (lambda line: log.info("%s worker: %s", self.name, line))
+        self.on_idle_exit = (
+            on_idle_exit  # called (on a reader thread) with the pid of a worker that left idle
+        )
         self.grace_s, self.cancel_grace_s = grace_s, cancel_grace_s
         self.scratch = Path(tempfile.mkdtemp(prefix=f"worker-{self.name}-"))
         self.starts = 0  # how many workers were started (a restart adds one)
@@ -237,6 +241,11 @@ class WorkerProcess:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is in flight."""
+        return self._token is not None
 
     @property
     def alive(self) -> bool:
@@ -299,6 +308,20 @@ class WorkerProcess:
         token = self._token
         if token is not None:
             token.set()
+
+    def close_if_gone(self, pid: int) -> bool:
+        """Stop everything of the worker `pid` if it has exited and no request has started a new one
+        since (checked under the request lock); whether it did."""
+        with self._lock:
+            if self.pid != pid:
+                return False
+            deadline = time.monotonic() + self.grace_s
+            while not self._exited() and time.monotonic() < deadline:  # it is on its way out
+                time.sleep(0.02)
+            if not self._exited():
+                return False
+            self._halt()
+            return True
 
     def unload(self) -> None:
         """Ask the worker to free the model (it stays up); nothing to do when it is not running."""
@@ -520,6 +543,8 @@ class WorkerProcess:
                     continue
                 if isinstance(message, dict):
                     replies.put(message)
+                    if message.get("event") == "exit" and self.on_idle_exit and self._process:
+                        self.on_idle_exit(self._process.pid)
         finally:
             pipe.close()
             replies.put(None)
@@ -557,15 +582,17 @@ class WorkerEngine(Engine):
 
     Subclasses implement `_load_model`, `_unload_model` and `_model_sentence` (or `_model_timed`),
     which run only where the model is: in the worker, where the class is built with
-    `in_process=True`. In the studio, `_load` starts the worker (`worker_python`, `worker_idle_exit_s`)
+    `in_process=True`. In the studio, `_load` starts the worker (on its environment's interpreter,
+    see `engines.environment`; `worker_idle_exit_s`)
     and `_unload` stops it; each sentence `synthesize` speaks (still split, language-tagged and
     queued by `RunLock` here, so an interactive request waits for one sentence, not a whole text)
     is one `synthesize_sentence` call in the worker. A capability method is written as
     `if self.in_process: <model code>` else `return self.remote("method", ...)`.
     """
 
-    worker_python: str | None = None  # None: this interpreter
-    worker_idle_exit_s: float | None = None  # None: the worker stays until unloaded
+    # A worker idle this long exits, freeing its memory, and the engine unloads (its lease ends with
+    # it); the next request loads it again. None: the worker stays until unloaded.
+    worker_idle_exit_s: float | None = None
 
     def __init__(self, weights_dir: Path, allocator: GpuAllocator, *, in_process: bool = False) -> None:
         super().__init__(weights_dir, allocator)
@@ -584,10 +611,11 @@ class WorkerEngine(Engine):
             f"{cls.__module__}:{cls.__qualname__}",
             self.weights_dir,
             name=self.info.name,
-            python=self.worker_python,
+            python=self._worker_python(),
             idle_exit_s=self.worker_idle_exit_s,
             gpu=bool(gpus),
             env=self._lease.env if gpus and self._lease else None,
+            on_idle_exit=self._worker_left_idle,
         )
         try:
             worker.start()
@@ -596,6 +624,26 @@ class WorkerEngine(Engine):
             raise
         self.worker = worker
 
+    def _worker_left_idle(self, pid: int) -> None:
+        """The worker exited as idle: unload (its lease ends with it) unless a request came meanwhile."""
+
+        def release() -> None:
+            worker = self.worker
+            if worker is not None and worker.close_if_gone(pid):
+                self.unload()
+
+        threading.Thread(target=release, name=f"{self.info.name}-idle-unload", daemon=True).start()
+
+    def _worker_python(self) -> str | None:
+        """Its environment's interpreter (None: this one)."""
+        environment = self.environment()
+        if environment is None:
+            return None
+        python = environment.python()
+        if python is None:
+            raise EngineUnavailable(f"{self.info.name}: {environment.problem()}")
+        return python
+
     def _unload(self) -> None:
         if self.in_process:
             self._unload_model()
@@ -603,6 +651,11 @@ class WorkerEngine(Engine):
         worker, self.worker = self.worker, None
         if worker is not None:
             worker.stop()
+
+    def cancel(self) -> None:
+        """Stop the call in flight: at its next chunk, or by stopping the worker after a grace period."""
+        if self.worker is not None:
+            self.worker.cancel()
 
     def remote(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """`method(*args, **kwargs)` run in the worker (loaded first if need be)."""

@@ -22,6 +22,7 @@ from studio.services.asr import Transcriber
 from studio.services.cloning import CloningService
 from studio.services.dialogue import DialogueService
 from studio.services.distributed import DistributedService
+from studio.services.environments import EnvironmentService
 from studio.services.speech import OPENAI_VOICES, SpeechService
 from studio.services.training.service import TrainingService
 from studio.services.video import VideoService
@@ -62,7 +63,9 @@ class Studio:
             settings.max_upload_bytes,
             settings.allow_thorough_fit,
         )
-        self.dialogue = DialogueService(self.speech, settings.max_dialogue_chars, settings.max_dialogue_turns)
+        self.dialogue = DialogueService(
+            self.speech, settings.max_dialogue_chars, settings.max_dialogue_turns, self.cloning.reference_clip
+        )
         self.training = TrainingService(
             self.speech,
             self.library,
@@ -76,7 +79,9 @@ class Studio:
         self.video = VideoService(
             self.dialogue, self.registry, settings.data_dir / "uploads" / "video", self.runner
         )
+        self.environments = EnvironmentService(self.registry, self.runner)
         for kind in (
+            self.environments.task_kind(),
             self.speech.task_kind(),
             self.dialogue.task_kind(),
             self.cloning.task_kind(),

@@ -1,14 +1,10 @@
-"""MossTtsdEngine without MOSS-TTSD's code or weights: what it reports, the inputs it builds, the calls it makes.
-
-MOSS-TTSD's code is not installable from a registry and its model needs a GPU, so nothing here runs
-the real `AsteroidTTSInstruct` or XY tokenizer, and nothing stands in for them: what is tested is
-what the engine reports until its code and weights are in place, and the pure functions that build
-MOSS-TTSD's inputs (batch items, text format, attention choice, audio conversion).
+"""MossTtsdEngine's own logic without the model: which version its weights choose, what it reports,
+the inputs it builds, and why v0.5 refuses sdpa/eager. The model itself runs in
+tests/test_moss_ttsd_v1.py (v1.0 through upstream's classes, tiny random weights, in its worker).
 """
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import numpy as np
@@ -16,26 +12,23 @@ import pytest
 import torch
 
 from engines import moss_ttsd
-from engines.base import EngineUnavailable, UnknownVoice
+from engines.base import EngineState, EngineUnavailable, UnknownVoice
 from engines.gpu import GpuAllocator, GpuDevice
 from engines.moss_ttsd import (
     MossTtsdEngine,
-    attention_chain,
     build_batch_item,
     format_moss_text,
     parse_moss_turns,
-    pick_attention,
+    prefixed_script,
+    script_chunks,
     to_mono_float32,
-)
-from tests.engine_checks import (
-    check_gpu_first_then_every_path,
-    check_loading_says_what_is_missing,
-    check_packages_then_weights_are_missing,
+    v05_attention,
 )
 
 FAKE_GPU = GpuDevice(0, "Fake GPU", 81920, 81920)
 SCRIPT = "[S1]你好，欢迎收听。[S2]Thanks, glad to be here.\n[S1]我们开始吧。"
-EXPECTED_PATHS = (
+V1_PATHS = ("MOSS-TTSD/MOSS-TTSD-v1.0/config.json", "MOSS-TTSD/MOSS-Audio-Tokenizer/config.json")
+V05_PATHS = (
     "MOSS-TTSD/code/generation_utils.py",
     "MOSS-TTSD/code/XY_Tokenizer/config/xy_tokenizer_config.yaml",
     "MOSS-TTSD/MOSS-TTSD-v0.5/config.json",
@@ -43,43 +36,77 @@ EXPECTED_PATHS = (
 )
 
 
+@pytest.fixture(autouse=True)
+def no_environments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Environments from an empty folder: whatever this machine has installed does not count."""
+    monkeypatch.setenv("STUDIO_ENGINE_ENVS", str(tmp_path / "no-envs"))
+
+
+def place_v05(weights: Path) -> None:
+    (weights / "MOSS-TTSD" / "MOSS-TTSD-v0.5").mkdir(parents=True)
+    (weights / "MOSS-TTSD" / "MOSS-TTSD-v0.5" / "config.json").write_text("{}")
+
+
 # ---- status and load errors ----------------------------------------------------------------------
-def test_empty_weights_without_gpu_needs_gpu_and_names_every_path(tmp_path: Path) -> None:
+def test_empty_weights_ask_for_v1_its_environment_and_every_path(tmp_path: Path) -> None:
     engine = MossTtsdEngine(tmp_path, GpuAllocator(devices=[]))
-    missing = check_gpu_first_then_every_path(engine, tmp_path, EXPECTED_PATHS)
-    code = next(text for text in missing if "generation_utils.py" in text)
-    assert "git clone https://github.com/OpenMOSS/MOSS-TTSD" in code
-    model = next(text for text in missing if "MOSS-TTSD-v0.5/config.json" in text)
-    assert "fnlp/MOSS-TTSD-v0.5" in model
-    ckpt = next(text for text in missing if "xy_tokenizer.ckpt" in text)
-    assert "fnlp/XY_Tokenizer_TTSD_V0" in ckpt
+    assert engine.version == "1.0" and engine.max_speakers == 5
+    status = engine.status()
+    assert status.state == EngineState.NEEDS_ENVIRONMENT
+    assert "python -m studio.engines install moss-ttsd" in status.missing[0]
+    for relative in V1_PATHS:
+        assert any(str(tmp_path / relative) in text for text in status.missing), relative
+    assert any("hf download OpenMOSS-Team/MOSS-TTSD-v1.0" in text for text in status.missing)
+    assert not any("GPU" in text for text in status.missing)  # v1.0 runs on the CPU too
     assert engine.voices() == []
 
 
-def test_with_a_gpu_the_packages_then_the_weights_are_what_is_missing(tmp_path: Path) -> None:
-    engine = MossTtsdEngine(tmp_path, GpuAllocator(devices=[FAKE_GPU]))
-    check_packages_then_weights_are_missing(engine, tmp_path, EXPECTED_PATHS)
-
-
-def test_ensure_loaded_says_what_is_missing(tmp_path: Path) -> None:
+def test_v05_weights_choose_v05_which_needs_a_gpu(tmp_path: Path) -> None:
+    place_v05(tmp_path)
     engine = MossTtsdEngine(tmp_path, GpuAllocator(devices=[]))
-    check_loading_says_what_is_missing(engine, "moss-ttsd", tmp_path, EXPECTED_PATHS)
+    assert engine.version == "0.5" and engine.max_speakers == 2
+    missing = engine.status().missing
+    assert "install moss-ttsd-v0.5" in missing[0]
+    assert any("flash-attention 2 in bf16 on a CUDA GPU" in text for text in missing)
+    for relative in V05_PATHS[:2] + V05_PATHS[3:]:
+        assert any(str(tmp_path / relative) in text for text in missing), relative
+    with_gpu = MossTtsdEngine(tmp_path, GpuAllocator(devices=[FAKE_GPU])).status().missing
+    assert not any("GPU" in text for text in with_gpu)
 
 
-def test_dialogue_refuses_before_loading_when_unavailable(tmp_path: Path) -> None:
+def test_loading_and_dialogue_say_what_is_missing(tmp_path: Path) -> None:
     engine = MossTtsdEngine(tmp_path, GpuAllocator(devices=[]))
-    with pytest.raises(EngineUnavailable, match=r"MOSS-TTSD/code/generation_utils\.py"):
+    with pytest.raises(
+        EngineUnavailable, match=r"^moss-ttsd: environment 'moss-ttsd' is not installed"
+    ) as raised:
+        engine.ensure_loaded()
+    assert all(str(tmp_path / relative) in str(raised.value) for relative in V1_PATHS)
+    assert not engine.is_loaded and engine.allocator.leases() == []
+    with pytest.raises(EngineUnavailable, match=r"MOSS-TTSD-v1\.0/config\.json"):
         engine.synthesize_dialogue(SCRIPT)
+
+
+def test_dialogue_checks_its_input_before_anything_loads(tmp_path: Path) -> None:
+    engine = MossTtsdEngine(tmp_path, GpuAllocator(devices=[]))
+    with pytest.raises(ValueError, match=r"5 speakers, \[S1\] to \[S5\]; the script has \[S6\]"):
+        engine.synthesize_dialogue("[S1]a[S6]b")
+    with pytest.raises(FileNotFoundError, match="reference audio not found"):
+        engine.synthesize_dialogue("[S1]a", [(tmp_path / "none.wav", "words")])
+    with pytest.raises(ValueError, match="not xx"):
+        engine.synthesize_dialogue("[S1]a", options=moss_ttsd.SynthesisOptions(language="xx"))
+    place_v05(tmp_path)
+    with pytest.raises(ValueError, match=r"2 speakers.*\[S3\]"):
+        engine.synthesize_dialogue("[S1]a[S3]b")
 
 
 def test_info() -> None:
     info = MossTtsdEngine.info
     assert info.name == "moss-ttsd"
     assert info.sample_rate == 24000
-    assert info.languages == ("zh", "en")
+    assert {"zh", "en", "ja"} <= set(info.languages) and len(info.languages) == 20
     assert info.license == "Apache-2.0"
     assert {c.value for c in info.capabilities} == {"dialogue"}
-    assert any(r.kind == "gpu" for r in info.requirements)
+    assert info.environment == "moss-ttsd"
     assert info.memory_mb >= 8000
 
 
@@ -88,6 +115,21 @@ def test_only_the_default_voice() -> None:
     engine.check_voice("default")
     with pytest.raises(UnknownVoice, match="no named voices"):
         engine.check_voice("af_heart")
+
+
+def test_v05_attention_is_flash_or_a_clear_message() -> None:
+    assert v05_attention(None, flash_importable=True, on_cuda=True) == "flash_attention_2"
+    assert v05_attention("flash_attention_2", True, True) == "flash_attention_2"
+    for asked in ("sdpa", "eager"):
+        with pytest.raises(EngineUnavailable) as raised:
+            v05_attention(asked, True, True)
+        message = str(raised.value)
+        assert "crashes under sdpa and eager" in message and "cache_position" in message
+        assert f"STUDIO_MOSS_ATTENTION={asked}" in message and "MOSS-TTSD v1.0" in message
+    with pytest.raises(EngineUnavailable, match="no CUDA GPU"):
+        v05_attention(None, True, False)
+    with pytest.raises(EngineUnavailable, match="flash-attn does not import"):
+        v05_attention(None, False, True)
 
 
 # ---- the pure builders ---------------------------------------------------------------------------
@@ -104,8 +146,22 @@ def test_parse_turns_reads_tags_and_merges_runs() -> None:
     assert parse_moss_turns("[1]One.[2]Two.") == [(1, "One."), (2, "Two.")]
     assert parse_moss_turns("Just one line,\n  no tags.") == [(1, "Just one line, no tags.")]
     assert parse_moss_turns("  ") == []
+    assert [speaker for speaker, _ in parse_moss_turns("[S1]a[S2]b[S3]c[S4]d[S5]e")] == [1, 2, 3, 4, 5]
     with pytest.raises(ValueError, match=r"\[S3\]"):
-        parse_moss_turns("[S1]a[S3]b")
+        parse_moss_turns("[S1]a[S3]b", max_speakers=2)
+
+
+def test_chunks_are_whole_turns_and_the_prefix_is_each_reference_transcript() -> None:
+    turns = [(1, "a" * 600), (2, "b" * 600), (3, "c" * 600), (1, "d" * 2000)]
+    chunks = script_chunks(turns, max_chars=1500)
+    assert chunks == [turns[:2], turns[2:3], turns[3:]]
+    assert [turn for chunk in chunks for turn in chunk] == turns
+    assert prefixed_script([(1, "Hi."), (2, "Yo.")], ["I am one.", " I  am two. "]) == (
+        "[S1]I am one.[S2]I am two.[S1]Hi.[S2]Yo."
+    )
+    assert prefixed_script([(2, "Yo."), (1, "Hi.")], ["I am one.", "I am two."]) == (
+        "[S1]I am one.[S2]I am two. Yo.[S1]Hi."
+    )
 
 
 def test_format_moss_text() -> None:
@@ -152,28 +208,6 @@ def test_batch_item_refuses_bad_prompts(tmp_path: Path) -> None:
         build_batch_item([(1, "a")], [(tmp_path / "x.wav", "t")] * 3)
     with pytest.raises(ValueError, match="no text"):
         build_batch_item([], None)
-
-
-def test_attention_falls_back_by_what_is_importable() -> None:
-    def importable(name: str) -> object:
-        return types.ModuleType(name)
-
-    def missing(name: str) -> object:
-        raise ImportError(f"No module named '{name}'")
-
-    def broken(name: str) -> object:
-        raise OSError("undefined symbol in flash_attn_2_cuda")
-
-    assert pick_attention(torch, (9, 0), importable) == "flash_attention_2"
-    assert pick_attention(torch, None, importable) == "flash_attention_2"
-    assert pick_attention(torch, (7, 5), importable) == "sdpa"  # a T4: flash-attn 2 needs Ampere or newer
-    assert pick_attention(torch, (9, 0), missing) == "sdpa"
-    assert pick_attention(torch, (9, 0), broken) == "sdpa"
-    old_torch = types.SimpleNamespace(nn=types.SimpleNamespace(functional=types.SimpleNamespace()))
-    assert pick_attention(old_torch, (9, 0), missing) == "eager"
-    assert attention_chain("flash_attention_2") == ["flash_attention_2", "sdpa", "eager"]
-    assert attention_chain("sdpa") == ["sdpa", "eager"]
-    assert attention_chain("eager") == ["eager"]
 
 
 def test_audio_becomes_mono_float32_at_the_engine_rate() -> None:

@@ -194,3 +194,24 @@ def test_engine_runs_in_a_worker_and_survives_its_death(weights_dir: Path) -> No
         assert engine.worker is None and not worker.alive and not worker.scratch.exists()
     finally:
         engine.unload()
+
+
+def test_an_idle_worker_leaves_and_its_engine_unloads_and_gives_its_lease_back(weights_dir: Path) -> None:
+    allocator = GpuAllocator([])
+    engine = KokoroTorchEngine(weights_dir, allocator)
+    engine.worker_idle_exit_s = 1.5
+    try:
+        assert len(list(engine.synthesize(TEXT, "xx_test"))) == 2
+        assert engine.is_loaded and len(allocator.leases()) == 1
+        assert engine.worker is not None
+        first = engine.worker.pid
+        deadline = time.monotonic() + 30
+        while engine.is_loaded and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not engine.is_loaded and engine.worker is None and allocator.leases() == []
+        assert first is not None and _gone(first)
+        assert len(list(engine.synthesize("Back again.", "xx_test"))) == 1  # loads again, a new lease
+        assert engine.is_loaded and len(allocator.leases()) == 1
+    finally:
+        engine.unload()
+    assert allocator.leases() == []

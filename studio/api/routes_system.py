@@ -7,7 +7,9 @@ from fastapi import APIRouter, Depends
 
 from engines.registry import EngineReport
 from studio.api.deps import caller, get_studio
-from studio.api.schemas import errors
+from studio.api.openapi import TASK_LINKS
+from studio.api.routes_tasks import task_out
+from studio.api.schemas import TaskOut, errors
 from studio.core import Studio
 
 router = APIRouter()
@@ -35,3 +37,17 @@ def health(studio: Studio = Depends(get_studio)) -> dict:
 @router.get("/api/v1/engines", tags=["system"], dependencies=[Depends(caller)], responses=errors(401))
 def engines(studio: Studio = Depends(get_studio)) -> dict[str, list[EngineReport]]:
     return {"engines": studio.registry.reports()}
+
+
+@router.post(
+    "/api/v1/engines/{name}/install",
+    tags=["system"],
+    status_code=202,
+    responses=TASK_LINKS | errors(401, 404, 409),
+)
+def install_engine(name: str, studio: Studio = Depends(get_studio), owner: str = Depends(caller)) -> TaskOut:
+    """Install the engine's own pinned environment (from the package registries) as a task: follow it
+    with `GET /api/v1/task/{task_id}` (progress, step, log) and cancel it like any task."""
+    return task_out(
+        studio, studio.runner.submit("engine_install", f"install {name}", {"engine": name}, owner)
+    )

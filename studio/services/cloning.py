@@ -47,6 +47,14 @@ class VoiceFitConfig(TaskConfig):
     mode: Literal["quick", "thorough"] = "thorough"
 
 
+# What a built-in voice says as its reference clip for engines that clone (MOSS-TTSD).
+REFERENCE_LINES = {
+    "en": "Hello, it is good to meet you. Let us talk for a little while today.",
+    "zh": "你好，很高兴认识你。今天我们来聊一聊吧。",
+    "ja": "こんにちは、はじめまして。今日は少しお話ししましょう。",
+}
+
+
 class CloningService:
     def __init__(
         self,
@@ -82,6 +90,34 @@ class CloningService:
             cached = self._clones.get(voice_id)
             return cached if cached is not None else self._load_clone(voice_id)
         return self.library.style(voice_id)
+
+    def reference_clip(self, voice: str, language: str | None = None) -> tuple[Path, str]:
+        """A clip of `voice` and its transcript, for engines that clone from one (MOSS-TTSD): a library
+        voice's own reference recording; any other voice (built-in, blend) says a line in `language`
+        (its own language when it cannot speak that one), made once and cached."""
+        record = self.library.get(voice)
+        if record is not None and record.transcript:
+            return self.library.root / voice / "reference.wav", record.transcript
+        engine, voice_id = self.speech.resolve(voice)
+        speaks = self.speech.registry.engine(engine).voice_languages(voice_id)
+        wanted = base_language(language) if language else None
+        base = (
+            wanted
+            if wanted and any(base_language(own) == wanted for own in speaks)
+            else base_language(speaks[0])
+        )
+        line = REFERENCE_LINES.get(base, REFERENCE_LINES["en"])
+        digest = hashlib.sha256(f"{voice}|{base}|{line}".encode()).hexdigest()[:16]
+        path = self.cache_dir / "references" / f"{digest}.wav"
+        if not path.is_file():
+            speech = self.speech.synthesize(
+                SpeechRequest(line, voice, language=base if base != "en" else None)
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial.wav")
+            sf.write(partial, speech.audio, speech.sample_rate, subtype="PCM_16")
+            partial.replace(path)
+        return path, line
 
     # ---- library voices ----------------------------------------------------------------------
     def fit_voice(self, voice_id: str, mode: str, context: TaskContext | None = None) -> VoiceRecord:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +99,16 @@ class PlannedTurn:
 
 
 class DialogueService:
-    def __init__(self, speech: SpeechService, max_chars: int = 0, max_turns: int = 0) -> None:
+    def __init__(
+        self,
+        speech: SpeechService,
+        max_chars: int = 0,
+        max_turns: int = 0,
+        references: Callable[[str, str | None], tuple[Path, str]] | None = None,
+    ) -> None:
         self.speech = speech
+        # A voice's reference clip and transcript, for one-pass engines that clone (MOSS-TTSD).
+        self.references = references
         self.max_chars = max_chars or speech.max_text_chars * 10  # a script's length
         self.max_turns = max_turns  # 0: no limit
 
@@ -120,7 +129,7 @@ class DialogueService:
                 f"script has {len(script.turns)} turns; the limit is {self.max_turns}", "too_many_turns"
             )
         if request.engine:
-            return script, self._plan_whole_script(script, request.engine)
+            return script, self._plan_whole_script(script, request)
         languages = self._turn_languages(script, request)
         spoken: list[list[str]] = []  # each turn's languages
         for turn, language in zip(script.turns, languages, strict=True):
@@ -168,7 +177,11 @@ class DialogueService:
             for i, turn in enumerate(script.turns)
         ]
 
-    def _plan_whole_script(self, script: Script, engine_name: str) -> list[PlannedTurn]:
+    def _plan_whole_script(self, script: Script, request: DialogueConfig) -> list[PlannedTurn]:
+        """One pass through `request.engine`: every speaker still gets a voice, whose reference clip
+        the engine clones."""
+        engine_name = request.engine
+        assert engine_name
         try:
             engine = self.speech.registry.capable(ScriptSpeaker, engine_name)
         except KeyError as error:
@@ -183,7 +196,14 @@ class DialogueService:
                 f"{len(script.speakers)}",
                 "too_many_speakers",
             )
-        return [PlannedTurn(i, turn, "default", engine_name, 1.0, 0.0) for i, turn in enumerate(script.turns)]
+        voices = self.voices_for(script, request.voices)
+        for voice in set(voices.values()):
+            self.speech.resolve(voice)  # a voice that is not there is a 404 now, not a failed task
+        languages = self._turn_languages(script, request)
+        return [
+            PlannedTurn(i, turn, voices[turn.speaker], engine_name, 1.0, 0.0, language)
+            for i, (turn, language) in enumerate(zip(script.turns, languages, strict=True))
+        ]
 
     def voices_for(
         self, script: Script, chosen: dict[str, str], languages: dict[str, set[str]] | None = None
@@ -228,8 +248,6 @@ class DialogueService:
         """A dialogue task's config checked (script, voices, languages, engine) and planned: every
         speaker's voice named, the defaults it picked included."""
         _, planned = self.plan(config)
-        if config.engine:  # one pass: the engine's own voices
-            return config
         voices = {p.turn.speaker: p.voice for p in planned}
         return config.model_copy(update={"voices": voices})
 
@@ -251,7 +269,7 @@ class DialogueService:
         if request.engine:
             if context:
                 context.progress(5, f"{request.engine}: the whole script at once")
-            self._render_whole_script(planned, turns_dir)
+            self._render_whole_script(planned, turns_dir, context)
         total_chars = sum(len(p.turn.text) for p in planned) or 1
         done_chars = 0
         reused = 0
@@ -312,18 +330,42 @@ class DialogueService:
         )
         tmp.replace(meta)
 
-    @on_zero_gpu(lambda self, planned, turns_dir: whole_script_gpu_seconds(planned))
-    def _render_whole_script(self, planned: list[PlannedTurn], turns_dir: Path) -> None:
+    @on_zero_gpu(lambda self, planned, *rest: whole_script_gpu_seconds(planned))
+    def _render_whole_script(
+        self, planned: list[PlannedTurn], turns_dir: Path, context: TaskContext | None = None
+    ) -> None:
         """One pass through a whole-script engine (MOSS-TTSD), cut into turns at the longest silences.
 
-        The model gives no turn timing, so each turn's boundary is placed at the longest pause near
-        where its share of the characters ends; timing.json marks these turns as `estimated`.
+        Speakers are numbered [S1].. in order of appearance, each cloned from its voice's reference
+        clip (`references`). The model gives no turn timing, so each turn's boundary is placed at the
+        longest pause near where its share of the characters ends; timing.json marks these turns as
+        `estimated`. A cancel reaches the engine (a worker stops its generation).
         """
         if (turns_dir / f"{planned[-1].index:05d}.json").exists():
             return
         engine = self.speech.registry.capable(ScriptSpeaker, planned[0].engine, load=True)
-        script_text = "".join(f"[{p.turn.speaker}]{p.turn.text}" for p in planned)
-        audio = engine.synthesize_dialogue(script_text)
+        speakers = list(dict.fromkeys(p.turn.speaker for p in planned))
+        number = {speaker: index for index, speaker in enumerate(speakers, start=1)}
+        script_text = "".join(f"[S{number[p.turn.speaker]}]{p.turn.text}" for p in planned)
+        prompts = None
+        if self.references is not None:
+            first = {p.turn.speaker: p for p in reversed(planned)}  # each speaker's first turn
+            prompts = [
+                self.references(first[s].voice, first[s].language or detect_language(first[s].turn.text))
+                for s in speakers
+            ]
+        try:
+            with _cancel_reaches(engine, context):
+                audio = engine.synthesize_dialogue(script_text, prompts)
+        except Exception:
+            if context is not None:
+                context.check_cancelled()  # a cancelled generation ends the task as cancelled
+            raise
+        if context is not None:
+            context.log(
+                f"{engine.info.name}: {len(audio) / engine.info.sample_rate:.2f} s of audio for "
+                f"{len(planned)} turns of {len(speakers)} speakers in one pass"
+            )
         audio = audio_io.resample(audio, engine.info.sample_rate, MIX_RATE)
         for p, piece in zip(
             planned, _split_at_pauses(audio, [len(p.turn.text) for p in planned]), strict=True
@@ -431,6 +473,29 @@ class DialogueService:
 def is_short_dialogue(config: DialogueConfig) -> bool:
     """A few turns turn by turn (not the whole-script GPU engine): the short-job lane may run it."""
     return len(config.script) <= SHORT_TASK_CHARS and not config.engine
+
+
+@contextmanager
+def _cancel_reaches(engine: ScriptSpeaker, context: TaskContext | None) -> Iterator[None]:
+    """While the block runs, a cancel of the task is passed on to the engine's call in flight."""
+    if context is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.2):
+            if context.cancelled:
+                engine.cancel()
+                return
+
+    watcher = threading.Thread(target=watch, name="dialogue-cancel", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
 
 
 def whole_script_gpu_seconds(planned: list[PlannedTurn]) -> int:

@@ -1,12 +1,19 @@
-"""The "Engines" tab: every engine's state, license and exactly what it still needs."""
+"""The "Engines" tab: every engine's state, license and exactly what it still needs, and the Install
+button that makes a heavy engine's own environment (a task: progress, log, cancel)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
 
 import gradio as gr
 
 from studio.core import Studio
+from studio.errors import StudioError
+from studio.ui.common import cancel_task, follow_task, ui_owner
 
 COLUMNS = ["engine", "state", "capabilities", "languages", "license", "device", "what it needs"]
+LOG_LINES = 40  # of the install's log shown while it runs
 
 
 def engine_rows(studio: Studio) -> list[list[str]]:
@@ -24,10 +31,52 @@ def engine_rows(studio: Studio) -> list[list[str]]:
     ]
 
 
+def environment_lines(studio: Studio) -> str:
+    """One line per engine with an environment of its own: its state."""
+    lines = [
+        f"- **{r.name}**: environment `{r.environment}` is {r.environment_state}"
+        for r in studio.registry.reports()
+        if r.environment
+    ]
+    return "\n".join(lines) or "No engine here needs an environment of its own."
+
+
+class InstallHandlers:
+    """The Install and Cancel buttons: submit the "engine_install" task and follow it."""
+
+    def __init__(self, studio: Studio) -> None:
+        self.studio = studio
+
+    def install(self, engine: str, request: gr.Request) -> list[Any]:
+        if not engine:
+            raise gr.Error("Pick an engine first.")
+        try:
+            task = self.studio.environments.submit(engine, ui_owner(request))
+        except StudioError as error:
+            raise gr.Error(error.message) from None
+        return [task.task_id, "Queued…"]
+
+    def follow(self, task_id: str) -> Iterator[list[Any]]:
+        """Progress and the log's last lines until the install ends; then the tables again."""
+        for line, done in follow_task(self.studio, task_id):
+            log = "\n".join(self.studio.store.read_log(task_id).splitlines()[-LOG_LINES:])
+            if done is None:
+                yield [line, log, gr.update(), gr.update()]
+                continue
+            result = done.result
+            still = "; ".join(result.get("still_missing", [])) or "nothing: it can run"
+            summary = f"**installed**: environment `{result['environment']}` is {result['state']}. Still needed: {still}"
+            yield [summary, log, engine_rows(self.studio), environment_lines(self.studio)]
+
+    def cancel(self, task_id: str) -> str:
+        return cancel_task(self.studio, task_id)
+
+
 def build_engines_tab(studio: Studio) -> None:
     gr.Markdown(
         "Embedded engines run on any CPU. Heavy engines light up when their weights are placed under "
-        f"`{studio.settings.weights_dir}/` (see `weights/README.md`)."
+        f"`{studio.settings.weights_dir}/` (see `weights/README.md`) and, for those with pins of their "
+        "own, their environment is installed below."
     )
     table = gr.Dataframe(
         engine_rows(studio),
@@ -38,4 +87,23 @@ def build_engines_tab(studio: Studio) -> None:
         elem_id="engines-table",
     )
     refresh = gr.Button("Refresh")
-    refresh.click(lambda: engine_rows(studio), None, table)
+    gr.Markdown(
+        "### Engine environments\nA heavy engine runs in a Python environment of its own, made from the "
+        "package registries with its upstream pins (once; several GB for a torch build). Same as "
+        "`python -m studio.engines install <engine>`."
+    )
+    environments = gr.Markdown(environment_lines(studio), elem_id="environments")
+    handlers = InstallHandlers(studio)
+    with gr.Row():
+        choice = gr.Dropdown(studio.environments.engines(), label="Engine", elem_id="install-engine", scale=3)
+        install = gr.Button("Install environment", variant="primary", elem_id="install-button", scale=1)
+        cancel = gr.Button("Cancel", elem_id="install-cancel", scale=1)
+    status = gr.Markdown(elem_id="install-status")
+    log = gr.Textbox(label="Install log", lines=10, max_lines=10, autoscroll=True, elem_id="install-log")
+    task_id = gr.State("")
+
+    refresh.click(lambda: (engine_rows(studio), environment_lines(studio)), None, [table, environments])
+    install.click(handlers.install, [choice], [task_id, status]).then(
+        handlers.follow, [task_id], [status, log, table, environments]
+    )
+    cancel.click(handlers.cancel, [task_id], [status])

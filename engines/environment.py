@@ -1,0 +1,262 @@
+"""Engine environments: a heavy engine's own pinned Python environment, made from the package registries.
+
+A heavy engine's upstream code pins versions that clash with the studio's (MOSS-TTSD v1.0:
+transformers 5.0.0 and a torch/torchaudio pair; the studio: transformers 5.23 and torch 2.13, for
+which the registries have no torchaudio). So such an engine names an environment
+(`EngineInfo.environment`), whose pins are a pip requirements file in the project,
+`engines/envs/<name>.txt`, and its model runs in a worker (`engines/worker.py`) started with that
+environment's interpreter. The studio's own code reaches the worker through PYTHONPATH, so an
+environment needs only what the engine and the worker protocol import (numpy and psutil).
+
+`EngineEnvironment(name)` is one such environment: a venv at `<root>/<name>/` (root:
+`STUDIO_ENGINE_ENVS`, default `envs/` beside the code). `state()` says whether it is ready (made
+from the current pins), stale (the pins changed since), missing, or not needed (the studio's own
+environment already satisfies every pin, so the worker runs on the studio's interpreter). `install()`
+makes or updates it with pip, torch first when pinned (a pinned torch decides which build pip takes),
+under the one process supervisor (streamed lines, cancel stops the whole pip tree), then checks that
+the engine's imports load in it; only then is the stamp written that makes it ready. An install that
+failed or was cancelled is resumed by the next one (pip keeps what it already installed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import metadata
+from pathlib import Path
+
+from engines.supervisor import SupervisedProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = Path(__file__).resolve().parent / "envs"  # engines/envs/<name>.txt: the pins
+STAMP = ".studio-env.sha256"  # in the venv: the fingerprint of the pins it was made from
+_PIP_NOISE = re.compile(r"^(WARNING: Location|\[notice\])")
+
+
+def environments_root() -> Path:
+    """Where engine environments live: `STUDIO_ENGINE_ENVS`, default `envs/` beside the code."""
+    return Path(os.environ.get("STUDIO_ENGINE_ENVS") or ROOT / "envs").resolve()
+
+
+class EnvironmentState(StrEnum):
+    READY = "ready"  # its own venv, made from the current pins
+    SHARED = "shared"  # the studio's environment satisfies every pin: no venv needed
+    STALE = "stale"  # a venv made from other pins: install again to update it
+    MISSING = "missing"
+
+
+class InstallError(RuntimeError):
+    """An environment could not be made; the message says which step failed and how."""
+
+
+class InstallCancelled(InstallError):
+    """The install was cancelled; what pip finished is kept for the next install."""
+
+
+@dataclass(frozen=True)
+class InstallStep:
+    title: str
+    argv: list[str]
+    share: float  # of the whole install's progress
+
+
+class EngineEnvironment:
+    """One engine environment: its pins, its venv, whether it is ready, and how to make it."""
+
+    def __init__(
+        self, name: str, root: Path | None = None, imports: Sequence[str] = (), spec: Path | None = None
+    ) -> None:
+        self.name = name
+        self.spec = spec or SPECS / f"{name}.txt"
+        if not self.spec.is_file():
+            raise KeyError(f"no environment '{name}': {self.spec} does not exist")
+        self.folder = (root or environments_root()) / name
+        self.imports = tuple(imports)  # modules the engine imports: checked in the new environment
+
+    # ---- what it is ----------------------------------------------------------------------------
+    @property
+    def pins(self) -> list[str]:
+        """The requirement lines of the spec (comments and blank lines left out)."""
+        lines = (line.split("#", 1)[0].strip() for line in self.spec.read_text(encoding="utf-8").splitlines())
+        return [line for line in lines if line]
+
+    @property
+    def fingerprint(self) -> str:
+        """The pins and the Python version they are installed for: a change means installing again."""
+        text = f"{sys.version_info.major}.{sys.version_info.minor}\n" + "\n".join(self.pins)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def own_python(self) -> Path:
+        return self.folder / "bin" / "python"
+
+    def state(self) -> EnvironmentState:
+        if (self.folder / STAMP).is_file() and self.own_python.exists():
+            stamp = (self.folder / STAMP).read_text(encoding="utf-8").strip()
+            return EnvironmentState.READY if stamp == self.fingerprint else EnvironmentState.STALE
+        if studio_satisfies(self.pins):
+            return EnvironmentState.SHARED
+        return EnvironmentState.STALE if self.own_python.exists() else EnvironmentState.MISSING
+
+    def python(self) -> str | None:
+        """The interpreter an engine worker runs on; None while the environment is not ready."""
+        state = self.state()
+        if state is EnvironmentState.READY:
+            return str(self.own_python)
+        return sys.executable if state is EnvironmentState.SHARED else None
+
+    def problem(self) -> str | None:
+        """What is missing, in words for the Engines tab; None when the worker can start."""
+        state = self.state()
+        if state in (EnvironmentState.READY, EnvironmentState.SHARED):
+            return None
+        how = (
+            f"python -m studio.engines install {self.name}, or Install in the Engines tab "
+            f"(a venv at {self.folder}, from the pins in engines/envs/{self.spec.name})"
+        )
+        if state is EnvironmentState.STALE:
+            return f"environment '{self.name}' was made from other pins or did not finish: install it again ({how})"
+        return f"environment '{self.name}' is not installed: {how}"
+
+    # ---- making it -----------------------------------------------------------------------------
+    def steps(self) -> list[InstallStep]:
+        """The commands an install runs, in order."""
+        pip = [str(self.own_python), "-m", "pip", "install", "--disable-pip-version-check"]
+        steps = []
+        if not self.own_python.exists():
+            steps.append(
+                InstallStep("creating the venv", [sys.executable, "-m", "venv", str(self.folder)], 0.03)
+            )
+        torch = [pin for pin in self.pins if _name(pin) == "torch"]
+        if torch:  # first and alone: a pinned torch decides which build pip takes (the notes: CPU vs CUDA)
+            steps.append(InstallStep(f"installing {torch[0]}", pip + torch, 0.55))
+        steps.append(InstallStep("installing the pinned packages", [*pip, "-r", str(self.spec)], 0.35))
+        check = "import engines.worker" + "".join(f"; import {module}" for module in self.imports)
+        steps.append(InstallStep("checking the engine's imports", [str(self.own_python), "-c", check], 0.07))
+        return steps
+
+    def install(
+        self,
+        on_line: Callable[[str], None] = print,
+        on_progress: Callable[[float, str], None] = lambda percent, step: None,
+        cancelled: Callable[[], bool] | threading.Event | None = None,
+    ) -> EnvironmentState:
+        """Make or update the venv (see the module doc); the state it ends in.
+
+        `on_line` gets pip's output, `on_progress(percent, step)` the progress. InstallError says
+        which step failed (its last lines); InstallCancelled when `cancelled` turned true.
+        """
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            (self.folder / STAMP).unlink(missing_ok=True)
+            done = 0.0
+            steps = self.steps()
+            total = sum(step.share for step in steps)
+            for number, step in enumerate(steps, start=1):
+                title = f"{number}/{len(steps)} {step.title}"
+                on_progress(100 * done / total, title)
+                on_line(f"$ {' '.join(step.argv)}")
+                outcome = SupervisedProcess(
+                    step.argv,
+                    env={**os.environ, "PYTHONPATH": str(ROOT), "PIP_NO_INPUT": "1"},
+                    on_line=_pip_progress(on_line, on_progress, title, done / total, step.share / total),
+                    cancelled=cancelled,
+                    tail_filter=lambda line: not _PIP_NOISE.match(line),
+                    grace_s=5.0,
+                ).run()
+                if outcome.cancelled:
+                    raise InstallCancelled(
+                        f"installing environment '{self.name}' was cancelled at: {step.title}"
+                    )
+                if outcome.returncode != 0:
+                    tail = " | ".join(outcome.tail[-6:])
+                    raise InstallError(
+                        f"installing environment '{self.name}' failed at {step.title} "
+                        f"(exit status {outcome.returncode}): {tail}"
+                    )
+                done += step.share
+            (self.folder / STAMP).write_text(self.fingerprint + "\n", encoding="utf-8")
+            on_progress(100.0, "installed")
+        return self.state()
+
+    def remove(self) -> None:
+        with self._lock():
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One install of an environment at a time (the CLI and the studio may both try)."""
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.folder.parent / f".{self.name}.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InstallError(
+                    f"environment '{self.name}' is being installed already; wait for it"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _name(pin: str) -> str:
+    from packaging.requirements import InvalidRequirement, Requirement  # not needed in a worker
+
+    with contextlib.suppress(InvalidRequirement):
+        return Requirement(pin).name.lower().replace("_", "-")
+    return ""
+
+
+def studio_satisfies(pins: Sequence[str]) -> bool:
+    """Whether this (the studio's) environment already has every pinned package at a pinned version."""
+    from packaging.requirements import InvalidRequirement, Requirement  # not needed in a worker
+
+    for pin in pins:
+        try:
+            wanted = Requirement(pin)
+            have = metadata.version(wanted.name)
+        except (InvalidRequirement, metadata.PackageNotFoundError):
+            return False
+        if not wanted.specifier.contains(have, prereleases=True):
+            return False
+    return True
+
+
+def _pip_progress(
+    on_line: Callable[[str], None],
+    on_progress: Callable[[float, str], None],
+    title: str,
+    start: float,
+    share: float,
+) -> Callable[[str], None]:
+    """A line handler that passes pip's lines on and turns its phases into progress within the step:
+    each package collected moves it a little (up to half), installing is 80%, done is 100%."""
+    collected = 0
+
+    def handle(line: str) -> None:
+        nonlocal collected
+        if _PIP_NOISE.match(line):
+            return
+        on_line(line)
+        fraction = None
+        if line.startswith("Collecting "):
+            collected += 1
+            fraction = min(0.5, 0.04 * collected)
+        elif line.startswith("Installing collected packages"):
+            fraction = 0.8
+        elif line.startswith("Successfully installed"):
+            fraction = 0.95
+        if fraction is not None:
+            on_progress(100 * (start + share * fraction), title)
+
+    return handle
