@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import inspect
 import json
 import os
 import re
@@ -541,12 +542,15 @@ class MossTtsdEngine(WorkerEngine):
         )
         with on_sys_path(self.code_dir):
             code = self._import_v05_code()
+            # v0.5's own load_model takes the three paths and hard-codes bf16 + flash_attention_2;
+            # later code versions take them as arguments.
+            accepted = inspect.signature(code.load_model).parameters
+            options = {"torch_dtype": torch.bfloat16, "attn_implementation": attention}
             tokenizer, model, spt = code.load_model(
                 str(self.weights_dir / MODEL),
                 str(self.tokenizer_config),
                 str(self.weights_dir / TOKENIZER_CHECKPOINT),
-                torch_dtype=torch.bfloat16,
-                attn_implementation=attention,
+                **{key: value for key, value in options.items() if key in accepted},
             )
         self._code, self._tokenizer, self.attention = code, tokenizer, attention
         self._model = model.to(self.device)
@@ -554,8 +558,6 @@ class MossTtsdEngine(WorkerEngine):
 
     def _generate_v05(self, item: dict[str, str], options: SynthesisOptions) -> np.ndarray:
         """MOSS-TTSD v0.5's process_batch on one item; the caller holds the run lock."""
-        import inspect
-
         import torch
 
         assert self._code is not None, "load the model first"

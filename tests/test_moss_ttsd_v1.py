@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -230,3 +231,37 @@ def _file(client: TestClient, task: dict[str, Any], name: str) -> Path:
     path = studio.store.file_path(task["task_id"], name)
     assert path is not None, f"task has no {name}: {studio.store.files(task['task_id'])}"
     return path
+
+
+def test_the_dialogue_tab_speaks_a_script_with_moss_ttsd(
+    browser, tiny: dict[str, Any], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """What a user does with MOSS-TTSD's weights in place: the Dialogue tab offers it as the engine,
+    and Generate gives the one-pass track (FRAMES frames) with its subtitles."""
+    from tests.conftest import UI_TIMEOUT_MS, LiveServer
+    from tests.test_browser_dialogue import open_dialogue_tab, paste_script, wait_for_status
+    from tests.test_browser_voices import download
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    (tmp_path / "live").mkdir()
+    live = LiveServer(tmp_path / "live", env={"STUDIO_WEIGHTS_DIR": str(tiny["weights"])}).start()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto(live.url + "/", wait_until="domcontentloaded")
+        paste_script(open_dialogue_tab(page), SCRIPT)
+        box = page.locator("#dialogue-engine input")
+        box.click()
+        page.get_by_role("option", name="MOSS-TTSD").click()
+        sync_api.expect(box).to_have_value("MOSS-TTSD")
+        page.locator("#dialogue-generate").click()
+        wait_for_status(page, "Done", 180_000)
+        sync_api.expect(page.locator("#dialogue-status")).to_contain_text("4 turns")
+        srt = page.locator("#dialogue-srt textarea")
+        sync_api.expect(srt).to_have_value(re.compile(r"\[S3\] 大家好"))
+        samples, rate = download(page, "dialogue-audio")
+        assert rate == 24000 and len(samples) - tiny["expected_samples"] in (0, 1)
+    finally:
+        context.close()
+        live.stop()

@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from engines.base import Capability, Engine
 from engines.text import detect_language
 from studio import audio as audio_io
 from studio.core import Studio
@@ -29,6 +30,7 @@ from studio.ui.common import (
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "dialogue_examples"
 MAX_SPEAKERS = len(DEFAULT_VOICES)
+TURN_BY_TURN = "Turn by turn (each voice's engine)"
 PREVIEW_LINES = {
     "zh": "你好，我是第{n}位说话人。",
     "ja": "こんにちは、{n}番目の話し手です。",
@@ -46,6 +48,11 @@ def examples() -> dict[str, str]:
 
 def speaker_title(speaker_id: str, label: str) -> str:
     return speaker_id if label == speaker_id else f"{speaker_id} · {label}"
+
+
+def script_engines(studio: Studio) -> list[Engine]:
+    """The dialogue engines (whole script in one pass) that can run here."""
+    return studio.registry.available(Capability.DIALOGUE)
 
 
 def build_dialogue_tab(studio: Studio) -> None:
@@ -87,6 +94,14 @@ def build_dialogue_tab(studio: Studio) -> None:
                 pause = gr.Slider(0, 2000, value=DEFAULT_PAUSE_MS, step=50, label="Pause between turns (ms)")
                 fmt = gr.Dropdown(["wav", "mp3", "flac"], value="wav", label="Format")
             normalize = gr.Checkbox(False, label="Spell out numbers and abbreviations")
+            engine = gr.Dropdown(
+                [(TURN_BY_TURN, "")] + [(e.info.display_name, e.info.name) for e in script_engines(studio)],
+                value="",
+                label="Engine",
+                info="turn by turn with each voice's engine, or a dialogue engine that speaks the whole "
+                "script in one pass, cloning each speaker's voice from its reference clip",
+                elem_id="dialogue-engine",
+            )
             with gr.Row():
                 generate = gr.Button("Generate dialogue", variant="primary", elem_id="dialogue-generate")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="dialogue-cancel")
@@ -139,6 +154,7 @@ def build_dialogue_tab(studio: Studio) -> None:
         pause_ms: float,
         out_fmt: str,
         spell: bool,
+        engine_name: str,
         s1: str,
         s2: str,
         s3: str,
@@ -159,6 +175,7 @@ def build_dialogue_tab(studio: Studio) -> None:
                 format=out_fmt,
                 pause_ms=int(pause_ms),
                 normalize=spell,
+                engine=engine_name or None,
                 voices={f"S{n}": v for n, v in enumerate(voices, 1) if v and f"S{n}" in present},
                 languages={
                     f"S{n}": lang
@@ -195,7 +212,7 @@ def build_dialogue_tab(studio: Studio) -> None:
     languages = [language for _, _, language, _, _ in rows]
     generate.click(
         on_generate,
-        [script, pause, fmt, normalize, *voices, *languages],
+        [script, pause, fmt, normalize, engine, *voices, *languages],
         [task_id, status, player, subtitles, downloads],
     )
     cancel.click(lambda current: cancel_task(studio, current), task_id, status)
