@@ -32,9 +32,11 @@ Layout (nothing is ever downloaded by the studio; `weights/README.md` says where
     ├── MOSS-TTSD-v0.5/         the fnlp/MOSS-TTSD-v0.5 model folder
     └── XY_Tokenizer/xy_tokenizer.ckpt
 
-Tested (tests/test_moss_ttsd.py, tests/test_moss_ttsd_v1.py): v1.0 end to end on tiny random-weight
-models built with upstream's own classes in this layout, a 3-speaker dialogue through the REST API
-with the model in its worker; v0.5's status, input builders and attention message.
+Tested on tiny random-weight models built with upstream's own classes in this layout: v1.0 end to end
+(tests/test_moss_ttsd_v1.py: a 3-speaker dialogue through the REST API and the Dialogue tab, the model
+in its worker); v0.5 as far as its code goes on a CPU (tests/test_moss_ttsd_v05.py: the XY tokenizer
+round trip, upstream's load_model stopping at flash-attention 2, the sampling loop's sdpa crash);
+status, input builders and messages in tests/test_moss_ttsd.py.
 """
 
 from __future__ import annotations
@@ -254,6 +256,25 @@ def prompt_paths(item: dict[str, str]) -> list[Path]:
     """The prompt audio files a v0.5 batch item refers to."""
     keys = ("prompt_audio", "prompt_audio_speaker1", "prompt_audio_speaker2")
     return [Path(item[key]) for key in keys if item.get(key)]
+
+
+def _with_prompt_audio(item: dict[str, str]) -> dict[str, Any]:
+    """A v0.5 batch item as process_batch can use it: prompt clips read into (wav [channels, T], rate)
+    tuples, which it takes as torchaudio.load's result (its torchaudio 2.9 loads files only through
+    torchcodec, which its environment lacks), and `prompt_audio: None` when there is no prompt (it
+    would try to load "" otherwise)."""
+    import soundfile as sf
+    import torch
+
+    loaded: dict[str, Any] = dict(item)
+    paths = prompt_paths(item)
+    for key in ("prompt_audio", "prompt_audio_speaker1", "prompt_audio_speaker2"):
+        if item.get(key):
+            audio, rate = sf.read(item[key], dtype="float32", always_2d=True)
+            loaded[key] = (torch.from_numpy(audio.T.copy()), int(rate))
+    if not paths:
+        loaded |= {"prompt_audio": None, "prompt_text": ""}
+    return loaded
 
 
 def v05_attention(requested: str | None, flash_importable: bool, on_cuda: bool) -> str:
@@ -567,7 +588,7 @@ class MossTtsdEngine(WorkerEngine):
             kwargs["silence_duration"] = float(options.extra.get("silence_duration", 0.0))  # type: ignore[arg-type]
         with cuda_scope(self.device), torch.no_grad():
             _, results = process_batch(
-                batch_items=[item],
+                batch_items=[_with_prompt_audio(item)],
                 tokenizer=self._tokenizer,
                 model=self._model,
                 spt=self._spt,

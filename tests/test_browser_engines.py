@@ -1,7 +1,7 @@
 """The Engines tab's Install button, as a user presses it: MOSS-TTSD's own environment is made for real
-(pip from the package registries, torch 2.9.1 + torchaudio + transformers 5.0.0, ~7 GB) into an empty
-environments folder, with the progress and pip's log on screen, and the engine's state changes from
-needing its environment to needing only its weights."""
+(pip from the package registries, torch 2.9.1 + torchaudio + transformers 5.0.0, ~7 GB) where it is
+missing, with the progress and pip's log on screen, and the engine's state changes from needing its
+environment to needing only its weights."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from engines.environment import EngineEnvironment, EnvironmentState, environments_root
 from tests.conftest import UI_TIMEOUT_MS, LiveServer
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pip package is not installed")
@@ -21,11 +22,16 @@ INSTALL_TIMEOUT_MS = 900_000  # a cold pip cache downloads ~3 GB
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, Path]]:
-    envs = tmp_path_factory.mktemp("empty-envs")
+    """A studio whose moss-ttsd environment is missing: the real one where it is (a fresh checkout,
+    as in CI: the MOSS-TTSD tests then reuse what this installs), else an empty folder of its own."""
+    own = environments_root()
+    missing = EngineEnvironment("moss-ttsd", own).state() is EnvironmentState.MISSING
+    envs = own if missing else tmp_path_factory.mktemp("empty-envs")
     server = LiveServer(tmp_path_factory.mktemp("engines-ui"), env={"STUDIO_ENGINE_ENVS": str(envs)}).start()
     yield server, envs
     server.stop()
-    shutil.rmtree(envs, ignore_errors=True)  # several GB
+    if envs != own:
+        shutil.rmtree(envs, ignore_errors=True)  # several GB
 
 
 def test_install_moss_ttsd_from_the_engines_tab(browser, server: tuple[LiveServer, Path]) -> None:  # type: ignore[no-untyped-def]

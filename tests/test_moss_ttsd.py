@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from engines import moss_ttsd
@@ -217,3 +218,23 @@ def test_audio_becomes_mono_float32_at_the_engine_rate() -> None:
     np.testing.assert_allclose(out, 0.2, atol=1e-6)
     resampled = to_mono_float32(np.full((1, 16000), 2.0), 16000, 24000)
     assert resampled.shape == (24000,) and resampled.max() <= 1.0  # clipped to [-1, 1]
+
+
+def test_v05_items_go_to_upstream_with_audio_loaded_and_an_explicit_no_prompt(tmp_path: Path) -> None:
+    """What upstream's process_batch can take (tests/test_moss_ttsd_v05.py shows why): no prompt is
+    prompt_audio None, and clips arrive as torchaudio.load's (wav [channels, T], rate)."""
+    from engines.moss_ttsd import _with_prompt_audio
+
+    bare = _with_prompt_audio(build_batch_item([(1, "a"), (2, "b")]))
+    assert bare == {"text": "[S1]a[S2]b", "prompt_audio": None, "prompt_text": ""}
+    clips = []
+    for n in (1, 2):
+        clip = tmp_path / f"s{n}.wav"
+        sf.write(clip, np.full((800 * n, 2), 0.25, np.float32), 16000)  # stereo: channels stay
+        clips.append((clip, f"speaker {n}"))
+    item = _with_prompt_audio(build_batch_item([(1, "a"), (2, "b")], clips))
+    for n in (1, 2):
+        wav, rate = item[f"prompt_audio_speaker{n}"]
+        assert rate == 16000 and tuple(wav.shape) == (2, 800 * n) and wav.dtype == torch.float32
+        assert item[f"prompt_text_speaker{n}"] == f"speaker {n}"
+    assert "prompt_audio" not in item

@@ -87,8 +87,10 @@ def environment() -> EngineEnvironment:
 def tiny(tmp_path_factory: pytest.TempPathFactory, environment: EngineEnvironment) -> dict[str, Any]:
     """The tiny v0.5 layout under a weights folder, and what upstream did with it (moss_v05_tiny.py).
 
-    The process_batch items include the two the adapter builds itself (build_batch_item): a script
-    without prompts, and one with a prompt clip per speaker."""
+    The process_batch items include the two JSONL-form items build_batch_item makes (a script without
+    prompts, one with a prompt clip per speaker): raw, they fail in upstream's loading, which is why the
+    adapter hands them over as `_with_prompt_audio` makes them (prompt_audio None, (wav, sr) tuples:
+    the "null_prompt" and "prompt_tuples" cases, which get further)."""
     weights = tmp_path_factory.mktemp("moss-v05-weights")
     clips = []
     for n in (1, 2):
