@@ -31,7 +31,7 @@ import pytest
 import soundfile as sf
 
 from engines.base import EngineState, EngineUnavailable
-from engines.environment import EngineEnvironment, EnvironmentState
+from engines.environment import EngineEnvironment
 from engines.gpu import GpuAllocator, GpuDevice
 from engines.moss_ttsd import (
     MODEL,
@@ -42,6 +42,7 @@ from engines.moss_ttsd import (
     parse_moss_turns,
     v05_attention,
 )
+from tests.engine_checks import ready
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = ROOT.parent / "shared" / "upstream"
@@ -76,11 +77,7 @@ def _run_env(environment: EngineEnvironment, *args: str, pythonpath: str = "") -
 @pytest.fixture(scope="module")
 def environment() -> EngineEnvironment:
     """moss-ttsd-v0.5's environment, installed from the registries unless it is ready (reused after)."""
-    environment = EngineEnvironment("moss-ttsd-v0.5", imports=IMPORTS)
-    if environment.state() is not EnvironmentState.READY:
-        environment.install(on_line=lambda line: None)
-    assert environment.state() is EnvironmentState.READY
-    return environment
+    return ready(EngineEnvironment("moss-ttsd-v0.5", imports=IMPORTS))
 
 
 @pytest.fixture(scope="module")

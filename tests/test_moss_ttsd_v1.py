@@ -27,13 +27,14 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from engines.base import SynthesisOptions
-from engines.environment import EngineEnvironment, EnvironmentState
+from engines.environment import EngineEnvironment
 from engines.gpu import GpuAllocator
 from engines.moss_ttsd import MossTtsdEngine
 from studio.core import Studio
 from studio.services.dialogue import DialogueConfig
 from studio.tasks.records import TaskStatus
 from tests.conftest import make_settings, wait_for_task
+from tests.engine_checks import ready
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = ROOT.parent / "shared" / "upstream"
@@ -54,12 +55,7 @@ SCRIPT = (
 @pytest.fixture(scope="module")
 def environment() -> EngineEnvironment:
     """moss-ttsd's environment, installed from the registries unless it is ready (reused after)."""
-    environment = MossTtsdEngine(ROOT / "weights", GpuAllocator([])).environment()
-    assert environment is not None
-    if environment.state() is not EnvironmentState.READY:
-        environment.install(on_line=lambda line: None)
-    assert environment.state() is EnvironmentState.READY
-    return environment
+    return ready(MossTtsdEngine(ROOT / "weights", GpuAllocator([])).environment())
 
 
 @pytest.fixture(scope="module")
