@@ -5,7 +5,9 @@
 Each line is a JSON object with `text` (a script), optionally `language` (auto when absent: each
 sentence in its own language, so Chinese lines need no field) and, per speaker N, `voice_speakerN`
 (a studio voice id), or `prompt_audio_speakerN` + `prompt_text_speakerN` (a reference clip, path
-relative to the JSONL file, for engines that clone zero-shot); `voices` ({"S1": id, ...}) works too.
+relative to the JSONL file, and its words): with those, a dialogue engine that can run here (MOSS-TTSD
+with its weights) speaks the whole script in one pass, cloning each prompted speaker from its clip;
+`voices` ({"S1": id, ...}) works too.
 Each line's results go to `<output_dir>/line_NNNN/` (dialogue audio, .srt, .vtt, timing, stems).
 A line that fails is reported with its reason and the others go on; `summary.json` lists both.
 """
@@ -37,8 +39,11 @@ class LineResult:
     error: str = ""
 
 
-def request_for(item: dict[str, Any], base: Path, normalize: bool, fmt: str) -> DialogueConfig:
-    """The dialogue request of one JSONL object; raises ValueError naming what is wrong."""
+def request_for(
+    item: dict[str, Any], base: Path, normalize: bool, fmt: str, one_pass: str | None = None
+) -> DialogueConfig:
+    """The dialogue request of one JSONL object; raises ValueError naming what is wrong. With prompt
+    clips and `one_pass` (a dialogue engine that can run here), that engine speaks the script."""
     if not isinstance(item, dict):
         raise ValueError("a line must be a JSON object with a 'text' field")
     text = item.get("text")
@@ -48,6 +53,7 @@ def request_for(item: dict[str, Any], base: Path, normalize: bool, fmt: str) -> 
     if not isinstance(voices_given, dict):
         raise ValueError("'voices' must be an object: {\"S1\": voice id, ...}")
     voices = {str(k): str(v) for k, v in voices_given.items()}
+    prompted = False
     for n in SPEAKER_KEYS:
         if f"voice_speaker{n}" in item:
             voices[f"S{n}"] = str(item[f"voice_speaker{n}"])
@@ -56,7 +62,8 @@ def request_for(item: dict[str, Any], base: Path, normalize: bool, fmt: str) -> 
             path = base / str(prompt)
             if not _is_file(path):
                 raise ValueError(f"prompt_audio_speaker{n}: file not found: {path}")
-            if f"S{n}" not in voices:
+            prompted = True
+            if one_pass is None and f"S{n}" not in voices:
                 raise ValueError(
                     f"prompt_audio_speaker{n}: cloning from a reference clip needs a cloning engine "
                     "(MOSS-TTSD with its weights, see weights/README.md); none is available here. "
@@ -66,10 +73,27 @@ def request_for(item: dict[str, Any], base: Path, normalize: bool, fmt: str) -> 
     if language is not None and (not isinstance(language, str) or language.lower() not in LANGUAGE_SPELLINGS):
         raise ValueError(f"'language' must be one of {', '.join(LANGUAGE_SPELLINGS)} (auto: per sentence)")
     config = {"script": text, "voices": voices, "format": fmt, "normalize": normalize}
+    if prompted and one_pass:
+        config["engine"] = one_pass
     try:
         return DialogueConfig.parse(config | ({"language": language.lower()} if language else {}), "line")
     except BadInput as error:
         raise ValueError(error.message) from None
+
+
+def references_for(item: dict[str, Any], base: Path) -> dict[str, tuple[Path, str]]:
+    """Speaker id -> (prompt clip, its transcript), from `prompt_audio_speakerN` + `prompt_text_speakerN`."""
+    references = {}
+    for n in SPEAKER_KEYS:
+        prompt = item.get(f"prompt_audio_speaker{n}")
+        if prompt:
+            transcript = " ".join(str(item.get(f"prompt_text_speaker{n}") or "").split())
+            if not transcript:
+                raise ValueError(
+                    f"prompt_text_speaker{n}: the words of prompt_audio_speaker{n} are needed to clone it"
+                )
+            references[f"S{n}"] = (base / str(prompt), transcript)
+    return references
 
 
 def _is_file(path: Path) -> bool:
@@ -94,12 +118,15 @@ def run_batch(
     if max_samples is not None:
         lines = lines[:max_samples]
     results = []
+    one_pass = dialogue.one_pass_engine()  # prompt clips go to it (MOSS-TTSD), as its own inference does
     for number, raw in tqdm(lines, desc="dialogues", unit="line"):
         folder = output_dir / f"line_{number:04d}"
         try:
-            request = request_for(json.loads(raw), jsonl.parent, normalize, fmt)
+            item = json.loads(raw)
+            request = request_for(item, jsonl.parent, normalize, fmt, one_pass)
+            references = references_for(item, jsonl.parent) if request.engine else {}
             _, planned = dialogue.plan(request)
-            result = dialogue.render(planned, request, folder)
+            result = dialogue.render(planned, request, folder, references=references)
             results.append(LineResult(number, True, str(folder / result["audio"]), result["duration"]))
         except json.JSONDecodeError as error:
             results.append(LineResult(number, False, error=f"not valid JSON: {error}"))

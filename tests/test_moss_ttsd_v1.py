@@ -261,3 +261,40 @@ def test_the_dialogue_tab_speaks_a_script_with_moss_ttsd(
     finally:
         context.close()
         live.stop()
+
+
+def test_a_jsonl_batch_line_with_prompt_clips_is_cloned_from_them(
+    tiny: dict[str, Any], tmp_path: Path
+) -> None:
+    """MOSS-TTSD's own input format (prompt_audio_speakerN + prompt_text_speakerN, paths relative to
+    the file): with MOSS-TTSD able to run, the batch speaks it in one pass from those clips."""
+    from studio.batch import run_batch
+
+    for n in (1, 2):
+        sf.write(tmp_path / f"speaker{n}.wav", 0.1 * np.sin(np.arange(20000 * n) * 0.03 * n), 16000)
+    line = {
+        "text": "[S1]Good morning, how was the trip?[S2]Long, but worth it.[S1]Tell me everything.",
+        "prompt_audio_speaker1": "speaker1.wav",
+        "prompt_text_speaker1": "This is how the first speaker sounds.",
+        "prompt_audio_speaker2": "speaker2.wav",
+        "prompt_text_speaker2": "And this is the second speaker.",
+    }
+    unprompted = {"text": "[S1]No clips here.[S2]So each voice speaks its own turns."}
+    jsonl = tmp_path / "batch.jsonl"
+    jsonl.write_text(json.dumps(line) + "\n" + json.dumps(unprompted) + "\n", encoding="utf-8")
+    studio = Studio(make_settings(tmp_path / "data", weights_dir=tiny["weights"]))
+    try:
+        first, second = run_batch(studio.dialogue, jsonl, tmp_path / "out")
+        assert first.ok and second.ok, (first.error, second.error)
+        audio, rate = sf.read(first.output)
+        assert rate == 24000 and len(audio) - tiny["expected_samples"] in (0, 1)
+        timing = json.loads((tmp_path / "out" / "line_0001" / "timing.json").read_text(encoding="utf-8"))
+        assert [t["speaker"] for t in timing] == ["S1", "S2", "S1"] and {t["engine"] for t in timing} == {
+            "moss-ttsd"
+        }
+        # The clips were the references: no voice had to say a reference line of its own.
+        assert not (studio.settings.cache_dir / "references").exists()
+        plain = json.loads((tmp_path / "out" / "line_0002" / "timing.json").read_text(encoding="utf-8"))
+        assert "moss-ttsd" not in {t["engine"] for t in plain}  # no clips: turn by turn, as before
+    finally:
+        studio.registry.engine("moss-ttsd").unload()

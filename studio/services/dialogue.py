@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field, StringConstraints
 
-from engines.base import EngineUnavailable, ScriptSpeaker
+from engines.base import Capability, EngineUnavailable, ScriptSpeaker
 from engines.text import detect_language, split_sentences
 from studio import audio as audio_io
 from studio.errors import BadInput, TooLarge, Unavailable
@@ -256,20 +256,27 @@ class DialogueService:
         _, planned = self.plan(request)  # checked again: a voice may have been deleted since
         return self.render(planned, request, context.folder, context)
 
+    def one_pass_engine(self) -> str | None:
+        """A dialogue engine that can run here (it speaks a whole script in one pass), if any."""
+        able = self.speech.registry.available(Capability.DIALOGUE)
+        return able[0].info.name if able else None
+
     def render(
         self,
         planned: list[PlannedTurn],
         request: DialogueConfig,
         folder: Path,
         context: TaskContext | None = None,
+        references: dict[str, tuple[Path, str]] | None = None,
     ) -> dict[str, Any]:
-        """Make every missing turn, then mix. Writes dialogue.* , .srt, .vtt, timing.json, stems."""
+        """Make every missing turn, then mix. Writes dialogue.* , .srt, .vtt, timing.json, stems.
+        `references`: speaker id -> (clip, its words) a one-pass engine clones, over the voices' own."""
         turns_dir = folder / "_turns"
         turns_dir.mkdir(parents=True, exist_ok=True)
         if request.engine:
             if context:
                 context.progress(5, f"{request.engine}: the whole script at once")
-            self._render_whole_script(planned, turns_dir, context)
+            self._render_whole_script(planned, turns_dir, context, references or {})
         total_chars = sum(len(p.turn.text) for p in planned) or 1
         done_chars = 0
         reused = 0
@@ -332,12 +339,16 @@ class DialogueService:
 
     @on_zero_gpu(lambda self, planned, *rest: whole_script_gpu_seconds(planned))
     def _render_whole_script(
-        self, planned: list[PlannedTurn], turns_dir: Path, context: TaskContext | None = None
+        self,
+        planned: list[PlannedTurn],
+        turns_dir: Path,
+        context: TaskContext | None = None,
+        given: dict[str, tuple[Path, str]] | None = None,
     ) -> None:
         """One pass through a whole-script engine (MOSS-TTSD), cut into turns at the longest silences.
 
-        Speakers are numbered [S1].. in order of appearance, each cloned from its voice's reference
-        clip (`references`). The model gives no turn timing, so each turn's boundary is placed at the
+        Speakers are numbered [S1].. in order of appearance, each cloned from its clip in `given`
+        (a JSONL batch's prompts) or else its voice's reference clip (`references`). The model gives no turn timing, so each turn's boundary is placed at the
         longest pause near where its share of the characters ends; timing.json marks these turns as
         `estimated`. A cancel reaches the engine (a worker stops its generation).
         """
@@ -347,13 +358,11 @@ class DialogueService:
         speakers = list(dict.fromkeys(p.turn.speaker for p in planned))
         number = {speaker: index for index, speaker in enumerate(speakers, start=1)}
         script_text = "".join(f"[S{number[p.turn.speaker]}]{p.turn.text}" for p in planned)
+        given = given or {}
         prompts = None
-        if self.references is not None:
+        if self.references is not None or all(s in given for s in speakers):
             first = {p.turn.speaker: p for p in reversed(planned)}  # each speaker's first turn
-            prompts = [
-                self.references(first[s].voice, first[s].language or detect_language(first[s].turn.text))
-                for s in speakers
-            ]
+            prompts = [given.get(s) or self._reference(first[s]) for s in speakers]
         try:
             with _cancel_reaches(engine, context):
                 audio = engine.synthesize_dialogue(script_text, prompts)
@@ -376,6 +385,11 @@ class DialogueService:
                 "estimated": True,
             }
             (turns_dir / f"{p.index:05d}.json").write_text(json.dumps(meta), encoding="utf-8")
+
+    def _reference(self, first: PlannedTurn) -> tuple[Path, str]:
+        """The speaker's voice's reference clip, in the language of its first turn."""
+        assert self.references is not None
+        return self.references(first.voice, first.language or detect_language(first.turn.text))
 
     def _mix(self, planned: list[PlannedTurn], fmt: str, folder: Path, turns_dir: Path) -> dict[str, Any]:
         speakers = sorted({p.turn.speaker for p in planned})
