@@ -217,12 +217,18 @@ class Engine(ABC):
         """What it needs here (an engine whose needs depend on the weights placed overrides this)."""
         return self.info.requirements
 
+    def environment_name(self) -> str | None:
+        """Its own environment's name (engines/envs/<name>.txt); None: it runs in the studio's. An
+        engine whose environment depends on the weights placed overrides this."""
+        return self.info.environment
+
     def environment(self) -> EngineEnvironment | None:
         """Its own pinned environment, where its package requirements are checked; None: the studio's."""
-        if self.info.environment is None:
+        name = self.environment_name()
+        if name is None:
             return None
         imports = [req.target for req in self.requirements() if req.kind == "package"]
-        return EngineEnvironment(self.info.environment, imports=imports)
+        return EngineEnvironment(name, imports=imports)
 
     def status(self) -> EngineStatus:
         missing = []

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import re
@@ -84,10 +85,10 @@ class EngineEnvironment:
 
     # ---- what it is ----------------------------------------------------------------------------
     @property
-    def pins(self) -> list[str]:
+    def pins(self) -> tuple[str, ...]:
         """The requirement lines of the spec (comments and blank lines left out)."""
         lines = (line.split("#", 1)[0].strip() for line in self.spec.read_text(encoding="utf-8").splitlines())
-        return [line for line in lines if line]
+        return tuple(line for line in lines if line)
 
     @property
     def fingerprint(self) -> str:
@@ -217,8 +218,11 @@ def _name(pin: str) -> str:
     return ""
 
 
-def studio_satisfies(pins: Sequence[str]) -> bool:
-    """Whether this (the studio's) environment already has every pinned package at a pinned version."""
+@functools.cache
+def studio_satisfies(pins: tuple[str, ...]) -> bool:
+    """Whether this (the studio's) environment already has every pinned package at a pinned version
+    (asked on every status of an engine whose environment is missing; what is installed here does not
+    change while the studio runs)."""
     from packaging.requirements import InvalidRequirement, Requirement  # not needed in a worker
 
     for pin in pins:

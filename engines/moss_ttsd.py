@@ -66,7 +66,6 @@ from engines.base import (
     UnknownVoice,
 )
 from engines.clone_code import cuda_scope, from_folder, on_sys_path
-from engines.environment import EngineEnvironment
 from engines.gpu import GpuAllocator
 from engines.worker import WorkerEngine
 
@@ -364,9 +363,8 @@ class MossTtsdEngine(WorkerEngine):
     def requirements(self) -> tuple[Requirement, ...]:
         return _V1_REQUIREMENTS if self.version == V1 else _V05_REQUIREMENTS
 
-    def environment(self) -> EngineEnvironment | None:
-        imports = [req.target for req in self.requirements() if req.kind == "package"]
-        return EngineEnvironment("moss-ttsd" if self.version == V1 else "moss-ttsd-v0.5", imports=imports)
+    def environment_name(self) -> str:
+        return "moss-ttsd" if self.version == V1 else "moss-ttsd-v0.5"
 
     # ---- paths -------------------------------------------------------------------------------
     @property

@@ -80,12 +80,12 @@ class EnvironmentService:
             raise TaskCancelled(str(error)) from None
         except InstallError as error:
             raise TaskFailed(str(error)) from None
-        engine = self.registry.engine(config.engine)
+        status = self.registry.engine(config.engine).status()
         return {
             "engine": config.engine,
             "environment": environment.name,
             "state": state.value,
             "folder": str(environment.folder),
-            "engine_state": engine.status().state.value,
-            "still_missing": list(engine.status().missing),
+            "engine_state": status.state.value,
+            "still_missing": list(status.missing),
         }
