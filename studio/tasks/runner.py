@@ -506,11 +506,14 @@ class TaskRunner:
         started = time.monotonic()
         context = TaskContext(self, task)
         try:
-            if kind.stepwise:
-                remaining = self._run_steps(kind, context)
-            else:
-                assert kind.run is not None
-                result = kind.run(context) or {}
+            try:
+                if kind.stepwise:
+                    remaining = self._run_steps(kind, context)
+                else:
+                    assert kind.run is not None
+                    result = kind.run(context) or {}
+            finally:  # before the final status: whoever sees the task finished sees its GPUs free
+                self._release_leases(task.task_id)
         except TaskCancelled:
             if self._stopping and kind.resumable:
                 self.store.append_log(task.task_id, "server shutting down: paused, resumes on the next start")
@@ -561,9 +564,6 @@ class TaskRunner:
         finally:
             if kind.stepwise:
                 self._settle_steps(task.task_id)
-            released = self.allocator.release_owner(task.task_id)
-            if released:
-                self.store.append_log(task.task_id, f"released {released} device lease(s)")
             with self._lock:
                 self._cancels.pop(task.task_id, None)
 
@@ -578,6 +578,7 @@ class TaskRunner:
                 task = self._require(context.task_id)
                 queued = [step for step in kind.steps if task.steps.get(step) == "queued"]
                 if not queued:
+                    self._release_leases(task.task_id)
                     remaining = task.remaining_steps
                     self.store.update(
                         task.task_id,
@@ -615,6 +616,11 @@ class TaskRunner:
                 self.store.update(
                     task.task_id, steps=task.steps | {step: state}, result=task.result | {"steps": results}
                 )
+
+    def _release_leases(self, task_id: str) -> None:
+        released = self.allocator.release_owner(task_id)
+        if released:
+            self.store.append_log(task_id, f"released {released} device lease(s)")
 
     def _set_step(self, task_id: str, step: str, state: str) -> None:
         with self._lock:
