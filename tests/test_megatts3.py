@@ -1,15 +1,10 @@
-"""MegaTts3Engine without MegaTTS3's code or weights: what it reports and the inputs it builds.
+"""MegaTts3Engine without its weights: what it reports and the inputs it builds.
 
-MegaTTS3's code is not installable from a registry, its checkpoints and voice latents are not
-reachable from here and it needs a GPU, so nothing here runs the real `MegaTTS3DiTInfer` and nothing
-stands in for it. What is tested: what the engine reports until its code and weights are in place
-(every missing path, the GPU, the packages), that loading and cloning refuse with those reasons, and
-the pure functions that build MegaTTS3's inputs (latent lookup and shape check, speed and guidance
-mapping to `forward()`'s arguments, reference length, 16-bit WAV decoding).
-
-What could not be tested: importing `tts.infer_cli`, building `MegaTTS3DiTInfer` on a GPU, its
-`preprocess`/`forward` calls, the audio it makes, its real memory use, and whether its code runs with
-this venv's transformers 5.x (it pins <=4.49) and without the packages it lists.
+What is tested here: what the engine reports until its environment, code and weights are in place
+(the environment to install, every missing path), that loading and cloning refuse with those reasons,
+and the pure functions that build MegaTTS3's inputs (latent lookup and shape check, speed and guidance
+mapping to `forward()`'s arguments, reference length, 16-bit WAV decoding). Upstream's own
+`MegaTTS3DiTInfer` running in the engine's worker, on random weights, is tests/test_megatts3_worker.py.
 """
 
 from __future__ import annotations
@@ -21,7 +16,8 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from engines.base import EngineUnavailable, SynthesisOptions, UnknownVoice
+from engines.base import EngineState, EngineUnavailable, SynthesisOptions, UnknownVoice
+from engines.environment import EngineEnvironment
 from engines.gpu import GpuAllocator, GpuDevice
 from engines.megatts3 import (
     DEFAULT_DUR_DISTURB,
@@ -37,11 +33,6 @@ from engines.megatts3 import (
     forward_kwargs,
     resolve_latent,
     wav_bytes_to_float32,
-)
-from tests.engine_checks import (
-    check_gpu_first_then_every_path,
-    check_loading_says_what_is_missing,
-    check_packages_then_weights_are_missing,
 )
 
 FAKE_GPU = GpuDevice(0, "Fake GPU", 81920, 81920)
@@ -68,28 +59,44 @@ def write_latent(path: Path, shape: tuple[int, ...] = (1, 50, 32)) -> Path:
 
 
 # ---- status and load errors ----------------------------------------------------------------------
-def test_empty_weights_without_gpu_needs_gpu_and_names_every_path(tmp_path: Path) -> None:
+@pytest.fixture(autouse=True)
+def no_environments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Environments from an empty folder: whatever this machine has installed does not count."""
+    monkeypatch.setenv("STUDIO_ENGINE_ENVS", str(tmp_path / "no-envs"))
+
+
+def test_empty_weights_ask_for_its_environment_and_every_path(tmp_path: Path) -> None:
     engine = MegaTts3Engine(tmp_path, GpuAllocator(devices=[]))
-    missing = check_gpu_first_then_every_path(engine, tmp_path, EXPECTED_PATHS)
-    code = next(text for text in missing if "infer_cli.py" in text)
+    status = engine.status()
+    assert status.state == EngineState.NEEDS_ENVIRONMENT
+    assert "python -m studio.engines install megatts3" in status.missing[0]
+    for relative in EXPECTED_PATHS:
+        assert any(str(tmp_path / relative) in text for text in status.missing), relative
+    code = next(text for text in status.missing if "infer_cli.py" in text)
     assert "git clone https://github.com/bytedance/MegaTTS3" in code
-    ckpt = next(text for text in missing if "diffusion_transformer/model_only_last.ckpt" in text)
+    ckpt = next(text for text in status.missing if "diffusion_transformer/model_only_last.ckpt" in text)
     assert "huggingface-cli download ByteDance/MegaTTS3" in ckpt
+    assert not any("GPU" in text for text in status.missing)  # upstream runs on the CPU too
     assert engine.voices() == []
 
 
-def test_with_a_gpu_the_packages_then_the_weights_are_what_is_missing(tmp_path: Path) -> None:
-    engine = MegaTts3Engine(tmp_path, GpuAllocator(devices=[FAKE_GPU]))
-    check_packages_then_weights_are_missing(engine, tmp_path, EXPECTED_PATHS)
-
-
-def test_the_packages_its_code_imports_are_required() -> None:
+def test_the_packages_its_code_imports_are_required_in_its_environment() -> None:
     packages = {r.target for r in MegaTts3Engine.info.requirements if r.kind == "package"}
     # infer_cli.py, frontend_function.py and the modules build_model imports, as of the public repository
-    assert {"torch", "transformers", "librosa", "pydub", "pyloudnorm", "langdetect", "tn"} <= packages
-    assert {"einops", "six", "yaml"} <= packages
-    wetext = next(r for r in MegaTts3Engine.info.requirements if r.target == "tn")
-    assert "WeTextProcessing" in wetext.hint
+    assert {
+        "torch",
+        "transformers",
+        "librosa",
+        "pydub",
+        "pyloudnorm",
+        "langdetect",
+        "tn",
+        "whisper",
+    } <= packages
+    assert {"einops", "six", "yaml", "ffmpeg"} <= packages
+    assert MegaTts3Engine.info.environment == "megatts3"
+    pins = EngineEnvironment("megatts3").pins
+    assert "openai-whisper==20240930" in pins and "WeTextProcessing==1.0.4.1" in pins
 
 
 def test_a_full_wavvae_stands_in_for_the_decoder(tmp_path: Path) -> None:
@@ -105,7 +112,12 @@ def test_a_full_wavvae_stands_in_for_the_decoder(tmp_path: Path) -> None:
 
 def test_ensure_loaded_says_what_is_missing(tmp_path: Path) -> None:
     engine = MegaTts3Engine(tmp_path, GpuAllocator(devices=[]))
-    check_loading_says_what_is_missing(engine, "megatts3", tmp_path, EXPECTED_PATHS)
+    with pytest.raises(
+        EngineUnavailable, match=r"^megatts3: environment 'megatts3' is not installed"
+    ) as raised:
+        engine.ensure_loaded()
+    assert all(str(tmp_path / relative) in str(raised.value) for relative in EXPECTED_PATHS)
+    assert not engine.is_loaded and engine.allocator.leases() == []
 
 
 def test_clone_refuses_before_loading_when_unavailable(tmp_path: Path) -> None:
@@ -157,7 +169,7 @@ def test_info() -> None:
     assert info.languages == ("zh", "en")
     assert info.license == "Apache-2.0"
     assert {c.value for c in info.capabilities} == {"clone"}  # it speaks only in the voice of a clip
-    assert any(r.kind == "gpu" for r in info.requirements)
+    assert not any(r.kind == "gpu" for r in info.requirements)  # upstream picks the CPU without one
     assert info.memory_mb >= 8000
 
 

@@ -9,6 +9,7 @@ belongs on a GPU machine with the weights in place. GPUs are given to the alloca
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,15 @@ from engines.base import EngineState, EngineUnavailable
 from engines.gpu import GpuAllocator, GpuDevice
 from engines.multitalk import (
     ENV_PYTHON,
+    MAX_FRAMES,
     SCRIPT,
     WAN,
     WAN_INDEX,
+    DenoisingProgress,
     MultiTalkEngine,
     MultiTalkRequest,
+    clip_count,
+    gpus_for,
     memory_estimate_mb,
 )
 
@@ -281,3 +286,26 @@ def test_generate_checks_everything_before_starting_anything(tmp_path: Path, inp
     ):
         small.generate(two_people(inputs), tmp_path / "c", lease, print)
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()  # nothing was written or started
+
+
+def test_auto_takes_the_most_gpus_the_preset_can_use() -> None:
+    assert [gpus_for("fast", free) for free in (0, 1, 2, 3, 5, 7, 8, 12)] == [1, 1, 2, 2, 4, 4, 8, 8]
+    assert gpus_for("quality", 4) == 4 and gpus_for("low-vram", 8) == 1
+
+
+def test_denoising_progress_follows_tqdm_through_each_clip(tmp_path: Path) -> None:
+    request = MultiTalkRequest(prompt="", image=tmp_path / "a.png", audio=[tmp_path / "a.wav"])
+    assert clip_count(3.0, request) == 1  # 75 frames: one clip of 81
+    assert clip_count(9.0, request) == 4  # 225 frames: 81, then 56 more per clip
+    assert clip_count(3600.0, request) == clip_count(
+        MAX_FRAMES / 25, request
+    )  # streaming stops at 1000 frames
+    assert clip_count(30.0, replace(request, mode="clip")) == 1
+    progress = DenoisingProgress(2)
+    assert progress.read("loading the DiT") is None
+    assert progress.read(" 50%|#####     | 20/40 [00:31<00:31,  1.6s/it]") == (
+        0.25,
+        "MultiTalk clip 1/2, step 20/40",
+    )
+    assert progress.read("100%|##########| 40/40 [01:02<00:00]")[0] == 0.5  # type: ignore[index]
+    assert progress.read("  5%|5         | 2/40 [00:03<01:00]") == (0.525, "MultiTalk clip 2/2, step 2/40")

@@ -291,3 +291,19 @@ def test_a_generated_video_is_muxed_with_the_dialogue_as_h264_and_aac(codec: str
     assert abs(info.duration - 2.0) < 0.1
     correlation, lag = audio_match(tmp_path / "video.mp4", tmp_path / "dialogue.wav")
     assert correlation > 0.95 and abs(lag) < 0.05
+
+
+def test_a_gpu_count_is_multitalks_and_must_exist_on_this_machine(studio_client: TestClient) -> None:
+    have = len(studio_client.app.state.studio.allocator.devices)  # type: ignore[attr-defined]
+    response = post_video(studio_client, two_portraits(), engine="multitalk", gpus=8)
+    if have < 8:
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert error["code"] == "not_enough_gpus", error
+        assert f"MultiTalk on 8 GPUs was asked for, but this machine has {have} GPU" in error["message"]
+    embedded = post_video(studio_client, two_portraits(), gpus=2)
+    assert embedded.status_code == 422 and "embedded renderer runs on the CPU" in embedded.text
+    low = post_video(studio_client, two_portraits(), engine="multitalk", preset="low-vram", gpus=4)
+    assert low.status_code == 422 and "low-vram preset runs on one GPU" in low.text
+    odd = post_video(studio_client, two_portraits(), engine="multitalk", gpus=3)
+    assert odd.status_code == 422 and "gpus" in odd.text

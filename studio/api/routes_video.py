@@ -57,6 +57,11 @@ async def create_video(
         "embedded",
         description="multitalk where it is set up (GPU + weights); else the embedded renderer, noted",
     ),
+    gpus: Literal["auto", "1", "2", "4", "8"] = Form(
+        "auto",
+        description="GPUs for MultiTalk (one torchrun rank each, FSDP + Ulysses); auto: every free GPU the "
+        "preset can use",
+    ),
     pause_ms: int = Form(DEFAULT_PAUSE_MS, ge=0, le=10_000, description="silence between turns"),
     task_name: str = Form(""),
     wait: bool = Form(
@@ -86,6 +91,7 @@ async def create_video(
             "seed": seed,
             "engine": engine,
             "preset": preset,
+            "gpus": gpus if gpus == "auto" else int(gpus),
             "pause_ms": pause_ms,
             "bboxes": parse_bboxes(bboxes),
         },

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,8 +28,9 @@ import soundfile as sf
 from pydantic import Field
 
 from engines.base import EngineUnavailable, VideoMaker
+from engines.gpu import AllocationError, Lease
 from engines.registry import EngineRegistry
-from studio.errors import BadInput
+from studio.errors import BadInput, Unavailable
 from studio.services.dialogue import DEFAULT_PAUSE_MS, MIX_RATE, DialogueConfig, DialogueService, PlannedTurn
 from studio.services.portrait import (
     Box,
@@ -58,6 +60,7 @@ PRESET_STEPS = {"fast": 20, "quality": 40, "low-vram": 40}
 PEOPLE = ("S1", "S2")  # left, right
 MAX_PROMPT_CHARS = 2000
 SPEECH_SHARE = 60.0  # percent of the task's progress the speech takes; the video takes the rest
+GPU_WAIT_S = 3600.0  # a MultiTalk job waits this long for its GPUs to be free (other jobs hold them)
 
 
 Person = Literal["S1", "S2"]  # left, right
@@ -85,6 +88,11 @@ class VideoConfig(TaskConfig):
         description="multitalk where it is set up (GPU + weights); else the embedded renderer, noted",
     )
     preset: Literal["fast", "quality", "low-vram"] = "fast"
+    gpus: Literal["auto", 1, 2, 4, 8] = Field(
+        "auto",
+        description="GPUs for MultiTalk (one torchrun rank each, FSDP + Ulysses): auto takes every free GPU "
+        "the preset can use; low-vram runs on one",
+    )
     pause_ms: int = Field(DEFAULT_PAUSE_MS, ge=0, le=10_000, description="silence between turns")
     bboxes: dict[Person, list[float] | None] = Field(
         default_factory=dict, description="where each face is, [x0, y0, x1, y1] in the image's pixels"
@@ -169,10 +177,48 @@ class VideoService:
             raise
 
     def prepare_task(self, config: VideoConfig) -> VideoConfig:
-        """A video task's config checked when it is submitted: images, faces, script, voices."""
+        """A video task's config checked when it is submitted: images, faces, script, voices, GPUs."""
+        self._check_gpus(config)
         self._faces(self._portraits(config), config.hints())
         self.plan(config)
         return config
+
+    def _check_gpus(self, config: VideoConfig) -> None:
+        """A GPU count is MultiTalk's, and this machine must have that many GPUs (busy ones are waited for)."""
+        if config.gpus == "auto":
+            return
+        if config.engine != MULTITALK:
+            raise BadInput(
+                f"gpus={config.gpus} is for MultiTalk; the embedded renderer runs on the CPU: "
+                "choose engine multitalk, or leave gpus at auto",
+                "gpus_need_multitalk",
+            )
+        if config.preset == "low-vram" and config.gpus > 1:
+            raise BadInput(
+                "the low-vram preset runs on one GPU (it keeps the DiT on the CPU): ask for 1 GPU, or "
+                f"use the fast or quality preset to spread the model over {config.gpus}",
+                "bad_gpus",
+            )
+        have = len(self.registry.allocator.devices)
+        if config.gpus > have:
+            raise Unavailable(
+                f"MultiTalk on {config.gpus} GPUs was asked for, but this machine has {have} "
+                f"GPU{'s' if have != 1 else ''}: ask for at most {have}"
+                + (" (or auto)" if have else "; MultiTalk needs a CUDA GPU")
+                + ", or use the embedded renderer",
+                "not_enough_gpus",
+            )
+
+    def gpu_count(self, config: VideoConfig) -> int:
+        """The GPUs a MultiTalk job leases: the asked count, or for auto the most the preset can use
+        among those free now."""
+        from engines.multitalk import gpus_for
+
+        if config.gpus != "auto":
+            return config.gpus
+        allocator = self.registry.allocator
+        busy = {gpu for lease in allocator.leases() for gpu in lease.gpus}
+        return gpus_for(config.preset, len([d for d in allocator.devices if d.index not in busy]))
 
     def plan(self, config: VideoConfig) -> list[PlannedTurn]:
         """The dialogue's turns; only S1 (left) and S2 (right) may speak."""
@@ -356,7 +402,11 @@ class VideoService:
         self, request: VideoConfig, composite: Composite, folder: Path, context: TaskContext
     ) -> dict[str, Any]:
         """MultiTalk on the composed frame with each person's track, then muxed with dialogue.wav."""
-        from engines.multitalk import MultiTalkRequest  # only where MultiTalk is set up
+        from engines.multitalk import (  # only where MultiTalk is set up
+            DenoisingProgress,
+            MultiTalkRequest,
+            clip_count,
+        )
 
         work = folder / "_video"
         work.mkdir(parents=True, exist_ok=True)
@@ -374,28 +424,47 @@ class VideoService:
             audio.append(stem)
         height = composite.frame.shape[0]
         bboxes = [tuple(Box(r.x0, 0, r.x1, height).as_list()) for r in composite.regions]
-        engine = self.registry.capable(VideoMaker, MULTITALK, load=True)
-        context.progress(SPEECH_SHARE, "MultiTalk")
-        made = engine.generate(
-            MultiTalkRequest(
-                prompt=request.prompt,
-                image=image,
-                audio=audio,
-                bboxes=bboxes,
-                resolution=request.resolution,
-                steps=request.steps,  # None: the preset's
-                text_guidance=request.text_guidance,
-                audio_guidance=request.audio_guidance,
-                seed=request.seed,
-                preset=request.preset,
-            ),
-            work,
-            context.lease(1, exclusive=True),
-            context.log,
-            lambda: context.cancelled,
+        multitalk_request = MultiTalkRequest(
+            prompt=request.prompt,
+            image=image,
+            audio=audio,
+            bboxes=bboxes,
+            resolution=request.resolution,
+            steps=request.steps,  # None: the preset's
+            text_guidance=request.text_guidance,
+            audio_guidance=request.audio_guidance,
+            seed=request.seed,
+            preset=request.preset,
         )
+        engine = self.registry.capable(VideoMaker, MULTITALK, load=True)
+        count = self.gpu_count(request)
+        context.progress(SPEECH_SHARE, f"MultiTalk: waiting for {count} GPU(s)")
+        lease = self._lease_gpus(context, count)
+        seconds = sf.info(str(folder / "dialogue.wav")).duration
+        progress = DenoisingProgress(clip_count(seconds, multitalk_request))
+
+        def log(line: str) -> None:
+            context.log(line)
+            step = progress.read(line)
+            if step is not None:
+                context.progress(SPEECH_SHARE + (100 - SPEECH_SHARE) * step[0], step[1])
+
+        context.progress(SPEECH_SHARE, f"MultiTalk on {len(lease.gpus)} GPU(s)")
+        made = engine.generate(multitalk_request, work, lease, log, lambda: context.cancelled)
         mux(Path(made), folder / "dialogue.wav", folder / "video.mp4")
         return {"layout": {p: {"region": list(bboxes[i])} for i, p in enumerate(PEOPLE)}}
+
+    @staticmethod
+    def _lease_gpus(context: TaskContext, count: int) -> Lease:
+        """`count` GPUs for this task, waiting (cancellably) while other jobs hold them."""
+        deadline = time.monotonic() + GPU_WAIT_S
+        while True:
+            try:
+                return context.lease(count, exclusive=True, timeout=1.0)
+            except AllocationError:
+                if time.monotonic() > deadline:
+                    raise
+                context.check_cancelled()
 
 
 def mux(video: Path, audio: Path, output: Path) -> None:

@@ -213,6 +213,7 @@ class VideoHandlers:
         text_g: float,
         audio_g: float,
         seed_value: float | None,
+        gpu_count: str,
         request: gr.Request,
     ) -> list[Any]:
         """Submit the "video" task (what follows it is `follow`)."""
@@ -231,6 +232,7 @@ class VideoHandlers:
                     "seed": int(seed_value or 0),
                     "engine": engine_name,
                     "preset": preset_name,
+                    "gpus": gpu_count if gpu_count == "auto" else int(gpu_count),
                     "bboxes": {p: box.as_list() for p, box in zip(PEOPLE, hints, strict=True) if box},
                 }
             )

@@ -129,6 +129,13 @@ def build_video_tab(studio: Studio) -> None:
                 text_guidance = gr.Slider(0, 20, value=5.0, step=0.5, label="Text guidance")
                 audio_guidance = gr.Slider(0, 20, value=4.0, step=0.5, label="Audio guidance")
                 seed = gr.Number(42, label="Seed", precision=0, minimum=0)
+                gpus = gr.Dropdown(
+                    ["auto", "1", "2", "4", "8"],
+                    value="auto",
+                    label=f"GPUs (this machine has {len(studio.allocator.devices)})",
+                    info="one torchrun rank each (FSDP + Ulysses); auto: every free GPU the preset can use",
+                    elem_id="video-gpus",
+                )
             with gr.Row():
                 generate = gr.Button("Generate video", variant="primary", elem_id="video-generate")
                 cancel = gr.Button("Cancel", variant="stop", elem_id="video-cancel")
@@ -169,7 +176,7 @@ def build_video_tab(studio: Studio) -> None:
     resolution.change(handlers.show, pictures, [preview, faces_note], trigger_mode="always_last", **alone)
     preset.change(lambda name: PRESET_STEPS[name], preset, steps)
     script.change(handlers.script_changed, script, parsed)
-    advanced = [steps, text_guidance, audio_guidance, seed]
+    advanced = [steps, text_guidance, audio_guidance, seed, gpus]
     generate.click(
         handlers.generate,
         [
