@@ -58,6 +58,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -69,7 +70,7 @@ from engines.base import (
     EngineInfo,
     EngineState,
     EngineStatus,
-    EngineUnavailable,
+    PhonemeSpan,
     Requirement,
     SynthesisOptions,
     UnknownVoice,
@@ -264,7 +265,7 @@ class MegaTts3Engine(WorkerEngine):
     info = EngineInfo(
         name="megatts3",
         display_name="MegaTTS 3",
-        capabilities=frozenset({Capability.CLONE}),
+        capabilities=frozenset({Capability.CLONE, Capability.TTS}),  # TTS: library voices with a latent
         languages=("zh", "en"),
         license="Apache-2.0",
         sample_rate=SAMPLE_RATE,
@@ -314,8 +315,17 @@ class MegaTts3Engine(WorkerEngine):
     # Ten idle minutes give its memory back; loading again takes seconds.
     worker_idle_exit_s = float(os.environ.get("STUDIO_WORKER_IDLE_EXIT_S", 600))
 
-    def __init__(self, weights_dir: Path, allocator: GpuAllocator, *, in_process: bool = False) -> None:
+    def __init__(
+        self,
+        weights_dir: Path,
+        allocator: GpuAllocator,
+        references: Callable[[str], tuple[Path, Path] | None] | None = None,
+        *,
+        in_process: bool = False,
+    ) -> None:
         super().__init__(weights_dir, allocator, in_process=in_process)
+        # voice id -> (clip, latent): the voice library's voices that carry a latent, which it speaks
+        self.references = references or (lambda voice: None)
         self._model: Any = None  # MegaTTS3DiTInfer, in the worker
 
     # ---- paths -------------------------------------------------------------------------------
@@ -347,10 +357,10 @@ class MegaTts3Engine(WorkerEngine):
 
     # ---- voices --------------------------------------------------------------------------------
     def check_voice(self, voice: str) -> None:
-        if voice != REFERENCE_VOICE:
+        if voice != REFERENCE_VOICE and self.references(voice) is None:
             raise UnknownVoice(
-                f"engine '{self.info.name}' has no named voices, only '{REFERENCE_VOICE}': it speaks in the "
-                "voice of a reference clip, given as voice_file (.wav) and voice_latent (.npy)"
+                f"engine '{self.info.name}' speaks in the voice of a reference clip: give voice_file (.wav) and "
+                f"voice_latent (.npy), or a library voice that carries a latent; '{voice}' is neither"
             )
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -425,11 +435,16 @@ class MegaTts3Engine(WorkerEngine):
             self.last_used = time.monotonic()
             return self._generate(text, voice_file, latent, kwargs)
 
-    def _synthesize_sentence(self, sentence: str, voice: str, options: SynthesisOptions) -> np.ndarray:
-        raise EngineUnavailable(
-            f"engine '{self.info.name}' speaks only in the voice of a reference clip: give voice_file (.wav) "
-            "and voice_latent (.npy, made by ByteDance from that clip) to clone(), not a voice name"
-        )
+    def _synthesize_timed(
+        self, sentence: str, voice: str, options: SynthesisOptions
+    ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...]]:
+        """A sentence in a library voice: its clip and latent cloned (in the worker)."""
+        reference = self.references(voice)
+        if reference is None:
+            raise UnknownVoice(
+                f"'{voice}' is not a library voice with a MegaTTS3 latent: clone() takes a clip and its latent"
+            )
+        return self.clone(sentence, *reference, options), ()
 
     def _check_language(self, language: str | None) -> None:
         if language is not None and language.split("-")[0].lower() not in self.info.languages:

@@ -178,6 +178,13 @@ class MultiTalkEngine(Engine):
             Requirement(
                 "weights", f"{WAN}/Wan2.1_VAE.pth", hint=_download("Wan-AI/Wan2.1-I2V-14B-480P", WAN)
             ),
+            # the T5 and CLIP tokenizers, folders of the same download (WAN_CONFIGS' t5/clip_tokenizer)
+            Requirement(
+                "weights", f"{WAN}/google/umt5-xxl", hint=_download("Wan-AI/Wan2.1-I2V-14B-480P", WAN)
+            ),
+            Requirement(
+                "weights", f"{WAN}/xlm-roberta-large", hint=_download("Wan-AI/Wan2.1-I2V-14B-480P", WAN)
+            ),
             Requirement(
                 "weights",
                 f"{MULTITALK}/multitalk.safetensors",

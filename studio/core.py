@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -41,7 +42,13 @@ class Studio:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.allocator = allocator or GpuAllocator()
         # Kokoro asks the cloning service for voices beyond its packs (bound late: built below).
-        self.registry = build_registry(settings, self.allocator, lambda voice: self.cloning.style_for(voice))
+        # MegaTTS3 asks the library for voices with a latent (bound late too).
+        self.registry = build_registry(
+            settings,
+            self.allocator,
+            lambda voice: self.cloning.style_for(voice),
+            lambda voice: self.library.latent_reference(voice),
+        )
         self.store = TaskStore(settings.tasks_dir)
         self.runner = TaskRunner(
             self.store,
@@ -102,6 +109,7 @@ def build_registry(
     settings: Settings,
     allocator: GpuAllocator,
     extra_styles: Callable[[str], np.ndarray | None] | None = None,
+    latent_references: Callable[[str], tuple[Path, Path] | None] | None = None,
 ) -> EngineRegistry:
     """Every engine the studio knows; the embedded ones first (they are the defaults)."""
     weights = settings.weights_dir
@@ -112,7 +120,7 @@ def build_registry(
     registry.add(PiperEngine(weights, allocator, extra_voice_dirs=(settings.data_dir / "piper_voices",)))
     registry.add(KokoroTorchEngine(weights, allocator))
     registry.add(MossTtsdEngine(weights, allocator))
-    registry.add(MegaTts3Engine(weights, allocator))
+    registry.add(MegaTts3Engine(weights, allocator, latent_references))
     registry.add(MultiTalkEngine(weights, allocator))
     registry.add(GptSovitsEngine(weights, allocator))
     return registry

@@ -83,11 +83,12 @@ def test_every_engine_claims_what_it_does_and_only_that(studio_client: TestClien
         assert Capability.TTS not in claims or speaks_sentences(engine), name
         for capability, interface in INTERFACES.items():
             assert (capability in claims) == isinstance(engine, interface), (name, capability)
-    # MegaTTS3 speaks only in the voice of a clip, GPT-SoVITS only trains here: neither claims TTS.
+    # MegaTTS3 speaks sentences in library voices that carry a latent; GPT-SoVITS only trains here.
     assert {e.info.name for e in registry.with_capability(Capability.TTS)} == {
         "kokoro",
         "piper",
         "kokoro-torch",
+        "megatts3",
     }
 
 

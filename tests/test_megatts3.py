@@ -168,7 +168,10 @@ def test_info() -> None:
     assert info.sample_rate == 24000
     assert info.languages == ("zh", "en")
     assert info.license == "Apache-2.0"
-    assert {c.value for c in info.capabilities} == {"clone"}  # it speaks only in the voice of a clip
+    assert {c.value for c in info.capabilities} == {
+        "clone",
+        "tts",
+    }  # a clip, or a library voice with a latent
     assert not any(r.kind == "gpu" for r in info.requirements)  # upstream picks the CPU without one
     assert info.memory_mb >= 8000
 
@@ -180,10 +183,18 @@ def test_only_the_reference_voice() -> None:
         engine.check_voice("af_heart")
 
 
-def test_named_voice_speech_explains_the_reference_clip() -> None:
-    engine = MegaTts3Engine(Path("/nonexistent"), GpuAllocator(devices=[]))
-    with pytest.raises(EngineUnavailable, match=r"voice_file .*voice_latent"):
-        engine._synthesize_sentence("Hello.", "reference", SynthesisOptions())
+def test_it_speaks_only_library_voices_that_carry_a_latent(tmp_path: Path) -> None:
+    clip, latent = tmp_path / "clip.wav", write_latent(tmp_path / "clip.npy")
+    wavfile.write(clip, 24000, np.zeros(24000, np.int16))
+    library = {"anna": (clip, latent)}
+    engine = MegaTts3Engine(tmp_path / "weights", GpuAllocator(devices=[]), library.get)
+    engine.check_voice("anna")
+    with pytest.raises(UnknownVoice, match="a library voice that carries a latent; 'bob' is neither"):
+        engine.check_voice("bob")
+    with pytest.raises(UnknownVoice, match="not a library voice with a MegaTTS3 latent"):
+        engine._synthesize_timed("Hello.", "reference", SynthesisOptions())
+    with pytest.raises(EngineUnavailable, match="environment 'megatts3' is not installed"):
+        engine._synthesize_timed("Hello.", "anna", SynthesisOptions())  # checked, then the worker is needed
 
 
 # ---- the pure helpers ----------------------------------------------------------------------------

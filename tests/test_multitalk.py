@@ -40,6 +40,8 @@ WEIGHT_FILES = [
     f"{WAN}/models_t5_umt5-xxl-enc-bf16.pth",
     f"{WAN}/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
     f"{WAN}/Wan2.1_VAE.pth",
+    f"{WAN}/google/umt5-xxl",
+    f"{WAN}/xlm-roberta-large",
     f"{WAN}/multitalk.safetensors",
     "MeiGen-MultiTalk/multitalk.safetensors",
     "chinese-wav2vec2-base/config.json",

@@ -117,7 +117,10 @@ class SpeechService:
             except UnknownVoice as error:
                 raise NotFound(str(error), "unknown_voice") from None
             return engine, voice
-        for candidate in self.registry.available(Capability.TTS):
+        # A zero-shot cloner speaking a library voice from its own clip comes before a fitted style.
+        speaking = self.registry.available(Capability.TTS)
+        speaking.sort(key=lambda engine: Capability.CLONE not in engine.info.capabilities)
+        for candidate in speaking:
             try:
                 candidate.check_voice(voice)
             except UnknownVoice:

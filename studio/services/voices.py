@@ -2,7 +2,8 @@
 
 A library voice is a folder `<root>/<voice_id>/` holding the cleaned reference (`reference.wav`:
 mono 24 kHz, silence trimmed, loudness normalised), optional engine artefacts (`style.npy`, a fitted
-Kokoro style; `latent.npy`, a MegaTTS3 latent) and a preview, plus a row in `voices.db` (SQLite)
+Kokoro style; `latent.npy`, a MegaTTS3 latent, with `latent_clip.<ext>`, the clip as sent, which
+MegaTTS3 speaks it from) and a preview, plus a row in `voices.db` (SQLite)
 with its name, description, tags, language, transcript, quality warnings and fit report. Uploads are
 decoded and checked before anything is kept; ids and names from clients never become paths.
 """
@@ -30,6 +31,7 @@ from studio.services.asr import Transcriber
 RATE = 24000
 ALLOWED_EXTENSIONS = (".wav", ".mp3", ".flac", ".m4a", ".ogg")
 VOICE_ID = re.compile(r"^(?!upload(?![a-z0-9_-]))[a-z0-9][a-z0-9_-]{0,63}$")  # "upload" is a route
+LATENT_CLIP = "latent_clip"  # a voice with a MegaTTS3 latent keeps the clip it was made from, as sent
 MIN_SECONDS, MAX_SECONDS = 3.0, 60.0  # shorter: too little voice; longer: kept, trimmed to the first minute
 DECODE_SECONDS = 300.0  # no more of a clip is decoded: a long upload never sits whole in memory
 TARGET_RMS = 0.08
@@ -194,8 +196,9 @@ class VoiceLibrary:
         folder = self.root / voice_id
         folder.mkdir(exist_ok=True)  # one left by a failed add holds nothing the library knows of
         sf.write(folder / "reference.wav", clip.audio, RATE, subtype="PCM_16")
-        if latent is not None:
+        if latent is not None:  # with the clip as sent: the latent is of that audio, untrimmed
             (folder / "latent.npy").write_bytes(latent)
+            (folder / f"{LATENT_CLIP}{Path(filename).suffix.lower()}").write_bytes(data)
         record = VoiceRecord(
             id=voice_id,
             name=(name or voice_id).strip()[:80],
@@ -247,6 +250,14 @@ class VoiceLibrary:
         self.require(voice_id)
         audio, _ = sf.read(self.root / voice_id / "reference.wav", dtype="float32")
         return audio
+
+    def latent_reference(self, voice_id: str) -> tuple[Path, Path] | None:
+        """(the clip as sent, its MegaTTS3 latent) of a library voice that carries a latent; else None."""
+        folder = self.root / voice_id
+        if not VOICE_ID.match(voice_id) or not (folder / "latent.npy").is_file():
+            return None
+        clips = sorted(folder.glob(f"{LATENT_CLIP}.*"))
+        return (clips[0], folder / "latent.npy") if clips else None
 
     def save_style(self, voice_id: str, style: np.ndarray, fit: dict[str, Any]) -> VoiceRecord:
         record = self.require(voice_id)
