@@ -293,3 +293,25 @@ def test_preflight_task_config_is_checked_when_the_task_is_created(tmp_path: Pat
     assert runner.store.list() == []
     gpus = DistributedService(GpuAllocator([GpuDevice(i, "H", 81_000, 81_000) for i in range(8)]))
     assert gpus.prepare_task(PreflightConfig(nproc=8)).nproc == 8
+
+
+def test_a_two_process_job_takes_a_two_device_lease_end_to_end(tmp_path: Path) -> None:
+    """With two GPUs in the inventory (as probe_cuda_devices reports them), a 2-rank job leases both,
+    exclusively, for as long as it runs; its ranks see them as CUDA_VISIBLE_DEVICES and, with no CUDA
+    on this machine, meet over gloo."""
+    allocator = GpuAllocator([GpuDevice(i, "H100", 81_559, 81_000) for i in range(2)])
+    runner = preflight_runner(tmp_path, allocator)
+    task = runner.submit("preflight", "two", {"nproc": 2})
+    deadline = time.monotonic() + 60
+    while "step 1/5" not in runner.store.read_log(task.task_id):
+        assert time.monotonic() < deadline, runner.store.read_log(task.task_id)
+        time.sleep(0.1)
+    [lease] = allocator.leases()
+    assert lease.gpus == (0, 1) and lease.exclusive and lease.owner == task.task_id
+    done = runner.wait(task.task_id, timeout=120)
+    assert done.status == TaskStatus.COMPLETED, runner.store.read_log(task.task_id)[-2000:]
+    assert done.result["world_size"] == 2 and done.result["backend"] == "gloo"
+    log = runner.store.read_log(task.task_id)
+    assert "preflight on 2 ranks, GPUs 0, 1" in log and "released 1 device lease(s)" in log
+    assert allocator.leases() == []
+    runner.stop()
