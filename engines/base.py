@@ -228,7 +228,7 @@ class Engine(ABC):
         if name is None:
             return None
         imports = [req.target for req in self.requirements() if req.kind == "package"]
-        return EngineEnvironment(name, imports=imports)
+        return EngineEnvironment(name, imports=imports, engine=self.info.name)
 
     def status(self) -> EngineStatus:
         missing = []
@@ -429,6 +429,10 @@ class StepTrainer(Protocol):
         ...
 
     def finish_step(self, step_name: str, ws: Any) -> dict[str, Any]: ...
+
+    def export_voice(self, ws: Any, voice_id: str, params: dict[str, Any], task_id: str) -> dict[str, Any]:
+        """The trained weights as a voice the engine speaks (`voice_id`, `engine` in the result)."""
+        ...
 
 
 @runtime_checkable

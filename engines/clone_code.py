@@ -1,4 +1,5 @@
-"""Helpers for engines that run the user's clone of a model repository (MOSS-TTSD, MegaTTS3).
+"""Helpers for engines that run the user's clone of a model repository (MOSS-TTSD, MegaTTS3, GPT-SoVITS,
+MultiTalk).
 
 Such code is not installable from a registry: it sits under weights/, is put on `sys.path` only while
 it is imported, and its modules must really come from that folder (not a same-named package).
@@ -7,6 +8,8 @@ it is imported, and its modules must really come from that folder (not a same-na
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,3 +43,17 @@ def from_folder(module: ModuleType, folder: Path) -> bool:
     places = [getattr(module, "__file__", None), *list(getattr(module, "__path__", []))]
     root = folder.resolve()
     return any(place and root in Path(place).resolve().parents for place in places)
+
+
+def ffmpeg_on_path(bin_dir: Path) -> dict[str, str]:
+    """PATH with an `ffmpeg` on it, for code that calls it by name: the system's, or imageio-ffmpeg's
+    binary linked into `bin_dir`. Empty when there is already one on PATH."""
+    if shutil.which("ffmpeg") is not None:
+        return {}
+    import imageio_ffmpeg
+
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    link = bin_dir / "ffmpeg"
+    if not link.exists():
+        link.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}

@@ -74,9 +74,15 @@ class EngineEnvironment:
     """One engine environment: its pins, its venv, whether it is ready, and how to make it."""
 
     def __init__(
-        self, name: str, root: Path | None = None, imports: Sequence[str] = (), spec: Path | None = None
+        self,
+        name: str,
+        root: Path | None = None,
+        imports: Sequence[str] = (),
+        spec: Path | None = None,
+        engine: str | None = None,
     ) -> None:
         self.name = name
+        self.engine = engine or name  # what `python -m studio.engines install` is given for it
         self.spec = spec or SPECS / f"{name}.txt"
         if not self.spec.is_file():
             raise KeyError(f"no environment '{name}': {self.spec} does not exist")
@@ -122,7 +128,7 @@ class EngineEnvironment:
         if state in (EnvironmentState.READY, EnvironmentState.SHARED):
             return None
         how = (
-            f"python -m studio.engines install {self.name}, or Install in the Engines tab "
+            f"python -m studio.engines install {self.engine}, or Install in the Engines tab "
             f"(a venv at {self.folder}, from the pins in engines/envs/{self.spec.name})"
         )
         if state is EnvironmentState.STALE:

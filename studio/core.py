@@ -122,5 +122,5 @@ def build_registry(
     registry.add(MossTtsdEngine(weights, allocator))
     registry.add(MegaTts3Engine(weights, allocator, latent_references))
     registry.add(MultiTalkEngine(weights, allocator))
-    registry.add(GptSovitsEngine(weights, allocator))
+    registry.add(GptSovitsEngine(weights, allocator, settings.data_dir / "gpt_sovits_voices"))
     return registry

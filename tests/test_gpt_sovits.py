@@ -1,27 +1,31 @@
-"""GptSovitsEngine without GPT-SoVITS: what it reports missing, and the commands it builds for each step.
+"""GptSovitsEngine without GPT-SoVITS's models: what it reports missing, and the commands and configs it
+builds for each step.
 
-GPT-SoVITS's code, models and Python environment are not reachable here, so nothing of it runs and
-nothing stands in for its output: the tests lay out a folder like the repository (the two config
-files with the content of the v2 release's `configs/s2.json` and `configs/s1longer-v2.yaml`, every
-other required file empty) and check the status messages, the commands and the configs written.
-Not tested: that GPT-SoVITS's scripts accept these commands and train (that needs its install and a
-GPU), and `finish_step` (it merges files only GPT-SoVITS's scripts write).
+The tests lay out a folder like the repository (the two config files with the content of the v2
+release's `configs/s2.json` and `configs/s1longer-v2.yaml`, every other required file empty) and an
+environment made by hand (the studio's own interpreter, stamped as installed), and check the status
+messages, the commands and the configs written. Upstream's scripts, trainers and inference running
+on tiny random weights in its real environment are tests/test_gpt_sovits_worker.py.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from engines.base import EngineState, EngineUnavailable, UnknownVoice
+from engines.base import EngineState, UnknownVoice
+from engines.environment import STAMP, EngineEnvironment
 from engines.gpt_sovits import (
     BERT,
     CODE,
+    G2PW,
     HUBERT,
-    PYTHON,
+    NLTK_DATA,
+    PACKAGE,
     S1,
     S1_CONFIG,
     S2_CONFIG,
@@ -96,12 +100,23 @@ REQUIRED_FILES = (
     *(f"{CODE}/{script}" for script in STEP_SCRIPTS.values()),
     f"{CODE}/{S2_CONFIG}",
     f"{CODE}/{S1_CONFIG}",
+    f"{PACKAGE}/TTS_infer_pack/TTS.py",
     S2G,
     S2D,
     S1,
-    PYTHON,
 )
-REQUIRED_FOLDERS = (BERT, HUBERT)
+REQUIRED_FOLDERS = (BERT, HUBERT, G2PW, NLTK_DATA)
+
+
+@pytest.fixture
+def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """gpt-sovits's environment as an install leaves it (this interpreter, stamped with its pins)."""
+    monkeypatch.setenv("STUDIO_ENGINE_ENVS", str(tmp_path / "envs"))
+    folder = tmp_path / "envs" / "gpt-sovits"
+    (folder / "bin").mkdir(parents=True)
+    (folder / "bin" / "python").symlink_to(sys.executable)
+    (folder / STAMP).write_text(EngineEnvironment("gpt-sovits").fingerprint)
+    return folder / "bin" / "python"
 
 
 def lay_out(weights: Path) -> None:
@@ -132,29 +147,34 @@ def split_env(command: list[str]) -> tuple[dict[str, str], list[str]]:
     return env, rest
 
 
-def test_empty_weights_names_every_missing_item(tmp_path: Path) -> None:
+def test_empty_weights_name_its_environment_and_every_missing_item(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STUDIO_ENGINE_ENVS", str(tmp_path / "no-envs"))
     engine = GptSovitsEngine(tmp_path, GpuAllocator(devices=[]))
     status = engine.status()
-    assert status.state == EngineState.NEEDS_GPU
-    assert status.missing[0].startswith("needs a CUDA GPU")
+    assert status.state == EngineState.NEEDS_ENVIRONMENT
+    assert "environment 'gpt-sovits'" in status.missing[0]
+    assert "python -m studio.engines install gpt_sovits" in status.missing[0]  # by the engine's name
     for relative in (*REQUIRED_FILES, *REQUIRED_FOLDERS):
         assert any(str(tmp_path / relative) in text for text in status.missing), relative
     assert len(status.missing) == 1 + len(REQUIRED_FILES) + len(REQUIRED_FOLDERS)
+    assert not any("GPU" in text for text in status.missing)  # its scripts fall back to the CPU
     script = next(text for text in status.missing if "s2_train.py" in text)
     assert "git clone https://github.com/RVC-Boss/GPT-SoVITS" in script
     model = next(text for text in status.missing if "s2G2333k.pth" in text)
     assert "huggingface-cli download lj1995/GPT-SoVITS" in model
-    python = next(text for text in status.missing if "venv/bin/python" in text)
-    assert "its own Python environment" in python and "requirements.txt" in python
-    assert engine.info.license == "MIT"
-    assert {c.value for c in engine.info.capabilities} == {
-        "train"
-    }  # it cannot speak a sentence: only its own webui can
+    assert "G2PWModel.zip" in next(text for text in status.missing if "G2PWModel" in text)
+    assert "nltk.downloader" in next(text for text in status.missing if "nltk_data" in text)
+    assert engine.info.license == "MIT" and engine.info.environment == "gpt-sovits"
+    assert {c.value for c in engine.info.capabilities} == {"train", "tts"}  # it speaks the voices it trained
 
 
-def test_a_complete_install_with_a_gpu_is_ready_and_one_missing_model_is_named(tmp_path: Path) -> None:
+def test_a_complete_install_is_ready_and_one_missing_model_is_named(
+    tmp_path: Path, environment: Path
+) -> None:
     lay_out(tmp_path)
-    engine = GptSovitsEngine(tmp_path, GpuAllocator(devices=[FAKE_GPU]))
+    engine = GptSovitsEngine(tmp_path, GpuAllocator(devices=[]))
     assert engine.status().state == EngineState.READY
     (tmp_path / S1).unlink()
     status = engine.status()
@@ -162,19 +182,23 @@ def test_a_complete_install_with_a_gpu_is_ready_and_one_missing_model_is_named(t
     assert len(status.missing) == 1 and str(tmp_path / S1) in status.missing[0]
 
 
-def test_speaking_is_refused_with_the_reason(tmp_path: Path) -> None:
-    lay_out(tmp_path)
-    allocator = GpuAllocator(devices=[FAKE_GPU])
-    engine = GptSovitsEngine(tmp_path, allocator)
+def test_its_voices_are_the_exported_ones(tmp_path: Path, environment: Path) -> None:
+    lay_out(tmp_path / "weights")
+    voices = tmp_path / "voices"
+    engine = GptSovitsEngine(tmp_path / "weights", GpuAllocator(devices=[]), voices)
     assert engine.voices() == []
-    with pytest.raises(UnknownVoice, match="speaking with it here is not implemented"):
+    with pytest.raises(UnknownVoice, match="no voice 'any'"):
         list(engine.synthesize("Hello.", "any"))
-    with pytest.raises(EngineUnavailable, match="not implemented"):
-        engine.ensure_loaded()
-    assert allocator.leases() == []  # the failed load gave its GPU back
+    (voices / "mei").mkdir(parents=True)
+    (voices / "mei" / "voice.json").write_text(json.dumps({"name": "mei", "language": "zh", "task": "t1"}))
+    (voices / "broken").mkdir()
+    (voices / "broken" / "voice.json").write_text("{not json")
+    [voice] = engine.voices()
+    assert (voice.id, voice.engine, voice.language) == ("mei", "gpt_sovits", "zh")
+    assert engine.voice_folder("mei") == voices / "mei"
 
 
-def test_dataset_steps_run_its_scripts_with_webui_variables(tmp_path: Path) -> None:
+def test_dataset_steps_run_its_scripts_with_webui_variables(tmp_path: Path, environment: Path) -> None:
     weights = tmp_path / "weights"
     lay_out(weights)
     engine = GptSovitsEngine(weights, GpuAllocator(devices=[FAKE_GPU]))
@@ -183,7 +207,7 @@ def test_dataset_steps_run_its_scripts_with_webui_variables(tmp_path: Path) -> N
     exp = ws.work / "gpt_sovits"
 
     env, rest = split_env(engine.step_command("extract_text_features", ws, {}, lease))
-    assert rest == [str(weights / PYTHON), "GPT_SoVITS/prepare_datasets/1-get-text.py"]
+    assert rest == [str(environment), "GPT_SoVITS/prepare_datasets/1-get-text.py"]
     assert (engine.code_dir / rest[1]).is_file()  # relative to the code folder, the command's cwd
     assert env["bert_pretrained_dir"] == str(weights / BERT)
     assert env["_CUDA_VISIBLE_DEVICES"] == "2,3" and env["is_half"] == "True" and env["version"] == "v2"
@@ -191,15 +215,16 @@ def test_dataset_steps_run_its_scripts_with_webui_variables(tmp_path: Path) -> N
     assert env["exp_name"] == "task-7" and env["opt_dir"] == str(exp)
     assert (env["i_part"], env["all_parts"]) == ("0", "1")
     assert env["inp_wav_dir"] == str(ws.dataset / "wavs")
+    assert env["NLTK_DATA"] == str(weights / NLTK_DATA)  # g2p_en would download its data otherwise
     assert Path(env["inp_text"]).read_text().splitlines() == [
         f"{ws.dataset / 'wavs' / 'clip000.wav'}|task-7|en|Hello there.",
         f"{ws.dataset / 'wavs' / 'clip001.wav'}|task-7|en|How are you today?",
     ]
 
-    env, rest = split_env(engine.step_command("extract_audio_features", ws, {"language": "ja"}, lease))
+    env, rest = split_env(engine.step_command("extract_audio_features", ws, {"language": "zh"}, lease))
     assert rest[1] == "GPT_SoVITS/prepare_datasets/2-get-hubert-wav32k.py"
     assert env["cnhubert_base_dir"] == str(weights / HUBERT)
-    assert "|task-7|ja|" in Path(env["inp_text"]).read_text()
+    assert "|task-7|zh|" in Path(env["inp_text"]).read_text()
 
     env, rest = split_env(engine.step_command("extract_semantic_features", ws, {}, None))
     assert rest[1] == "GPT_SoVITS/prepare_datasets/3-get-semantic.py"
@@ -208,7 +233,7 @@ def test_dataset_steps_run_its_scripts_with_webui_variables(tmp_path: Path) -> N
     assert env["_CUDA_VISIBLE_DEVICES"] == "" and env["is_half"] == "False"  # no GPU leased: the CPU
 
 
-def test_training_steps_write_the_configs_webui_writes(tmp_path: Path) -> None:
+def test_training_steps_write_the_configs_webui_writes(tmp_path: Path, environment: Path) -> None:
     weights = tmp_path / "weights"
     lay_out(weights)
     engine = GptSovitsEngine(weights, GpuAllocator(devices=[FAKE_GPU]))
@@ -240,10 +265,12 @@ def test_training_steps_write_the_configs_webui_writes(tmp_path: Path) -> None:
     assert s1["train_phoneme_path"] == str(exp / "2-name2text.txt")
     assert s1["output_dir"] == str(exp / "logs_s1_v2")
     assert s1["train"]["half_weights_save_dir"] == str(ws.root / "train" / "GPT_weights")
-    assert s1["model"]["n_layer"] == 24
+    assert s1["model"]["n_layer"] == 24 and s1["train"]["precision"] == "16-mixed"  # on a GPU
+    _, rest = split_env(engine.step_command("train_gpt", ws, {}, None))
+    assert yaml.safe_load(Path(rest[3]).read_text())["train"]["precision"] == "32"  # no fp16 on the CPU
 
 
-def test_steps_it_has_no_script_for_and_bad_input_are_refused(tmp_path: Path) -> None:
+def test_steps_it_has_no_script_for_and_bad_input_are_refused(tmp_path: Path, environment: Path) -> None:
     weights = tmp_path / "weights"
     lay_out(weights)
     engine = GptSovitsEngine(weights, GpuAllocator(devices=[FAKE_GPU]))
@@ -252,7 +279,7 @@ def test_steps_it_has_no_script_for_and_bad_input_are_refused(tmp_path: Path) ->
         ValueError, match="no script for the step 'slice_audio'; its steps: extract_text_features"
     ):
         engine.step_command("slice_audio", ws, {})
-    with pytest.raises(ValueError, match="language must be one of zh, en, ja, ko, yue"):
+    with pytest.raises(ValueError, match="language must be one of zh, en"):
         engine.step_command("extract_text_features", ws, {"language": "fr"})
     (ws.dataset / "metadata.csv").write_text("\n")
     with pytest.raises(ValueError, match="lists no clips"):

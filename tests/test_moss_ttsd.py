@@ -67,7 +67,7 @@ def test_v05_weights_choose_v05_which_needs_a_gpu(tmp_path: Path) -> None:
     engine = MossTtsdEngine(tmp_path, GpuAllocator(devices=[]))
     assert engine.version == "0.5" and engine.max_speakers == 2
     missing = engine.status().missing
-    assert "install moss-ttsd-v0.5" in missing[0]
+    assert "environment 'moss-ttsd-v0.5'" in missing[0] and "install moss-ttsd," in missing[0]
     assert any("flash-attention 2 in bf16 on a CUDA GPU" in text for text in missing)
     for relative in V05_PATHS[:2] + V05_PATHS[3:]:
         assert any(str(tmp_path / relative) in text for text in missing), relative

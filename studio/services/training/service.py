@@ -250,7 +250,20 @@ class TrainingService:
             self.registry.unload("piper")  # a re-exported voice must not be spoken from the old cached model
             return exported | {"engine": "piper"}
         if backend == "gpt_sovits":
-            raise StepSkipped("GPT-SoVITS voices are used through its own weights folder (nothing to export)")
+            if self.library.get(voice_id) is not None:
+                raise TaskFailed(
+                    f"a library voice '{voice_id}' exists already: train with another voice_name"
+                )
+            engine = self._gpt_sovits_engine()
+            language = canonical_language(context.config.get("language"))  # as its steps had it (en: auto)
+            params = {"language": base_language(language) if language else "en"}
+            try:
+                exported = engine.export_voice(workspace, voice_id, params, context.task_id)
+            except (FileNotFoundError, FileExistsError, ValueError) as error:
+                raise TaskFailed(str(error)) from None
+            self.registry.unload(engine.info.name)  # a re-exported voice must not keep the old weights
+            context.log(f"GPT-SoVITS voice '{voice_id}' saved: every tab can use it now")
+            return exported
         style_file = workspace.root / "train" / "style.npy"
         if not style_file.exists():
             raise TaskFailed("no fitted voice yet: run train_sovits first")
@@ -326,14 +339,17 @@ class TrainingService:
     def _gpt_sovits(
         self, step: str, workspace: Workspace, params: dict[str, Any], context: TaskContext
     ) -> dict[str, Any]:
-        try:
-            engine = self.registry.capable(StepTrainer, "gpt_sovits")  # the backend is that engine
-        except (KeyError, EngineUnavailable) as error:
-            raise TaskFailed(f"GPT-SoVITS is not set up here: {error.args[0]}") from None
+        engine = self._gpt_sovits_engine()
         lease = context.lease(1, exclusive=True)
         command = engine.step_command(step, workspace, params, lease)
         result = piper_backend.run_logged(command, context, cwd=engine.code_dir, lease=lease)
         return result | engine.finish_step(step, workspace)
+
+    def _gpt_sovits_engine(self) -> StepTrainer:
+        try:
+            return self.registry.capable(StepTrainer, "gpt_sovits")  # the backend is that engine
+        except (KeyError, EngineUnavailable) as error:
+            raise TaskFailed(f"GPT-SoVITS is not set up here: {error.args[0]}") from None
 
     # ---- around the steps ------------------------------------------------------------------------
     def preflight(self, workspace: Workspace, backend: str, params: dict[str, Any]) -> list[str]:
