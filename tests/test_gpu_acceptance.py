@@ -1,0 +1,47 @@
+"""bench/gpu_acceptance.sh --dry-run: every check of the GPU acceptance run, on the CPU at its smallest.
+
+The engine environments are installed first where missing (the MOSS-TTSD and MegaTTS3 tests need
+them too), so the heavy engines' rows run in their workers rather than being skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from engines.gpu import GpuAllocator
+from engines.megatts3 import MegaTts3Engine
+from engines.moss_ttsd import MossTtsdEngine
+from tests.engine_checks import ready
+
+ROOT = Path(__file__).resolve().parent.parent
+UPSTREAM = ROOT.parent / "shared" / "upstream"
+
+
+def test_the_dry_run_passes_every_check_and_prints_one_table(tmp_path: Path) -> None:
+    for engine in (MossTtsdEngine, MegaTts3Engine):
+        ready(engine(ROOT / "weights", GpuAllocator([])).environment())
+    rows_file = tmp_path / "rows.json"
+    out = subprocess.run(
+        [str(ROOT / "bench" / "gpu_acceptance.sh"), "--dry-run", "--out", str(rows_file)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    rows = {row["check"]: row for row in json.loads(rows_file.read_text())}
+    assert list(rows) == [
+        "inventory", "preflight", "kokoro-onnx", "kokoro-torch", "moss-ttsd", "megatts3", "piper-train",
+    ]  # fmt: skip
+    expected = {"pass"} if UPSTREAM.is_dir() else {"pass", "skip"}
+    assert {row["result"] for row in rows.values()} <= expected, rows
+    assert rows["preflight"]["device"] == "gloo" and "2 ranks on gloo" in rows["preflight"]["detail"]
+    for name in ("kokoro-onnx", "kokoro-torch", "moss-ttsd", "megatts3"):
+        if rows[name]["result"] == "pass":
+            assert "s of audio, RTF" in rows[name]["detail"], rows[name]
+    assert rows["moss-ttsd"]["detail"].startswith("worker") or rows["moss-ttsd"]["result"] == "skip"
+    assert "2 steps, 32-true" in rows["piper-train"]["detail"]
+    assert out.stdout.startswith("GPU acceptance (dry run on the CPU)")
+    assert all(name in out.stdout for name in rows)
