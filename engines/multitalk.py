@@ -32,11 +32,13 @@ only each person's speech, which MultiTalk plays one after the other: one turn e
 its code fills `mask[x_min:x_max, y_min:y_max]` on an [height, width] mask, so its "x" is the row;
 the studio takes boxes as (left, top, right, bottom) pixels and writes [top, left, bottom, right].
 
-What is tested without MultiTalk's code, weights and a GPU (tests/test_multitalk.py): status naming
-every missing item, the input JSON, the command lines for 1, 2, 4 and 8 GPUs and each preset, and
-the validation errors. What is NOT tested: `generate()` running MultiTalk itself (its code, its
-tens of GB of weights and CUDA GPUs are not here), so the video, the memory estimates below and MultiTalk's
-run time are unverified until it runs on a GPU machine with the files above.
+What is tested without its weights and a GPU: status naming every missing item, the input JSON,
+the command lines for 1, 2, 4 and 8 GPUs and each preset, the validation errors
+(tests/test_multitalk.py), and the contract with upstream's own code (tests/test_multitalk_contract.py:
+its argument parser and `_validate_args` accept every command line built here, its parallel asserts
+hold, its input-JSON reader and pipeline read the JSON written here). Upstream's model code needs
+CUDA (flash-attention), so `generate()` running MultiTalk itself, the video, the memory estimates
+below and its run time are unverified until it runs on a GPU machine with the files above.
 """
 
 from __future__ import annotations
