@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -377,6 +378,52 @@ class MultiTalkEngine(Engine):
         """PYTHONPATH to the clone, and an `ffmpeg` on PATH: MultiTalk calls it by name to mux the audio."""
         env = {"PYTHONPATH": str(self.code_dir), "TOKENIZERS_PARALLELISM": "false"}
         return env | ffmpeg_on_path(workdir / "_bin")
+
+
+def gpus_for(preset: str, free: int) -> int:
+    """How many GPUs "auto" takes: one for low-vram (the DiT stays on the CPU); otherwise the most
+    of 8, 4, 2 and 1 that are free (at least one: the job then waits for it)."""
+    if preset == "low-vram":
+        return 1
+    return max((n for n in GPU_COUNTS if n <= free), default=1)
+
+
+_TQDM = re.compile(r"(\d+)/(\d+) \[")  # tqdm's "12/40 [00:31<..." over the denoising steps
+
+
+class DenoisingProgress:
+    """MultiTalk's denoising progress, read from its log: tqdm counts each clip's steps (streaming
+    mode makes one clip after another), so a count that starts again is the next clip."""
+
+    def __init__(self, clips: int) -> None:
+        self.clips = max(1, clips)
+        self.clip = 1
+        self._last = 0
+
+    def read(self, line: str) -> tuple[float, str] | None:
+        """(fraction of the whole job done, what it is doing) for a tqdm line; None for other lines."""
+        match = _TQDM.search(line)
+        if match is None:
+            return None
+        done, total = int(match.group(1)), int(match.group(2))
+        if total < 1:
+            return None
+        if done < self._last:
+            self.clip += 1
+        self._last = done
+        clip = min(self.clip, self.clips)
+        fraction = min(1.0, ((clip - 1) + done / total) / self.clips)
+        return fraction, f"MultiTalk clip {clip}/{self.clips}, step {done}/{total}"
+
+
+def clip_count(seconds: float, request: MultiTalkRequest) -> int:
+    """How many clips MultiTalk makes: one in clip mode; in streaming mode, 81 frames and then 56 more
+    per clip (each new clip starts from the last 25 frames of the one before), up to 1000 frames."""
+    if request.mode == "clip":
+        return 1
+    frames = min(MAX_FRAMES, math.ceil(seconds * FPS))
+    clip, motion = 81, 25
+    return 1 + max(0, math.ceil((frames - clip) / (clip - motion)))
 
 
 # ---- checks ------------------------------------------------------------------------------------------
