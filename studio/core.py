@@ -103,6 +103,8 @@ class Studio:
 
     def stop(self) -> None:
         self.runner.stop()
+        for name in self.registry.names():  # engine workers exit now, their memory freed at once
+            self.registry.unload(name)
 
 
 def build_registry(

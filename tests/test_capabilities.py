@@ -83,12 +83,13 @@ def test_every_engine_claims_what_it_does_and_only_that(studio_client: TestClien
         assert Capability.TTS not in claims or speaks_sentences(engine), name
         for capability, interface in INTERFACES.items():
             assert (capability in claims) == isinstance(engine, interface), (name, capability)
-    # MegaTTS3 speaks sentences in library voices that carry a latent; GPT-SoVITS only trains here.
+    # MegaTTS3 speaks library voices that carry a latent; GPT-SoVITS the voices its training exported.
     assert {e.info.name for e in registry.with_capability(Capability.TTS)} == {
         "kokoro",
         "piper",
         "kokoro-torch",
         "megatts3",
+        "gpt_sovits",
     }
 
 
