@@ -42,7 +42,6 @@ the OpenAI route); status and the commands and configs built in tests/test_gpt_s
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib
 import json
 import os
@@ -66,7 +65,7 @@ from engines.base import (
 from engines.clone_code import ffmpeg_on_path
 from engines.gpu import GpuAllocator, Lease
 from engines.text import base_language
-from engines.worker import WorkerEngine
+from engines.worker import HEAVY_IDLE_EXIT_S, WorkerEngine
 
 if TYPE_CHECKING:
     from studio.services.training.common import Workspace
@@ -102,7 +101,7 @@ MODEL_REPO = "lj1995/GPT-SoVITS"
 
 _CLONE = f"git clone {CODE_REPO} weights/{CODE}"
 _DOWNLOAD = f"huggingface-cli download {MODEL_REPO} --local-dir weights/{PRETRAINED}"
-_G2PW = (
+_G2PW = (  # XXXXRT is the real account name, as upstream's README links it
     "G2PWModel.zip from huggingface.co/XXXXRT/GPT-SoVITS-Pretrained, unzipped and renamed to "
     f"weights/{G2PW} (its README's step for Chinese)"
 )
@@ -155,7 +154,7 @@ class GptSovitsEngine(WorkerEngine):
         environment="gpt-sovits",
     )
 
-    worker_idle_exit_s = float(os.environ.get("STUDIO_WORKER_IDLE_EXIT_S", 600))
+    worker_idle_exit_s = HEAVY_IDLE_EXIT_S
 
     def __init__(
         self,
@@ -217,12 +216,6 @@ class GptSovitsEngine(WorkerEngine):
 
     def _unload_model(self) -> None:
         self._tts, self._weights = None, None
-        gc.collect()
-        with contextlib.suppress(ImportError):
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
 
     def _pipeline(self, gpt: str, sovits: str) -> Any:
         """Upstream's TTS holding these weights (switched in place when another voice speaks)."""

@@ -50,7 +50,6 @@ GPU with the files above.
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib
 import io
 import math
@@ -76,7 +75,7 @@ from engines.base import (
 )
 from engines.clone_code import cuda_scope, from_folder, on_sys_path
 from engines.gpu import GpuAllocator
-from engines.worker import WorkerEngine
+from engines.worker import HEAVY_IDLE_EXIT_S, WorkerEngine
 
 FOLDER = "MegaTTS3"
 CODE = f"{FOLDER}/code"
@@ -310,8 +309,7 @@ class MegaTts3Engine(WorkerEngine):
         environment="megatts3",
     )
 
-    # Ten idle minutes give its memory back; loading again takes seconds.
-    worker_idle_exit_s = float(os.environ.get("STUDIO_WORKER_IDLE_EXIT_S", 600))
+    worker_idle_exit_s = HEAVY_IDLE_EXIT_S
 
     def __init__(
         self,
@@ -387,12 +385,6 @@ class MegaTts3Engine(WorkerEngine):
 
     def _unload_model(self) -> None:
         self._model = None
-        gc.collect()
-        with contextlib.suppress(ImportError):
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
 
     # ---- speech --------------------------------------------------------------------------------
     def clone(

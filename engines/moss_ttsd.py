@@ -42,7 +42,6 @@ status, input builders and messages in tests/test_moss_ttsd.py.
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib
 import inspect
 import json
@@ -67,7 +66,7 @@ from engines.base import (
 )
 from engines.clone_code import cuda_scope, from_folder, on_sys_path
 from engines.gpu import GpuAllocator
-from engines.worker import WorkerEngine
+from engines.worker import HEAVY_IDLE_EXIT_S, WorkerEngine
 
 FOLDER = "MOSS-TTSD"
 V1_MODEL = f"{FOLDER}/MOSS-TTSD-v1.0"
@@ -336,8 +335,7 @@ class MossTtsdEngine(WorkerEngine):
         environment="moss-ttsd",
     )
 
-    # Ten idle minutes give its memory (GBs of GPU memory on a GPU) back; loading again takes seconds.
-    worker_idle_exit_s = float(os.environ.get("STUDIO_WORKER_IDLE_EXIT_S", 600))
+    worker_idle_exit_s = HEAVY_IDLE_EXIT_S
 
     def __init__(self, weights_dir: Path, allocator: GpuAllocator, *, in_process: bool = False) -> None:
         super().__init__(weights_dir, allocator, in_process=in_process)
@@ -433,12 +431,6 @@ class MossTtsdEngine(WorkerEngine):
     def _unload_model(self) -> None:
         self._processor = self._model = self._code = self._tokenizer = self._spt = None
         self.attention = None
-        gc.collect()
-        with contextlib.suppress(ImportError):
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
 
     def _load_v1(self) -> None:
         import torch

@@ -49,6 +49,7 @@ import argparse
 import builtins
 import codecs
 import contextlib
+import gc
 import importlib
 import json
 import logging
@@ -577,6 +578,11 @@ class _IdleExit(Exception):
 
 
 # ---- an engine whose model runs in a worker --------------------------------------------------------
+# A heavy engine's worker idle this long exits, giving its memory (GBs on a GPU) back; loading again
+# takes seconds.
+HEAVY_IDLE_EXIT_S = float(os.environ.get("STUDIO_WORKER_IDLE_EXIT_S", 600))
+
+
 class WorkerEngine(Engine):
     """An engine whose model runs in a worker process; the studio keeps only the cheap parts.
 
@@ -647,6 +653,12 @@ class WorkerEngine(Engine):
     def _unload(self) -> None:
         if self.in_process:
             self._unload_model()
+            gc.collect()  # the model's memory back now, the GPU's cache too
+            with contextlib.suppress(ImportError):
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
             return
         worker, self.worker = self.worker, None
         if worker is not None:

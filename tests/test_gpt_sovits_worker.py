@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from engines.gpt_sovits import CODE, NLTK_DATA, GptSovitsEngine
 from engines.gpu import GpuAllocator
 from tests.conftest import make_settings
 from tests.engine_checks import ready
+from tests.test_training_piper import dataset_zip
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = ROOT.parent / "shared" / "upstream" / "GPT-SoVITS"
@@ -84,19 +84,6 @@ def client(tmp_path_factory: pytest.TempPathFactory, weights: Path) -> Iterator[
         yield client
 
 
-def dataset_zip(root: Path) -> bytes:
-    """Joe (the embedded Piper voice) says each sentence: wavs/ + metadata.csv, zipped."""
-    from tests.test_training_piper import make_dataset
-
-    workspace = make_dataset(root, SENTENCES)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.write(workspace.dataset / "metadata.csv", "metadata.csv")
-        for wav in sorted((workspace.dataset / "wavs").glob("*.wav")):
-            archive.write(wav, f"wavs/{wav.name}")
-    return buffer.getvalue()
-
-
 def run_step(client: TestClient, task_id: str, step: str, timeout: float = 900, **params: Any) -> dict:
     base = f"/api/v1/task/{task_id}"
     queued = client.post(f"{base}/step/{step}", json={"params": params})
@@ -127,7 +114,7 @@ def test_the_wizard_trains_a_gpt_sovits_voice_that_every_route_speaks(
     task_id = created.json()["task_id"]
     imported = client.post(
         f"/api/v1/training/{task_id}/dataset/import",
-        files={"file": ("joe.zip", dataset_zip(tmp_path / "joe"))},
+        files={"file": ("joe.zip", dataset_zip(tmp_path / "joe", SENTENCES))},
     )
     assert imported.status_code == 200 and imported.json()["clips"] == len(SENTENCES), imported.text
 

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from studio.audio import decode, encode, resample
 from studio.services.asr import word_error_rate
+from tests.test_training_piper import dataset_zip
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog near the river bank.",
@@ -274,19 +275,6 @@ def test_training_routes_need_a_training_task(studio_client: TestClient, route: 
     assert response.status_code == 404 and "not a training task" in response.json()["error"]["message"]
 
 
-def piper_dataset_zip(root: Path) -> bytes:
-    """A Piper dataset made elsewhere: joe's sentences as wavs/ + metadata.csv, zipped."""
-    from tests.test_training_piper import make_dataset
-
-    workspace = make_dataset(root)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.write(workspace.dataset / "metadata.csv", "metadata.csv")
-        for wav in sorted((workspace.dataset / "wavs").glob("*.wav")):
-            archive.write(wav, f"wavs/{wav.name}")
-    return buffer.getvalue()
-
-
 @pytest.mark.slow
 def test_piper_voice_trains_cancels_resumes_exports_and_speaks(
     studio_client: TestClient, tmp_path: Path
@@ -295,7 +283,7 @@ def test_piper_voice_trains_cancels_resumes_exports_and_speaks(
     task_id = create(client, "studio_piper_tiny", backend="piper")
     base = f"/api/v1/task/{task_id}"
     imported = client.post(
-        f"/api/v1/training/{task_id}/dataset/import", files={"file": ("joe.zip", piper_dataset_zip(tmp_path))}
+        f"/api/v1/training/{task_id}/dataset/import", files={"file": ("joe.zip", dataset_zip(tmp_path))}
     )
     assert imported.status_code == 200 and imported.json()["clips"] >= 10, imported.text
 

@@ -10,6 +10,7 @@ A few steps of a tiny model speak noise, not words: the tests check duration and
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +147,17 @@ def make_dataset(root: Path, sentences: tuple[str, ...] = SENTENCES) -> Workspac
         lines.append(f"clip{index:03d}|{text}")
     (ws.dataset / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return ws
+
+
+def dataset_zip(root: Path, sentences: tuple[str, ...] = SENTENCES) -> bytes:
+    """`make_dataset` as a dataset made elsewhere: wavs/ + metadata.csv, zipped (for the import route)."""
+    workspace = make_dataset(root, sentences)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.write(workspace.dataset / "metadata.csv", "metadata.csv")
+        for wav in sorted((workspace.dataset / "wavs").glob("*.wav")):
+            archive.write(wav, f"wavs/{wav.name}")
+    return buffer.getvalue()
 
 
 def copy_dataset(source: Workspace, root: Path) -> Workspace:
