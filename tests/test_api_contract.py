@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, LiveServer
-from tests.test_training import piper_dataset_zip
+from tests.test_training_piper import dataset_zip
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +87,7 @@ def things_to_work_on(api: httpx.Client, scratch: Path) -> dict[str, str]:
         json={"config": {"kind": "training", "backend": "piper", "voice_name": "fuzzed"}},
     ).json()["task_id"]
     imported = api.post(
-        f"/api/v1/training/{training}/dataset/import", files={"file": ("joe.zip", piper_dataset_zip(scratch))}
+        f"/api/v1/training/{training}/dataset/import", files={"file": ("joe.zip", dataset_zip(scratch))}
     )
     assert imported.status_code == 200, imported.text
     uploaded = api.post(
