@@ -78,7 +78,7 @@ def round_trips(weights: Path, voice: str | None, count: int) -> tuple[list[floa
         for i in range(count):
             sentence = SENTENCES[i % len(SENTENCES)]
             for engine, times in ((local, local_ms), (proxy, worker_ms)):
-                with engine._run_lock:  # what Engine.synthesize holds around each sentence
+                with engine._runs:  # what Engine.synthesize holds around each sentence
                     started = time.perf_counter()
                     engine._synthesize_timed(sentence, voice, options)
                     times.append((time.perf_counter() - started) * 1000)

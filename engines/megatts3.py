@@ -421,7 +421,7 @@ class MegaTts3Engine(WorkerEngine):
                 "clone", text, voice_file, latent, options, seed=None if seed is None else int(seed)
             )
         self.ensure_loaded()
-        with self._run_lock:
+        with self._runs:
             self.last_used = time.monotonic()
             return self._generate(text, voice_file, latent, kwargs)
 

@@ -415,7 +415,7 @@ class MossTtsdEngine(WorkerEngine):
                 "synthesize_dialogue", script_text, prompts, options, seed=None if seed is None else int(seed)
             )
         self.ensure_loaded()
-        with self._run_lock:
+        with self._runs:
             self.last_used = time.monotonic()
             if self.version == V1:
                 return self._generate_v1(turns, prompts, options)

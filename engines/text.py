@@ -61,6 +61,37 @@ def split_sentences(text: str, max_chars: int = 300) -> list[str]:
     return [s for s in sentences if any(ch.isalnum() for ch in s)]
 
 
+# A first sentence wider than this is spoken as two chunks, so the first audio comes sooner: its
+# head up to a clause mark (at least QUICK_HEAD_MIN wide, about half a second of speech), or, with
+# no mark, up to a word that starts a clause.
+QUICK_START_WIDTH = 45
+QUICK_HEAD_MIN = 10
+_CLAUSE_WORDS = frozenset(
+    {"and", "but", "or", "so", "because", "when", "where", "which", "while", "that", "if", "as"}
+    | {"before", "after", "until", "since", "though", "although"}
+)
+
+
+def quick_start_head(sentence: str) -> str | None:
+    """The first piece of a long `sentence` to speak on its own (a prefix of it, cut at a clause
+    mark, else before a clause word such as "because"; never inside a word); None when the sentence
+    is short or has no such place early enough."""
+    if _width(sentence) <= QUICK_START_WIDTH:
+        return None
+    for mark in _CLAUSE_END.finditer(sentence):
+        head = sentence[: mark.start()].rstrip()
+        if _width(head) > QUICK_START_WIDTH:
+            break
+        if _width(head) >= QUICK_HEAD_MIN and any(ch.isalnum() for ch in sentence[mark.end() :]):
+            return head
+    words = list(re.finditer(r"\S+", sentence))
+    for word in words[2:8]:
+        head = sentence[: word.start()].rstrip()
+        if word.group().lower() in _CLAUSE_WORDS and QUICK_HEAD_MIN <= _width(head) <= QUICK_START_WIDTH:
+            return head
+    return None
+
+
 def _width(text: str) -> int:
     return sum(CJK_WIDTH if is_cjk(ch) else 1 for ch in text)
 

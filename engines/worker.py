@@ -591,7 +591,7 @@ class WorkerEngine(Engine):
     `in_process=True`. In the studio, `_load` starts the worker (on its environment's interpreter,
     see `engines.environment`; `worker_idle_exit_s`)
     and `_unload` stops it; each sentence `synthesize` speaks (still split, language-tagged and
-    queued by `RunLock` here, so an interactive request waits for one sentence, not a whole text)
+    queued by `RunQueue` here, so an interactive request waits for one sentence, not a whole text)
     is one `synthesize_sentence` call in the worker. A capability method is written as
     `if self.in_process: <model code>` else `return self.remote("method", ...)`.
     """
@@ -801,7 +801,7 @@ class _Server:
         if method == "synthesize":
             return self.synthesize(request["id"], *args, **kwargs)
         if method == "synthesize_sentence":
-            with self.engine._run_lock:
+            with self.engine._runs:
                 audio, phonemes = self.engine._synthesize_timed(*args, **kwargs)
             return [np.asarray(audio, dtype=np.float32), list(phonemes)]
         return getattr(self.engine, method)(*args, **kwargs)

@@ -43,6 +43,18 @@ def limit_peak(audio: np.ndarray, ceiling: float = 0.98) -> np.ndarray:
     return audio * (ceiling / peak) if peak > ceiling else audio
 
 
+def fade_edges(audio: np.ndarray, sample_rate: int, seconds: float = 0.008) -> np.ndarray:
+    """`audio` with its first and last `seconds` faded in and out, so pieces join without a click."""
+    n = min(int(seconds * sample_rate), len(audio) // 2)
+    if n < 2:
+        return audio
+    ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+    out = np.array(audio, dtype=np.float32)
+    out[:n] *= ramp
+    out[-n:] *= ramp[::-1]
+    return out
+
+
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     if rate_in == rate_out:
         return audio

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     )
     max_wait_seconds: float = 300.0  # a request with "wait": true answers 202 with the task after this long
     onnx_threads: int = 0  # 0: one per core
+    # A speech request is refused (503 busy, Retry-After) when its engine has more than this many
+    # seconds of speech queued ahead of it; 0: never refused, it waits.
+    max_queue_seconds: float = 20.0
+    speech_cache_mb: int = 200  # finished speech kept for identical requests; 0: no cache
     cors_origins: CommaList = Field(default_factory=list)
     space_note: str = ""  # Markdown shown at the top of the UI (the Hugging Face Space preset fills it)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,17 +20,29 @@ from engines.piper import PiperEngine
 from engines.registry import EngineRegistry
 from studio import __version__
 from studio.config import Settings
+from studio.services.admission import Admission
 from studio.services.asr import Transcriber
 from studio.services.cloning import CloningService
 from studio.services.dialogue import DialogueService
 from studio.services.distributed import DistributedService
 from studio.services.environments import EnvironmentService
 from studio.services.speech import OPENAI_VOICES, SpeechService
+from studio.services.speech_cache import SpeechCache
 from studio.services.training.service import TrainingService
 from studio.services.video import VideoService
 from studio.services.voices import VoiceLibrary
 from studio.tasks.runner import TaskRunner
 from studio.tasks.store import TaskStore
+
+
+def cuda_possible() -> bool:
+    """False where no CUDA device can be visible: Linux with no NVIDIA device node (nor WSL's
+    /dev/dxg). There the allocator need not import torch (~150 MB resident for the life of the
+    process) just to find no GPU; elsewhere it probes as usual."""
+    if not sys.platform.startswith("linux"):
+        return True
+    dev = Path("/dev")
+    return (dev / "nvidiactl").exists() or (dev / "dxg").exists() or any(dev.glob("nvidia[0-9]*"))
 
 
 class Studio:
@@ -40,7 +53,7 @@ class Studio:
     def __init__(self, settings: Settings, allocator: GpuAllocator | None = None) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.allocator = allocator or GpuAllocator()
+        self.allocator = allocator or GpuAllocator(None if cuda_possible() else [])
         # Kokoro asks the cloning service for voices beyond its packs (bound late: built below).
         # MegaTTS3 asks the library for voices with a latent (bound late too).
         self.registry = build_registry(
@@ -58,7 +71,11 @@ class Studio:
         )
         self.transcriber = Transcriber(settings.onnx_threads, settings.cache_dir / "whisper")
         self.speech = SpeechService(
-            self.registry, settings.max_text_chars, lambda: [record.id for record in self.library.list()]
+            self.registry,
+            settings.max_text_chars,
+            lambda: [record.id for record in self.library.list()],
+            Admission(settings.max_queue_seconds),
+            SpeechCache(settings.cache_dir / "speech", settings.speech_cache_mb * 2**20),
         )
         builtin_ids = {v.id for v in self.registry.voices()} | set(OPENAI_VOICES)
         self.library = VoiceLibrary(settings.data_dir / "voices", self.transcriber, builtin_ids)
@@ -119,7 +136,7 @@ def build_registry(
     threads = settings.onnx_threads or os.cpu_count() or 1
     kokoro_cache = settings.cache_dir / "kokoro"
     registry.add(KokoroOnnxEngine(weights, allocator, kokoro_cache, threads, extra_styles))
-    registry.add(PiperEngine(weights, allocator, extra_voice_dirs=(settings.data_dir / "piper_voices",)))
+    registry.add(PiperEngine(weights, allocator, (settings.data_dir / "piper_voices",), threads))
     registry.add(KokoroTorchEngine(weights, allocator))
     registry.add(MossTtsdEngine(weights, allocator))
     registry.add(MegaTts3Engine(weights, allocator, latent_references))

@@ -45,6 +45,20 @@ class Unauthorized(StudioError):
 class RateLimited(StudioError):
     status, code = 429, "rate_limited"
 
+    def __init__(self, message: str, code: str | None = None, retry_after: float = 2.0) -> None:
+        super().__init__(message, code)
+        self.retry_after = retry_after  # seconds, sent as Retry-After
+
+
+class Busy(StudioError):
+    """The engine has more queued than the server's wait bound: try again after `retry_after` s."""
+
+    status, code = 503, "busy"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class Unavailable(StudioError):
     status, code = 503, "engine_unavailable"

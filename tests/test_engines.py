@@ -152,9 +152,9 @@ def test_kokoro_speaks_mandarin(kokoro: KokoroOnnxEngine) -> None:
 
 
 def test_interactive_callers_go_before_background_work() -> None:
-    from engines.base import RunLock, background_work
+    from engines.base import RunQueue, background_work
 
-    lock, order = RunLock(), []
+    lock, order = RunQueue(), []
     holder_in, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -182,9 +182,9 @@ def test_interactive_callers_go_before_background_work() -> None:
 
 
 def test_background_work_still_gets_every_fourth_turn_under_steady_requests() -> None:
-    from engines.base import RunLock, background_work
+    from engines.base import RunQueue, background_work
 
-    lock, order = RunLock(), []
+    lock, order = RunQueue(), []
     stop = threading.Event()
 
     def requests(name: str) -> None:  # two clients that always want the model again at once
@@ -213,4 +213,4 @@ def test_background_work_still_gets_every_fourth_turn_under_steady_requests() ->
     assert not worker.is_alive() and order.count("task") == 3  # not starved
     turns = [i for i, name in enumerate(order) if name == "task"]
     gaps = [b - a for a, b in itertools.pairwise(turns)]
-    assert all(2 <= gap <= RunLock.FAIR_EVERY + 1 for gap in gaps), order  # requests still get most turns
+    assert all(2 <= gap <= RunQueue.FAIR_EVERY + 1 for gap in gaps), order  # requests still get most turns

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +25,8 @@ def error_response(
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StudioError)
     async def studio_error(_: Request, error: StudioError) -> JSONResponse:
-        headers = {"Retry-After": "2"} if error.status == 429 else None
+        retry_after = getattr(error, "retry_after", None)
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
         return error_response(error.status, error.code, error.message, headers)
 
     @app.exception_handler(RequestValidationError)

@@ -91,7 +91,9 @@ class RateLimiter:
                 used = used if day == today else 0
                 if used >= daily:
                     raise RateLimited(
-                        f"daily quota of {daily} requests used up; it resets at 00:00 UTC", "quota_exceeded"
+                        f"daily quota of {daily} requests used up; it resets at 00:00 UTC",
+                        "quota_exceeded",
+                        retry_after=86400 - time.time() % 86400,
                     )
                 self._days[client] = (today, used + 1)
             if rate <= 0:
@@ -100,5 +102,6 @@ class RateLimiter:
             tokens = min(self.burst, tokens + (now - last) * rate)
             if tokens < 1.0:
                 self._buckets[client] = (tokens, now)
-                raise RateLimited(f"too many requests: try again in {(1.0 - tokens) / rate:.1f} s")
+                wait = (1.0 - tokens) / rate
+                raise RateLimited(f"too many requests: try again in {wait:.1f} s", retry_after=wait)
             self._buckets[client] = (tokens - 1.0, now)

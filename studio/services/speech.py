@@ -1,15 +1,20 @@
 """Speech service: text + voice id -> audio, for the UI, the REST routes and tasks alike.
 
 It resolves a voice id to the engine that owns it (studio ids like `jf_alpha` or `joe`, blends,
-OpenAI voice names), validates the request, streams sentence chunks from the engine with natural
-gaps between them, and applies pitch. Long text can also run as a resumable "speech" task that
-keeps each finished sentence on disk.
+OpenAI voice names), validates the request, admits it (or answers busy) on the engine's bounded
+queue, streams sentence chunks from the engine with natural gaps between them, and applies pitch.
+Finished files come from and go to the speech cache. Long text can also run as a resumable
+"speech" task that keeps each finished sentence on disk.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import queue
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,11 +22,20 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field
 
-from engines.base import AudioChunk, Capability, EngineUnavailable, SynthesisOptions, UnknownVoice
+from engines.base import (
+    AudioChunk,
+    Capability,
+    EngineUnavailable,
+    SynthesisOptions,
+    UnknownVoice,
+    background_work,
+)
 from engines.registry import EngineRegistry
 from engines.text import LANGUAGE_NAMES, canonical_language, detect_language, foreign_script, split_sentences
 from studio import audio as audio_io
 from studio.errors import BadInput, NotFound, TooLarge, Unavailable
+from studio.services.admission import Admission
+from studio.services.speech_cache import CachedSpeech, SpeechCache
 from studio.subtitles import Cue, to_srt
 from studio.tasks.configs import LANGUAGE_HELP, LanguageName, TaskConfig
 from studio.tasks.runner import TaskContext, TaskKind
@@ -29,6 +43,7 @@ from studio.tasks.runner import TaskContext, TaskKind
 DEFAULT_ENGINE = "kokoro"
 DEFAULT_VOICE = "jf_alpha"
 SENTENCE_GAP_S = 0.18
+CLAUSE_GAP_S = 0.08  # inside a sentence split for a quick start: a comma's pause
 
 # OpenAI's voice names -> built-in voices, chosen to keep their gender and spread the timbres.
 SHORT_TASK_CHARS = 1000  # about a minute of speech: tasks this small may run in the short-job lane
@@ -60,6 +75,8 @@ class SpeechRequest:
     speed: float = 1.0
     pitch: float = 1.0
     language: str | None = None  # any spelling canonical_language takes; None or "auto": per sentence
+    requester: str = ""  # who asks (an API key's owner, a UI session): the engine serves them in turn
+    quick_start: bool = False  # a long first sentence goes out as two chunks (streams: sooner first audio)
 
 
 class SpeechConfig(TaskConfig):
@@ -91,10 +108,14 @@ class SpeechService:
         registry: EngineRegistry,
         max_text_chars: int = 20_000,
         library_voices: Callable[[], list[str]] = list,
+        admission: Admission | None = None,
+        cache: SpeechCache | None = None,
     ) -> None:
         self.registry = registry
         self.max_text_chars = max_text_chars
         self.library_voices = library_voices  # the voice library's ids (Kokoro speaks them), for messages
+        self.admission = admission or Admission(0)
+        self.cache = cache
 
     def resolve(self, voice: str, engine: str | None = None) -> tuple[str, str]:
         """(engine name, engine voice id) for a studio voice id, a blend or an OpenAI voice name."""
@@ -191,25 +212,45 @@ class SpeechService:
             )
 
     def stream(self, request: SpeechRequest) -> Iterator[AudioChunk]:
-        """Sentence chunks as they are made; every chunk after the first starts with a short gap."""
+        """Sentence chunks as they are made; every chunk after the first starts with a short gap
+        (shorter inside a sentence split for a quick start), and fades in and out at its edges.
+        An interactive request is admitted on the engine's bounded queue first (`Busy` otherwise);
+        background tasks are not refused, they give way instead."""
         self.validate(request)
         engine_name, voice = self.resolve(request.voice, request.engine)
         language = self.language(request.language)
         self.check_languages(engine_name, voice, self.languages_needed(request.text, language))
         try:
             engine = self.registry.loaded(engine_name)
-            options = SynthesisOptions(speed=request.speed, language=language)
-            chunks = engine.synthesize(request.text, voice, options)
-            spoken = False
-            for chunk in chunks:
-                spoken = True
-                audio = audio_io.change_pitch(chunk.audio, chunk.sample_rate, request.pitch)  # same length
-                gap = int(SENTENCE_GAP_S * chunk.sample_rate) if chunk.index > 0 else 0
-                audio = np.concatenate([np.zeros(gap, np.float32), audio])
-                phonemes = tuple(span.shifted(gap / chunk.sample_rate) for span in chunk.phonemes)
-                yield AudioChunk(audio, chunk.sample_rate, chunk.text, chunk.index, phonemes)
-            if not spoken:  # every sentence was something the engine could not read (e.g. ١٢٣)
-                raise BadInput(NOTHING_TO_SPEAK, "nothing_to_speak")
+            admission = (
+                nullcontext(lambda count: None)
+                if background_work.get()
+                else self.admission.admitted(engine, len(request.text))
+            )
+            with admission as spoken_chars:
+                options = SynthesisOptions(
+                    speed=request.speed,
+                    language=language,
+                    requester=request.requester,
+                    quick_start=request.quick_start,
+                )
+                spoken = False
+                for chunk in engine.synthesize(request.text, voice, options):
+                    spoken = True
+                    spoken_chars(len(chunk.text))
+                    audio = audio_io.change_pitch(
+                        chunk.audio, chunk.sample_rate, request.pitch
+                    )  # same length
+                    audio = audio_io.fade_edges(audio, chunk.sample_rate)
+                    pause = (CLAUSE_GAP_S if chunk.continues else SENTENCE_GAP_S) if chunk.index > 0 else 0.0
+                    gap = int(pause * chunk.sample_rate)
+                    audio = np.concatenate([np.zeros(gap, np.float32), audio])
+                    phonemes = tuple(span.shifted(gap / chunk.sample_rate) for span in chunk.phonemes)
+                    yield AudioChunk(
+                        audio, chunk.sample_rate, chunk.text, chunk.index, phonemes, chunk.continues
+                    )
+                if not spoken:  # every sentence was something the engine could not read (e.g. ١٢٣)
+                    raise BadInput(NOTHING_TO_SPEAK, "nothing_to_speak")
         except EngineUnavailable as error:
             raise Unavailable(str(error)) from None
 
@@ -220,11 +261,80 @@ class SpeechService:
         rate, position = 0, 0.0
         for chunk in self.stream(request):
             rate = chunk.sample_rate
-            gap = SENTENCE_GAP_S if chunk.index > 0 else 0.0
+            gap = (CLAUSE_GAP_S if chunk.continues else SENTENCE_GAP_S) if chunk.index > 0 else 0.0
             cues.append(Cue(position + gap, position + chunk.duration, chunk.text))
             position += chunk.duration
             pieces.append(chunk.audio)
         return Speech(np.concatenate(pieces) if pieces else np.zeros(0, np.float32), rate, cues)
+
+    # ---- encoded for the HTTP routes, through the cache ------------------------------------------
+    def encoded(self, request: SpeechRequest, fmt: str) -> tuple[CachedSpeech, str]:
+        """The whole text as one file in `fmt`, and whether it came from the cache ("hit", "miss",
+        or "off" where it cannot: no cache, or an engine whose answers are not cached)."""
+        key = self._cache_key(request, fmt, "file")
+        if key and (hit := self.cache.get(key)):  # type: ignore[union-attr]
+            return hit, "hit"
+        speech = self.synthesize(request)
+        made = CachedSpeech(
+            audio_io.encode(speech.audio, speech.sample_rate, fmt),
+            len(speech.audio) / speech.sample_rate,
+            speech.sample_rate,
+        )
+        if key:
+            self.cache.put(key, made)  # type: ignore[union-attr]
+        return made, "miss" if key else "off"
+
+    def encoded_stream(self, request: SpeechRequest, fmt: str) -> tuple[Iterator[bytes], str]:
+        """The text as `fmt` bytes sent while it is made (wav, pcm and mp3 sentence by sentence;
+        other formats once whole), and the cache status as `encoded` says it. Errors (unknown voice,
+        engine missing, busy, nothing to speak) are raised here, before any byte is sent."""
+        key = self._cache_key(request, fmt, "stream")
+        if key and (hit := self.cache.get(key)):  # type: ignore[union-attr]
+            return iter([hit.data]), "hit"
+        chunks = self.stream(request)
+        first = next(chunks)  # the stream yields at least one chunk or raises
+        made = read_ahead(itertools.chain([first], chunks))
+        if not key:
+            return encode_stream(made, first.sample_rate, fmt), "off"
+        return self._kept(made, key, first.sample_rate, fmt), "miss"
+
+    def _kept(self, chunks: Iterator[AudioChunk], key: str, rate: int, fmt: str) -> Iterator[bytes]:
+        """The encoded stream, put in the cache once it has been sent whole (not when cut short)."""
+        samples = 0
+
+        def counted() -> Iterator[AudioChunk]:
+            nonlocal samples
+            for chunk in chunks:
+                samples += len(chunk.audio)
+                yield chunk
+
+        sent = []
+        for part in encode_stream(counted(), rate, fmt):
+            sent.append(part)
+            yield part
+        self.cache.put(key, CachedSpeech(b"".join(sent), samples / rate, rate))  # type: ignore[union-attr]
+
+    def _cache_key(self, request: SpeechRequest, fmt: str, kind: str) -> str | None:
+        """The request's cache key, or None where its answer is not cached."""
+        if self.cache is None or not self.cache.enabled:
+            return None
+        self.validate(request)
+        engine_name, voice = self.resolve(request.voice, request.engine)
+        version = self.registry.engine(engine_name).cache_key(voice)
+        if version is None:
+            return None
+        return SpeechCache.key(
+            kind=kind,
+            format=fmt,
+            text=request.text,
+            engine=engine_name,
+            voice=voice,
+            version=version,
+            speed=request.speed,
+            pitch=request.pitch,
+            language=self.language(request.language),
+            quick_start=request.quick_start,
+        )
 
     # ---- the "speech" task: long text to a file, resumable ------------------------------------
     def task_kind(self) -> TaskKind:
@@ -293,3 +403,48 @@ class SpeechService:
             encoding="utf-8",
         )
         return {"duration": position, "sentences": len(sentences), "engine": engine_name, "voice": voice}
+
+
+def read_ahead(chunks: Iterator[AudioChunk], depth: int = 2) -> Iterator[AudioChunk]:
+    """Keep synthesizing in a thread while earlier chunks are sent, instead of one sentence per pull;
+    stops when the consumer goes away (closing this generator)."""
+    buffer: queue.Queue[AudioChunk | BaseException | None] = queue.Queue(depth)
+    stopped = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stopped.is_set():
+                    try:
+                        buffer.put(chunk, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stopped.is_set():
+                    return
+            buffer.put(None)
+        except BaseException as error:  # surfaced to the consumer
+            buffer.put(error)
+
+    threading.Thread(target=produce, name="speech-ahead", daemon=True).start()
+    try:
+        while (item := buffer.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stopped.set()
+
+
+def encode_stream(chunks: Iterator[AudioChunk], sample_rate: int, fmt: str) -> Iterator[bytes]:
+    """Chunks as `fmt` bytes: wav (a streaming header, then PCM), pcm and mp3 (frames concatenate)
+    as each chunk comes; other containers need the whole signal, so they come once at the end."""
+    if fmt == "wav":
+        yield audio_io.wav_stream_header(sample_rate)
+        fmt = "pcm"
+    if fmt == "pcm":
+        yield from (audio_io.pcm16(chunk.audio) for chunk in chunks)
+    elif fmt == "mp3":
+        yield from (audio_io.encode(chunk.audio, sample_rate, "mp3") for chunk in chunks)
+    else:
+        yield audio_io.encode(np.concatenate([chunk.audio for chunk in chunks]), sample_rate, fmt)

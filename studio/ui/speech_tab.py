@@ -7,13 +7,13 @@ import uuid
 import gradio as gr
 import numpy as np
 
-from engines.base import Capability
+from engines.base import Capability, queue_listener
 from engines.text import split_sentences
 from studio import audio as audio_io
 from studio.core import Studio
 from studio.errors import StudioError
 from studio.services.speech import DEFAULT_ENGINE, DEFAULT_VOICE, SpeechRequest
-from studio.ui.common import language_dropdown
+from studio.ui.common import language_dropdown, ui_owner
 
 EXAMPLE = "Welcome to Speech Studio. Type any text here, pick a voice, and press Generate."
 
@@ -65,14 +65,26 @@ def build_speech_tab(studio: Studio) -> None:
         speed: float,
         pitch: float,
         fmt: str,
+        http: gr.Request,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[str, str]:
         request = SpeechRequest(
-            text=text, voice=voice, engine=engine, speed=speed, pitch=pitch, language=language
+            text=text,
+            voice=voice,
+            engine=engine,
+            speed=speed,
+            pitch=pitch,
+            language=language,
+            requester=ui_owner(http),
         )
         total = max(len(split_sentences(text or "")), 1)
         pieces, rate = [], 0
         progress(0.0, desc="loading the engine")
+
+        def waiting(ahead: int) -> None:  # while the engine serves others first (see RunQueue)
+            progress(len(pieces) / total, desc=f"in the engine's queue: {ahead} ahead of you")
+
+        listening = queue_listener.set(waiting)
         try:
             for chunk in studio.speech.stream(request):
                 pieces.append(chunk.audio)
@@ -80,6 +92,8 @@ def build_speech_tab(studio: Studio) -> None:
                 progress((chunk.index + 1) / total, desc=f"sentence {chunk.index + 1} of {total}")
         except StudioError as error:
             raise gr.Error(error.message) from None
+        finally:
+            queue_listener.reset(listening)
         audio = np.concatenate(pieces)
         path = outputs / f"speech-{uuid.uuid4().hex[:10]}.{fmt}"
         path.write_bytes(audio_io.encode(audio, rate, fmt))
