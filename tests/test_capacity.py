@@ -173,6 +173,26 @@ def test_the_cache_keeps_to_its_size_dropping_the_least_recently_used(tmp_path: 
     assert cache.get("old") is not None and cache.get("new") is not None
 
 
+@pytest.mark.parametrize(
+    ("sentence", "head"),
+    [
+        ("Welcome back to the studio, where every voice you bring is kept for the team.", "Welcome back to the studio,"),
+        ("Have you decided where we should go on holiday with the whole family this year?", "Have you decided"),
+        ("今天天气很好，我们一起去公园散步吧，好不好？", "今天天气很好，"),
+        ("Short, and sweet.", None),  # short: one chunk
+        ("Supercalifragilisticexpialidocious words never stop in this very long sentence.", None),  # no place
+    ],
+)  # fmt: skip
+def test_a_long_first_sentence_is_cut_at_a_clause_never_inside_a_word(
+    sentence: str, head: str | None
+) -> None:
+    from engines.text import quick_start_head
+
+    assert quick_start_head(sentence) == head
+    if head:
+        assert sentence.startswith(head) and (head[-1] in ",，" or sentence[len(head)] == " ")
+
+
 def test_the_first_streamed_audio_leaves_before_the_first_sentence_is_made(  # type: ignore[no-untyped-def]
     live_server, transcriber
 ) -> None:
