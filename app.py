@@ -1,18 +1,22 @@
-"""Speech Studio entry point: `python app.py [--host 0.0.0.0] [--port 7860] [--share]`.
+"""Speech Studio entry point: `python app.py [--host 0.0.0.0] [--port 7860] [--share] [--wyoming URI]`.
 
-Also the Hugging Face Spaces entry (Spaces run `python app.py`). Logs are JSON lines on stderr
-(`STUDIO_LOG_FORMAT=text` for plain text). SIGTERM or Ctrl+C shut down gracefully: open requests get
-a few seconds, running resumable tasks are paused and resume on the next start, and the process exits 0.
+`--wyoming tcp://0.0.0.0:10200` (or STUDIO_WYOMING_URI) also serves the voices to Home Assistant over
+the Wyoming protocol, in the same process. Also the Hugging Face Spaces entry (Spaces run
+`python app.py`). Logs are JSON lines on stderr (`STUDIO_LOG_FORMAT=text` for plain text). SIGTERM
+or Ctrl+C shut down gracefully: open requests get a few seconds, running resumable tasks are paused
+and resume on the next start, and the process exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import signal
 import socket
 import sys
+from typing import Any
 
 # Offline by design: no hub lookups, no telemetry (gradio_client otherwise pings the hub).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,6 +35,39 @@ def limit_malloc_arenas() -> None:
         return  # the user chose, or not glibc
     with contextlib.suppress(OSError, AttributeError):  # musl and others have no mallopt: nothing to tune
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-8, MALLOC_ARENAS)  # M_ARENA_MAX
+
+
+class ReturnMemoryWhenIdle:
+    """ASGI wrapper: once no HTTP request has run for `quiet_s`, the memory requests freed goes back
+    to the OS (`return_freed_memory`). One timer after the last request ends; nothing while idle."""
+
+    def __init__(self, app: Any, quiet_s: float = 2.0) -> None:
+        self.app = app
+        self.quiet_s = quiet_s
+        self.busy = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.busy += 1
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.busy -= 1
+            if not self.busy:
+                self.timer = asyncio.get_running_loop().call_later(self.quiet_s, self._quiet)
+
+    def _quiet(self) -> None:
+        from engines.memory import return_freed_memory
+
+        self.timer = None
+        if not self.busy:  # off the event loop: trimming a large heap takes a few ms
+            asyncio.get_running_loop().run_in_executor(None, return_freed_memory)
 
 
 def lan_address() -> str:
@@ -62,6 +99,12 @@ def main() -> None:
     )
     parser.add_argument("--port", type=int, default=None, help="port (default 7860)")
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    parser.add_argument(
+        "--wyoming",
+        default=None,
+        metavar="URI",
+        help="also serve Home Assistant over the Wyoming protocol, e.g. tcp://0.0.0.0:10200",
+    )
     args = parser.parse_args()
     limit_malloc_arenas()
 
@@ -72,7 +115,8 @@ def main() -> None:
     from studio.server import create_app
 
     configure_logging(json=os.environ.get("STUDIO_LOG_FORMAT", "json").lower() != "text")
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    given = {"host": args.host, "port": args.port, "wyoming_uri": args.wyoming}
+    overrides = {k: v for k, v in given.items() if v is not None}
     settings = Settings(**overrides)
     from studio.space import running_on_space, space_settings
 
@@ -84,6 +128,11 @@ def main() -> None:
         f"Speech Studio on http://{shown}:{settings.port}/  (API docs: http://{shown}:{settings.port}/docs)",
         flush=True,
     )
+    if settings.wyoming_uri:
+        from studio.wyoming_server import serve_beside
+
+        serve_beside(app, settings.wyoming_uri)  # listens once the studio has started
+        print(f"Wyoming (Home Assistant) on {settings.wyoming_uri}", flush=True)
     if args.share:
         print(
             "--share: a public link needs the Gradio share server; it is not reachable offline.", flush=True
@@ -92,7 +141,7 @@ def main() -> None:
     # so that second delivery just ends the process with status 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
-        app,
+        ReturnMemoryWhenIdle(app),
         host=settings.host,
         port=settings.port,
         log_level="warning",

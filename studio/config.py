@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     speech_cache_mb: int = 200  # finished speech kept for identical requests; 0: no cache
     cors_origins: CommaList = Field(default_factory=list)
     space_note: str = ""  # Markdown shown at the top of the UI (the Hugging Face Space preset fills it)
+    # Wyoming protocol server for Home Assistant beside the web studio, e.g. "tcp://0.0.0.0:10200"; empty: off
+    wyoming_uri: str = ""
 
     @field_validator("api_keys", "ui_users", "cors_origins", mode="before")
     @classmethod
