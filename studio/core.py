@@ -76,6 +76,11 @@ class Studio:
             lambda: [record.id for record in self.library.list()],
             Admission(settings.max_queue_seconds),
             SpeechCache(settings.cache_dir / "speech", settings.speech_cache_mb * 2**20),
+            lambda: [
+                {"id": r.id, "name": r.name or r.id, "engine": r.engine, "language": r.language}
+                for r in self.library.list()
+                if r.usable
+            ],
         )
         builtin_ids = {v.id for v in self.registry.voices()} | set(OPENAI_VOICES)
         self.library = VoiceLibrary(settings.data_dir / "voices", self.transcriber, builtin_ids)

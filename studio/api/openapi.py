@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engines.base import Capability
-from studio.api.errors import error_response
+from studio.api.errors import OPENAI_PREFIX, error_response
 from studio.core import Studio
 from studio.services.speech import OPENAI_MODELS
 
@@ -152,18 +152,19 @@ class ApiFallback:
         if scope["type"] == "http":
             match = self._match(scope)
             path = scope["path"]
+            openai = path.startswith(OPENAI_PREFIX)
             if match is Match.PARTIAL:
                 allowed = ", ".join(
                     m for m in self.METHODS if self._match({**scope, "method": m}) is Match.FULL
                 )
                 response = error_response(
-                    405, "method_not_allowed", f"{path} takes {allowed}", {"Allow": allowed}
+                    405, "method_not_allowed", f"{path} takes {allowed}", {"Allow": allowed}, openai
                 )
                 await response(scope, receive, send)
                 return
             if match is Match.NONE and path.startswith(API_PREFIXES):
                 response = error_response(
-                    404, "not_found", f"there is no {path}; the routes are listed at /docs"
+                    404, "not_found", f"there is no {path}; the routes are listed at /docs", None, openai
                 )
                 await response(scope, receive, send)
                 return

@@ -24,10 +24,16 @@ class RequestBody(BaseModel):
 class ErrorDetail(BaseModel):
     code: str = Field(description="stable, machine-readable: e.g. unknown_voice, nothing_to_speak")
     message: str = Field(description="what went wrong and what to change")
+    type: str | None = Field(
+        None,
+        description="/v1/* only (OpenAI's error shape): invalid_request_error, authentication_error, "
+        "rate_limit_error, server_error",
+    )
+    param: str | None = Field(None, description="/v1/* only: the request field the error is about, if one")
 
 
 class ErrorBody(BaseModel):
-    """Every error the API answers with."""
+    """Every error the API answers with (on /v1/*, OpenAI's error shape: `type` and `param` too)."""
 
     error: ErrorDetail
 
@@ -50,12 +56,64 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": _ERROR_MEANINGS[status]} for status in statuses}
 
 
-def audio_response(formats: tuple[str, ...]) -> dict[int | str, dict[str, Any]]:
-    """The 200 response of a route that answers with audio in one of `formats`."""
+SPEECH_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string"},
+        "data": {
+            "type": "string",
+            "description": 'JSON: {"type": "speech.audio.delta", "audio": base64}, then {"type": '
+            '"speech.audio.done", "usage": {"input_tokens", "output_tokens", "total_tokens"}}; '
+            '{"type": "error", "error": {"message", "code"}} if it fails after it began',
+        },
+    },
+}
+
+
+def audio_response(formats: tuple[str, ...], events: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The 200 response of a route that answers with audio in one of `formats` (or, with `events`,
+    server-sent events carrying it)."""
     content = {
         audio_io.media_type(fmt): {"schema": {"type": "string", "format": "binary"}} for fmt in formats
     }
+    if events:  # each event (OpenAPI before 3.2: `schema` describes one event)
+        content["text/event-stream"] = {"schema": SPEECH_EVENT}
     return {200: {"content": content, "description": "the audio"}}
+
+
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class OpenAIModelList(BaseModel):
+    """OpenAI's `GET /v1/models` list."""
+
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
+class AudioModelList(BaseModel):
+    """The TTS models as Open WebUI reads them from `<base>/audio/models`."""
+
+    models: list[dict[str, str]]
+
+
+class OpenAIVoice(BaseModel):
+    id: str = Field(description="what to send as `voice`")
+    name: str
+    engine: str
+    language: str
+    type: Literal["builtin", "library", "openai"]
+
+
+class OpenAIVoiceList(BaseModel):
+    """The voices as Open WebUI reads them from `<base>/audio/voices` (`id` and `name` of each)."""
+
+    voices: list[OpenAIVoice]
 
 
 class SpeechParameters(RequestBody):
@@ -86,9 +144,25 @@ class OpenAISpeechRequest(RequestBody):
         json_schema_extra={"x-choices": "models"},
     )
     input: str = Field(..., json_schema_extra=text_to_speak("max_text_chars"))
-    voice: str = "alloy"
+    voice: str = Field(
+        "alloy",
+        description="an OpenAI name (alloy, echo, ...), a voice id from GET /v1/audio/voices, a Kokoro "
+        'blend, or (studio extension) `narration_voice|quote_voice`: text in double quotes ("", “”, «», '
+        "「」) is spoken by the second voice, the rest (*narration* too) by the first",
+    )
     response_format: OpenAIFormat = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
+    instructions: str | None = Field(
+        None,
+        description="gpt-4o-mini-tts style instructions: accepted and ignored (no engine here has style "
+        "control); the answer then carries `X-Instructions: ignored`",
+    )
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio",
+        description="audio: the audio bytes; sse: server-sent events, a `speech.audio.delta` (base64 "
+        "`audio`) per sentence as it is made, then `speech.audio.done` with `usage` (tokens counted as "
+        "characters of `input`; every model and format)",
+    )
     language: LanguageName | None = Field(None, description="studio extension: " + LANGUAGE_HELP)
 
 

@@ -9,9 +9,12 @@ Finished files come from and go to the speech cache. Long text can also run as a
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import itertools
 import json
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -33,7 +36,7 @@ from engines.base import (
 from engines.registry import EngineRegistry
 from engines.text import LANGUAGE_NAMES, canonical_language, detect_language, foreign_script, split_sentences
 from studio import audio as audio_io
-from studio.errors import BadInput, NotFound, TooLarge, Unavailable
+from studio.errors import BadInput, NotFound, StudioError, TooLarge, Unavailable
 from studio.services.admission import Admission
 from studio.services.speech_cache import CachedSpeech, SpeechCache
 from studio.subtitles import Cue, to_srt
@@ -61,6 +64,10 @@ OPENAI_VOICES = {
     "verse": "jm_kumo*0.5+jf_alpha*0.5",
 }
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+MODELS_CREATED = 1_700_000_000  # `created` of the listed models (OpenAI's list has one; ours do not change)
+# `narration_voice|quote_voice`: "quoted speech" in the second voice, the rest (*narration*) in the first.
+VOICE_PAIR = "|"
+QUOTED = re.compile(r'"[^"]*(?:"|$)|“[^”]*(?:”|$)|«[^»]*(?:»|$)|「[^」]*(?:」|$)|『[^』]*(?:』|$)')
 NOTHING_TO_SPEAK = (
     "text has nothing speakable: it needs letters or digits (emoji, symbols, punctuation "
     "and control characters alone are not read)"
@@ -110,12 +117,43 @@ class SpeechService:
         library_voices: Callable[[], list[str]] = list,
         admission: Admission | None = None,
         cache: SpeechCache | None = None,
+        usable_library_voices: Callable[[], list[dict[str, str]]] = list,
     ) -> None:
         self.registry = registry
         self.max_text_chars = max_text_chars
         self.library_voices = library_voices  # the voice library's ids (Kokoro speaks them), for messages
+        self.usable_library_voices = usable_library_voices  # fitted ones: id, name, engine, language
         self.admission = admission or Admission(0)
         self.cache = cache
+
+    # ---- what OpenAI-compatible clients list ----------------------------------------------------
+    def models(self) -> list[dict[str, Any]]:
+        """OpenAI's model entries for every `model` the speech route takes: OpenAI's TTS names (the
+        default engine) and each speech engine that can run here."""
+        names = [*OPENAI_MODELS, *(e.info.name for e in self.registry.available(Capability.TTS))]
+        return [
+            {"id": name, "object": "model", "created": MODELS_CREATED, "owned_by": "speech-studio"}
+            for name in names
+        ]
+
+    def voice_list(self) -> list[dict[str, str]]:
+        """Every `voice` the speech route takes by name, with the fields Open WebUI reads (`id`,
+        `name`): built-in voices of engines that can run here, fitted library voices, OpenAI's names
+        (each says the voice it stands for)."""
+        voices = [
+            {"id": v.id, "name": v.name, "engine": v.engine, "language": v.language, "type": "builtin"}
+            for v in self.registry.voices()
+        ]
+        voices += [voice | {"type": "library"} for voice in self.usable_library_voices()]
+        for name, target in OPENAI_VOICES.items():
+            try:
+                engine, _ = self.resolve(target)
+            except NotFound:  # its engine cannot run here
+                continue
+            voices.append(
+                {"id": name, "name": f"{name} ({target})", "engine": engine, "language": "", "type": "openai"}
+            )
+        return voices
 
     def resolve(self, voice: str, engine: str | None = None) -> tuple[str, str]:
         """(engine name, engine voice id) for a studio voice id, a blend or an OpenAI voice name."""
@@ -132,6 +170,10 @@ class SpeechService:
                 raise BadInput(
                     f"engine '{engine}' does not speak sentences on its own; engines that do: {speaking}",
                     "not_a_speech_engine",
+                )
+            if not (status := candidate.status()).state.usable:  # 503 saying what it needs, not "no voice"
+                raise Unavailable(
+                    f"engine '{engine}' cannot run here ({status.state.value}): {'; '.join(status.missing)}"
                 )
             try:
                 candidate.check_voice(voice)
@@ -215,7 +257,11 @@ class SpeechService:
         """Sentence chunks as they are made; every chunk after the first starts with a short gap
         (shorter inside a sentence split for a quick start), and fades in and out at its edges.
         An interactive request is admitted on the engine's bounded queue first (`Busy` otherwise);
-        background tasks are not refused, they give way instead."""
+        background tasks are not refused, they give way instead. A `narration|quote` voice pair
+        speaks each part in its voice (`_narrated`)."""
+        if VOICE_PAIR in request.voice:
+            yield from self._narrated(request)
+            return
         self.validate(request)
         engine_name, voice = self.resolve(request.voice, request.engine)
         language = self.language(request.language)
@@ -253,6 +299,34 @@ class SpeechService:
                     raise BadInput(NOTHING_TO_SPEAK, "nothing_to_speak")
         except EngineUnavailable as error:
             raise Unavailable(str(error)) from None
+
+    def _narrated(self, request: SpeechRequest) -> Iterator[AudioChunk]:
+        """SillyTavern's narrator and character in one request: quoted speech in the second voice of
+        `narration|quote`, the rest in the first, in order, at the first part's sample rate. Every
+        part is checked (voice, languages) before any audio is made."""
+        self.validate(request)
+        narrator, _, quoter = (part.strip() for part in request.voice.partition(VOICE_PAIR))
+        parts = [
+            dataclasses.replace(request, text=text, voice=quoter if quoted else narrator)
+            for text, quoted in narration_parts(request.text)
+            if split_sentences(text)
+        ]
+        if not parts:
+            raise BadInput(NOTHING_TO_SPEAK, "nothing_to_speak")
+        for voice in (narrator, quoter):
+            self.resolve(voice, request.engine)
+        for part in parts:
+            engine_name, voice = self.resolve(part.voice, part.engine)
+            self.check_languages(engine_name, voice, self.languages_needed(part.text, part.language))
+        rate, index = 0, 0
+        for part in parts:
+            for chunk in self.stream(part):
+                rate = rate or chunk.sample_rate
+                audio = audio_io.resample(chunk.audio, chunk.sample_rate, rate)
+                if chunk.index == 0 and index > 0:  # a new part: a sentence's pause before it
+                    audio = np.concatenate([np.zeros(int(SENTENCE_GAP_S * rate), np.float32), audio])
+                yield AudioChunk(audio, rate, chunk.text, index, (), chunk.continues)
+                index += 1
 
     def synthesize(self, request: SpeechRequest) -> Speech:
         """The whole text as one array, with a cue per sentence."""
@@ -298,6 +372,14 @@ class SpeechService:
             return encode_stream(made, first.sample_rate, fmt), "off"
         return self._kept(made, key, first.sample_rate, fmt), "miss"
 
+    def encoded_events(self, request: SpeechRequest, fmt: str) -> tuple[Iterator[bytes], str]:
+        """`encoded_stream` as OpenAI's server-sent events (`stream_format: "sse"`): a
+        `speech.audio.delta` with base64 `audio` per part as it is made, then `speech.audio.done`
+        with `usage` (no tokenizer here: tokens are characters of the input). Errors before the
+        first byte are raised here; a failure after it is an `error` event."""
+        parts, cache = self.encoded_stream(request, fmt)
+        return sse_events(parts, fmt, len(request.text)), cache
+
     def _kept(self, chunks: Iterator[AudioChunk], key: str, rate: int, fmt: str) -> Iterator[bytes]:
         """The encoded stream, put in the cache once it has been sent whole (not when cut short)."""
         samples = 0
@@ -316,7 +398,7 @@ class SpeechService:
 
     def _cache_key(self, request: SpeechRequest, fmt: str, kind: str) -> str | None:
         """The request's cache key, or None where its answer is not cached."""
-        if self.cache is None or not self.cache.enabled:
+        if self.cache is None or not self.cache.enabled or VOICE_PAIR in request.voice:
             return None
         self.validate(request)
         engine_name, voice = self.resolve(request.voice, request.engine)
@@ -448,3 +530,41 @@ def encode_stream(chunks: Iterator[AudioChunk], sample_rate: int, fmt: str) -> I
         yield from (audio_io.encode(chunk.audio, sample_rate, "mp3") for chunk in chunks)
     else:
         yield audio_io.encode(np.concatenate([chunk.audio for chunk in chunks]), sample_rate, fmt)
+
+
+def narration_parts(text: str) -> list[tuple[str, bool]]:
+    """`text` as (part, quoted) in order: "quoted speech" (straight, curly, «», 「」 quotes; one left
+    open runs to the end) apart from the narration around it, quote marks and *asterisks* dropped."""
+    parts: list[tuple[str, bool]] = []
+    position = 0
+    for match in QUOTED.finditer(text):
+        parts.append((text[position : match.start()], False))
+        parts.append((match.group()[1:].rstrip('"”»」』'), True))
+        position = match.end()
+    parts.append((text[position:], False))
+    cleaned = ((" ".join(part.replace("*", " ").split()), quoted) for part, quoted in parts)
+    return [(part, quoted) for part, quoted in cleaned if part]
+
+
+def sse_events(parts: Iterator[bytes], fmt: str, characters: int) -> Iterator[bytes]:
+    """Encoded audio parts as OpenAI's speech events (`data: {json}` lines); a wav stream's header
+    goes out with the first audio, not alone."""
+
+    def event(body: dict[str, Any]) -> bytes:
+        return f"data: {json.dumps(body)}\n\n".encode()
+
+    pending = b""
+    try:
+        for index, part in enumerate(parts):
+            if fmt == "wav" and index == 0:
+                pending = part
+                continue
+            yield event({"type": "speech.audio.delta", "audio": base64.b64encode(pending + part).decode()})
+            pending = b""
+    except StudioError as error:
+        yield event({"type": "error", "error": {"message": error.message, "code": error.code}})
+        return
+    if pending:  # a whole file (from the cache) came as one part
+        yield event({"type": "speech.audio.delta", "audio": base64.b64encode(pending).decode()})
+    usage = {"input_tokens": characters, "output_tokens": 0, "total_tokens": characters}
+    yield event({"type": "speech.audio.done", "usage": usage})
