@@ -3,11 +3,13 @@ headless Chromium (Debian's, driven by Playwright) for the browser tests."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
@@ -22,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 # Never `playwright install` (it downloads browsers): the browser tests use the system chromium.
 CHROMIUM = Path("/usr/bin/chromium")
@@ -84,6 +87,13 @@ class LiveServer(Server):
         self.launch()
         self.wait_ready(timeout)
         return self
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` on a thread of its own: the browser tests' session-wide Playwright keeps an
+    event loop running on the main thread, where `asyncio.run` refuses to start another."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def wait_for_task(client: TestClient | httpx.Client, task_id: str, timeout: float = 120) -> dict:

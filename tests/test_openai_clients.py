@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
@@ -30,7 +29,7 @@ from openai import InternalServerError, NotFoundError, OpenAI, RateLimitError, U
 from studio.audio import decode, media_type
 from studio.services.asr import word_error_rate
 from studio.services.speech import narration_parts
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, run_coroutine
 
 SHORT = "Hello from the studio."
 TWO_SENTENCES = "The train leaves at noon. Please be on time."
@@ -81,14 +80,14 @@ def test_open_webui_lists_models_and_voices_and_speaks(live_server: LiveServer, 
 
     # synthesizeOpenAISpeech(): the browser sends {input, voice, model}; the backend forwards it.
     browser = {"input": TWO_SENTENCES, "voice": "onyx", "model": "tts-1"}
-    status, body = asyncio.run(open_webui_speech(base_url, "sk-open-webui", "tts-1", dict(browser)))
+    status, body = run_coroutine(open_webui_speech(base_url, "sk-open-webui", "tts-1", dict(browser)))
     assert status == 200, body[:300]
     audio, rate = decode(body)  # kept as speech/<hash>.mp3 and served as audio/mpeg
     assert_speech(audio, rate, 1.5)
     assert word_error_rate(TWO_SENTENCES, transcriber.transcribe(audio, rate, "en").text) <= 0.25
 
     # On an error it shows f"External: {res['error']}" with res['error'].get('message') in it.
-    status, body = asyncio.run(
+    status, body = run_coroutine(
         open_webui_speech(base_url, "sk-open-webui", "kokoro", {**browser, "voice": "voice_001"})
     )
     error = json.loads(body)["error"]

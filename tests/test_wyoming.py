@@ -6,7 +6,6 @@ audio..., synthesize-stopped)."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib.resources
 import time
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ from studio.errors import BadInput
 from studio.services.asr import word_error_rate
 from studio.services.voices import VoiceLibrary
 from studio.wyoming_server import SentenceBuffer, studio_language
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, run_coroutine
 
 READ_TIMEOUT_S = 60.0
 JOE_TEXT = "Please bring the blue folder to the office. The meeting starts early tomorrow morning."
@@ -119,12 +118,12 @@ async def synthesize(studio: LiveStudio, text: str, voice: SynthesizeVoice | Non
 
 
 def voices(studio: LiveStudio) -> dict[str, TtsVoice]:
-    return asyncio.run(describe(studio))
+    return run_coroutine(describe(studio))
 
 
 @pytest.fixture(scope="module")
 def joe_speech(studio: LiveStudio) -> Heard:
-    return asyncio.run(synthesize(studio, JOE_TEXT, SynthesizeVoice(name="joe")))
+    return run_coroutine(synthesize(studio, JOE_TEXT, SynthesizeVoice(name="joe")))
 
 
 def test_voices_are_listed_with_the_languages_they_speak(studio: LiveStudio) -> None:
@@ -166,7 +165,7 @@ def test_a_library_voice_is_listed_in_its_recorded_language(
     walker = voices(studio)["jm_walker"]
     assert walker.languages[0] == "en_GB" and "ja_JP" in walker.languages
     assert walker.description == "Walker - library voice"
-    heard = asyncio.run(synthesize(studio, "Good evening.", SynthesizeVoice(name="jm_walker")))
+    heard = run_coroutine(synthesize(studio, "Good evening.", SynthesizeVoice(name="jm_walker")))
     assert heard.start is not None and heard.start.rate == 24000 and len(heard.pcm) > 2 * 12000
 
 
@@ -193,7 +192,7 @@ def test_streamed_text_is_spoken_while_it_arrives(studio: LiveStudio, transcribe
                     break
         return heard, rest_sent_at
 
-    heard, rest_sent_at = asyncio.run(stream())
+    heard, rest_sent_at = run_coroutine(stream())
     assert heard.first_chunk_at is not None and heard.first_chunk_at < rest_sent_at
     kinds = types(heard.events)
     assert kinds.count("audio-start") == 1 and kinds[0] == "audio-start"
@@ -220,7 +219,7 @@ def test_an_unknown_voice_is_an_error_and_the_server_goes_on(studio: LiveStudio)
         heard = await synthesize(studio, "It still works.", SynthesizeVoice(language="en_US"))
         return answers[0], answers[1], heard
 
-    one_shot, streamed, heard = asyncio.run(scenario())
+    one_shot, streamed, heard = run_coroutine(scenario())
     for first, after in (one_shot, streamed):
         assert first is not None and Error.is_type(first.type), first
         error = Error.from_event(first)
