@@ -213,25 +213,17 @@ def first_audio_at(url: str, text: str, voice: str, key: str) -> float:
     return first
 
 
-def tree_cpu_seconds(process: psutil.Process) -> float:
-    total = 0.0
+def tree_usage(process: psutil.Process) -> tuple[float, float]:
+    """(CPU seconds used so far, RSS in MB) of `process` and its children."""
+    cpu, rss = 0.0, 0
     for member in [process, *process.children(recursive=True)]:
         try:
             times = member.cpu_times()
-            total += times.user + times.system
+            cpu += times.user + times.system
+            rss += member.memory_info().rss
         except psutil.NoSuchProcess:
             continue
-    return total
-
-
-def tree_rss_mb(process: psutil.Process) -> float:
-    total = 0
-    for member in [process, *process.children(recursive=True)]:
-        try:
-            total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total / 2**20
+    return cpu, rss / 2**20
 
 
 def main() -> int:
@@ -285,10 +277,10 @@ def main() -> int:
             crowd = load_phase(url, keys, args.voice, args.seconds)
             log("idle ...")
             time.sleep(args.idle_seconds + 10)  # past the lean session's idle drop (30 s)
-            cpu_before, idle_started = tree_cpu_seconds(process), time.monotonic()
+            cpu_before, idle_started = tree_usage(process)[0], time.monotonic()
             time.sleep(args.idle_seconds)
-            idle_cpu = 100 * (tree_cpu_seconds(process) - cpu_before) / (time.monotonic() - idle_started)
-            idle_rss = tree_rss_mb(process)
+            cpu_after, idle_rss = tree_usage(process)
+            idle_cpu = 100 * (cpu_after - cpu_before) / (time.monotonic() - idle_started)
 
     counts = crowd["counts"]  # type: ignore[assignment]
     spread = max(counts) / max(min(counts), 1)  # type: ignore[type-var, call-overload]

@@ -32,7 +32,6 @@ Run (about 3 minutes on 2 cores with the defaults):
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import statistics
@@ -55,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 sys.path.insert(0, str(ROOT))
 
-from bench.common import log, table  # noqa: E402
+from bench.common import engine_args, log, table  # noqa: E402
 from bench.server import SERVER_ENV, Server  # noqa: E402
 
 VOICES = {"kokoro": "jf_alpha", "piper": "joe"}
@@ -380,24 +379,8 @@ def report(
 
 
 # ---- main ------------------------------------------------------------------------------------------
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per path (default 3)")
-    parser.add_argument(
-        "--engines", default="kokoro,piper", help="comma-separated: kokoro,piper (default both)"
-    )
-    args = parser.parse_args()
-    args.engines = [name.strip() for name in args.engines.split(",") if name.strip()]
-    unknown = [name for name in args.engines if name not in VOICES]
-    if unknown or not args.engines:
-        parser.error(f"--engines takes names from {', '.join(VOICES)}; got {', '.join(unknown) or 'none'}")
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    return args
-
-
 def main() -> None:
-    args = parse_args()
+    args = engine_args(__doc__.split("\n\n")[0] if __doc__ else None, VOICES, 3)
     for key, value in SERVER_ENV.items():
         os.environ.setdefault(key, value)
 

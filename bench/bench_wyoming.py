@@ -24,7 +24,6 @@ Run (about a minute on 2 cores with the defaults):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
@@ -42,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 sys.path.insert(0, str(ROOT))
 
-from bench.common import log, table  # noqa: E402
+from bench.common import engine_args, log, table  # noqa: E402
 from bench.server import SERVER_ENV, Server, free_port  # noqa: E402
 
 VOICES = {"kokoro": "jm_kumo", "piper": "joe"}
@@ -169,24 +168,8 @@ def report(results: list[EngineResult], rounds: int, threads: int, load: tuple[f
         print(f"{r.name}: {verdict}: Wyoming/raw first audio = {r.ratio:.3f} (target <= {TARGET_RATIO:.2f})")
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per path (default 5)")
-    parser.add_argument(
-        "--engines", default="kokoro,piper", help="comma-separated: kokoro,piper (default both)"
-    )
-    args = parser.parse_args()
-    args.engines = [name.strip() for name in args.engines.split(",") if name.strip()]
-    unknown = [name for name in args.engines if name not in VOICES]
-    if unknown or not args.engines:
-        parser.error(f"--engines takes names from {', '.join(VOICES)}; got {', '.join(unknown) or 'none'}")
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    return args
-
-
 def main() -> None:
-    args = parse_args()
+    args = engine_args(__doc__.split("\n\n")[0] if __doc__ else None, VOICES, 5)
     for key, value in SERVER_ENV.items():
         os.environ.setdefault(key, value)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Collection
 
 
 def log(message: str) -> None:
@@ -21,3 +23,22 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
         )
 
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(row) for row in rows)])
+
+
+def engine_args(description: str | None, engines: Collection[str], rounds: int) -> argparse.Namespace:
+    """`--rounds N` (timed rounds per path) and `--engines a,b` (a subset of `engines`), checked."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--rounds", type=int, default=rounds, help=f"timed rounds per path (default {rounds})"
+    )
+    parser.add_argument(
+        "--engines", default=",".join(engines), help=f"comma-separated: {','.join(engines)} (default all)"
+    )
+    args = parser.parse_args()
+    args.engines = [name.strip() for name in args.engines.split(",") if name.strip()]
+    unknown = [name for name in args.engines if name not in engines]
+    if unknown or not args.engines:
+        parser.error(f"--engines takes names from {', '.join(engines)}; got {', '.join(unknown) or 'none'}")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
