@@ -16,6 +16,13 @@ makes or updates it with pip, torch first when pinned (a pinned torch decides wh
 under the one process supervisor (streamed lines, cancel stops the whole pip tree), then checks that
 the engine's imports load in it; only then is the stamp written that makes it ready. An install that
 failed or was cancelled is resumed by the next one (pip keeps what it already installed).
+
+Disk: heavy engines pin CUDA builds of torch (5-6 GB each with their nvidia packages), and two pairs
+pin the same one (MegaTTS3 and GPT-SoVITS torch 2.6.0; both MOSS-TTSD versions torch 2.9.1). So pip
+keeps no cache of the wheels it installs, and a finished install hard-links its files to identical
+ones in the other ready environments (util-linux `hardlink`, same name, content and mode): measured
+on all four, 28 GB became 16 GB. pip never writes into an installed file (it replaces or removes it),
+so a link shared by two environments stays right when either changes.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ class InstallStep:
     title: str
     argv: list[str]
     share: float  # of the whole install's progress
+    required: bool = True  # a step that only saves disk may fail: the install goes on without it
 
 
 class EngineEnvironment:
@@ -138,7 +146,7 @@ class EngineEnvironment:
     # ---- making it -----------------------------------------------------------------------------
     def steps(self) -> list[InstallStep]:
         """The commands an install runs, in order."""
-        pip = [str(self.own_python), "-m", "pip", "install", "--disable-pip-version-check"]
+        pip = [str(self.own_python), "-m", "pip", "install", "--disable-pip-version-check", "--no-cache-dir"]
         steps = []
         if not self.own_python.exists():
             steps.append(
@@ -154,6 +162,17 @@ class EngineEnvironment:
                     "building packages without build isolation",
                     [*pip, "--no-build-isolation", "--no-deps", "-r", str(self.unisolated_spec)],
                     0.05,
+                )
+            )
+        others = [str(folder) for folder in self.ready_siblings()]
+        if others and shutil.which("hardlink"):
+            same = ["--ignore-owner", "--ignore-time", "--respect-name", "--minimum-size", "32K"]
+            steps.append(
+                InstallStep(
+                    "sharing identical files with the other environments",
+                    ["hardlink", *same, str(self.folder), *others],
+                    0.02,
+                    required=False,
                 )
             )
         check = "import engines.worker" + "".join(f"; import {module}" for module in self.imports)
@@ -193,7 +212,9 @@ class EngineEnvironment:
                     raise InstallCancelled(
                         f"installing environment '{self.name}' was cancelled at: {step.title}"
                     )
-                if outcome.returncode != 0:
+                if outcome.returncode != 0 and not step.required:
+                    on_line(f"(skipped: {step.title} exited with status {outcome.returncode})")
+                elif outcome.returncode != 0:
                     tail = " | ".join(outcome.tail[-6:])
                     raise InstallError(
                         f"installing environment '{self.name}' failed at {step.title} "
@@ -203,6 +224,15 @@ class EngineEnvironment:
             (self.folder / STAMP).write_text(self.fingerprint + "\n", encoding="utf-8")
             on_progress(100.0, "installed")
         return self.state()
+
+    def ready_siblings(self) -> list[Path]:
+        """The other environments under the same root that finished installing."""
+        root = self.folder.parent
+        if not root.is_dir():
+            return []
+        return sorted(
+            folder for folder in root.iterdir() if folder != self.folder and (folder / STAMP).is_file()
+        )
 
     def remove(self) -> None:
         with self._lock():

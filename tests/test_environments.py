@@ -80,6 +80,25 @@ def test_install_makes_a_working_environment_then_pins_changing_make_it_stale(tm
     assert "install it again" in (environment.problem() or "")
 
 
+def test_environments_with_the_same_packages_share_their_files(tmp_path: Path) -> None:
+    """The second of two environments with the same pins hard-links its files of 32 KiB and more to
+    the first's (the heavy engines' CUDA torch is 5-6 GB a copy), and still works."""
+    spec = small_spec(tmp_path, "numpy==2.2.6\npsutil\n")
+    first = EngineEnvironment("first", tmp_path / "envs", imports=["numpy"], spec=spec)
+    second = EngineEnvironment("second", tmp_path / "envs", imports=["numpy"], spec=spec)
+    first.install(on_line=lambda line: None)
+    lines: list[str] = []
+    assert second.install(on_line=lines.append) is EnvironmentState.READY
+    assert any(line.startswith("$ hardlink") and str(first.folder) in line for line in lines)
+
+    def libraries(environment: EngineEnvironment) -> dict[str, int]:
+        found = environment.folder.glob("lib/python*/site-packages/numpy/_core/*.so")
+        return {path.name: path.stat().st_ino for path in found if path.stat().st_size >= 32 * 1024}
+
+    assert libraries(first) and libraries(first) == libraries(second)
+    subprocess.run([second.python() or "", "-c", "import numpy; numpy.ones(3).sum()"], check=True)
+
+
 def test_cancel_stops_pip_and_leaves_it_unfinished(tmp_path: Path) -> None:
     environment = EngineEnvironment(
         "small", tmp_path / "envs", spec=small_spec(tmp_path, "numpy==1.0.0\nsix\n")
