@@ -127,6 +127,20 @@ class PhonemeSpan:
         return PhonemeSpan(self.phoneme, self.start + seconds, self.end + seconds)
 
 
+@dataclass(frozen=True)
+class WordSpan:
+    """Where one written word is spoken in a chunk's audio: the word as the text has it ("40-60°C")
+    and as it is said ("forty to sixty degrees Celsius"), in seconds from the chunk's start."""
+
+    written: str
+    spoken: str
+    start: float
+    end: float
+
+    def shifted(self, seconds: float) -> WordSpan:
+        return WordSpan(self.written, self.spoken, self.start + seconds, self.end + seconds)
+
+
 @dataclass
 class AudioChunk:
     """One sentence of speech: mono float32 in [-1, 1] at `sample_rate`, and where the engine gives
@@ -138,6 +152,7 @@ class AudioChunk:
     index: int  # its place in the stream (0: the first chunk)
     phonemes: tuple[PhonemeSpan, ...] = ()
     continues: bool = False  # the rest of the previous chunk's sentence (split for a quick start)
+    words: tuple[WordSpan, ...] = ()  # where the engine knows them (from its phoneme times)
 
     @property
     def duration(self) -> float:
@@ -151,6 +166,9 @@ class SynthesisOptions:
     extra: dict[str, object] = field(default_factory=dict)
     requester: str = ""  # who asks (an API key's owner, a UI session): turns go round robin by it
     quick_start: bool = False  # a long first sentence is spoken as two chunks, split at a clause
+    # Pronunciation fixes: a word (lower case, as written) -> its phonemes (IPA, as the engine's G2P
+    # writes them). Engines that take phonemes (Kokoro, Piper) use them in place of their G2P's.
+    pronunciations: dict[str, str] = field(default_factory=dict)
 
 
 # Set in threads that do background work (long tasks): they give way to interactive requests.
