@@ -106,7 +106,11 @@ def test_engines_tab_shows_states_and_what_is_missing(page: sync_api.Page) -> No
     torch = table.get_by_role("row").filter(has_text="Kokoro-82M (torch)")
     sync_api.expect(torch).to_have_count(1)
     sync_api.expect(torch.get_by_role("gridcell").nth(STATE)).to_have_text("needs-weights")
-    sync_api.expect(torch).to_contain_text("Kokoro-82M/kokoro-v1_0.pth")
+    sync_api.expect(torch).to_contain_text("3 files in weights/Kokoro-82M/")  # in short; in full below
+    page.get_by_text("What each engine needs, step by step").click()
+    needs = page.locator("#engines-needs")
+    sync_api.expect(needs).to_contain_text("Kokoro-82M/kokoro-v1_0.pth")
+    sync_api.expect(needs).to_contain_text("hf download OpenMOSS-Team/MOSS-TTSD-v1.0")
 
 
 def test_empty_text_shows_an_error_and_the_server_stays_up(

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import gradio as gr
@@ -55,10 +56,11 @@ def voice_dropdown(
 
 
 def summarize(script: Script) -> str:
-    """A parsed script in one line: how many turns, and which label each speaker id has."""
-    labels = {s.id: s.label for s in script.speakers}
-    return f"{len(script.turns)} turns, {len(labels)} speakers: " + ", ".join(
-        f"{k} = {v}" for k, v in labels.items()
+    """A parsed script in one line: how many turns, each speaker's (with its name where the script
+    names it) and how many turns each has: "4 turns, 2 speakers: S1 Alice (2), S2 Bob (2)"."""
+    turns = {s.id: sum(1 for turn in script.turns if turn.speaker == s.id) for s in script.speakers}
+    return f"{len(script.turns)} turns, {len(turns)} speakers: " + ", ".join(
+        f"{s.id}{'' if s.label == s.id else ' ' + s.label} ({turns[s.id]})" for s in script.speakers
     )
 
 
@@ -176,3 +178,24 @@ def task_curve(
     """The live curve a task writes to its file `name` (as `read_curve` reads it); empty while there is none."""
     path = studio.store.file_path(task_id, name)
     return read_curve(path, key, columns) if path else curve_frame([], key, columns)
+
+
+# How Requirement.describe words a missing file: "missing <path> (<how to get it>)".
+MISSING_FILE = re.compile(r"^missing (?P<path>\S+)(?: \((?P<hint>.*)\))?$")
+
+
+def short_needs(missing: list[str]) -> str:
+    """The table's cell: what is missing in a few words (files counted by folder, the first clause of
+    anything else); `needs_details` spells it out below the table."""
+    if not missing:
+        return "nothing"
+    folders: dict[str, int] = {}
+    others = []
+    for line in missing:
+        if match := MISSING_FILE.match(line):
+            folder = "/".join(PurePath(match["path"]).parts[:2])
+            folders[folder] = folders.get(folder, 0) + 1
+        else:
+            others.append(line.split(" (")[0].split(": ")[0])
+    files = [f"{count} file{'s' * (count > 1)} in {folder}/" for folder, count in folders.items()]
+    return "; ".join(others + files)

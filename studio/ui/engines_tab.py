@@ -10,7 +10,7 @@ import gradio as gr
 
 from studio.core import Studio
 from studio.errors import StudioError
-from studio.ui.common import cancel_task, follow_task, ui_owner
+from studio.ui.common import MISSING_FILE, cancel_task, follow_task, short_needs, ui_owner
 
 COLUMNS = ["engine", "state", "capabilities", "languages", "license", "device", "what it needs"]
 LOG_LINES = 40  # of the install's log shown while it runs
@@ -25,10 +25,31 @@ def engine_rows(studio: Studio) -> list[list[str]]:
             ", ".join(r.languages),
             r.license,
             r.device,
-            "; ".join(r.missing) or "nothing",
+            short_needs(r.missing),
         ]
         for r in studio.registry.reports()
     ]
+
+
+def needs_details(studio: Studio) -> str:
+    """Per engine that cannot run yet: each way to get what is missing once (a command, a download),
+    with the files it brings as a list under it."""
+    sections = []
+    for report in studio.registry.reports():
+        if not report.missing:
+            continue
+        lines = [f"**{report.display_name}**"]
+        by_hint: dict[str, list[str]] = {}
+        for line in report.missing:
+            if match := MISSING_FILE.match(line):
+                by_hint.setdefault(match["hint"] or "place", []).append(match["path"])
+            else:
+                lines.append(f"- {line}")
+        for hint, paths in by_hint.items():
+            lines.append(f"- {hint}:" if hint != "place" else "- place these:")
+            lines.extend(f"    - `{path}`" for path in paths)
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections) or "Every engine has what it needs."
 
 
 def environment_lines(studio: Studio) -> str:
@@ -61,12 +82,18 @@ class InstallHandlers:
         for line, done in follow_task(self.studio, task_id):
             log = "\n".join(self.studio.store.read_log(task_id).splitlines()[-LOG_LINES:])
             if done is None:
-                yield [line, log, gr.update(), gr.update()]
+                yield [line, log, gr.update(), gr.update(), gr.update()]
                 continue
             result = done.result
             still = "; ".join(result.get("still_missing", [])) or "nothing: it can run"
             summary = f"**installed**: environment `{result['environment']}` is {result['state']}. Still needed: {still}"
-            yield [summary, log, engine_rows(self.studio), environment_lines(self.studio)]
+            yield [
+                summary,
+                log,
+                engine_rows(self.studio),
+                environment_lines(self.studio),
+                needs_details(self.studio),
+            ]
 
     def cancel(self, task_id: str) -> str:
         return cancel_task(self.studio, task_id)
@@ -86,6 +113,8 @@ def build_engines_tab(studio: Studio) -> None:
         column_widths=["16%", "9%", "12%", "9%", "14%", "6%", "34%"],
         elem_id="engines-table",
     )
+    with gr.Accordion("What each engine needs, step by step", open=False):
+        needs = gr.Markdown(needs_details(studio), elem_id="engines-needs")
     refresh = gr.Button("Refresh")
     gr.Markdown(
         "### Engine environments\nA heavy engine runs in a Python environment of its own, made from the "
@@ -102,8 +131,12 @@ def build_engines_tab(studio: Studio) -> None:
     log = gr.Textbox(label="Install log", lines=10, max_lines=10, autoscroll=True, elem_id="install-log")
     task_id = gr.State("")
 
-    refresh.click(lambda: (engine_rows(studio), environment_lines(studio)), None, [table, environments])
+    refresh.click(
+        lambda: (engine_rows(studio), environment_lines(studio), needs_details(studio)),
+        None,
+        [table, environments, needs],
+    )
     install.click(handlers.install, [choice], [task_id, status]).then(
-        handlers.follow, [task_id], [status, log, table, environments]
+        handlers.follow, [task_id], [status, log, table, environments, needs]
     )
     cancel.click(handlers.cancel, [task_id], [status])

@@ -14,6 +14,7 @@ from engines.base import EngineState
 from studio.core import Studio
 from studio.services.training.service import PREPARE_STEPS, STEPS
 from studio.tasks.records import Task, TaskStatus
+from studio.ui.common import short_needs
 
 TRAIN_STEPS = tuple(step for step in STEPS if step not in (*PREPARE_STEPS, "test_inference"))
 ACTIVE = ("queued", "running")
@@ -72,7 +73,12 @@ def backend_notes(studio: Studio) -> str:
 
 
 def _state_text(state: EngineState, missing: tuple[str, ...] | list[str]) -> str:
-    return f"`{state}`" if state.usable or not missing else f"`{state}` ({'; '.join(missing)})"
+    """The state, and in short what is missing (the Engines tab lists the steps in full)."""
+    if state.usable or not missing:
+        return f"`{state}`"
+    return (
+        f"`{state}` (missing: {short_needs(list(missing))}; the steps: Engines tab, What each engine needs)"
+    )
 
 
 def summarize(result: dict[str, Any]) -> str:
