@@ -82,6 +82,22 @@ def fetch(page: sync_api.Page, name: str, folder: Path) -> Path:
     return path
 
 
+def test_video_tab_opens_with_example_portraits_boxed_and_previewed(page: sync_api.Page) -> None:
+    """A first visit: both example portraits are there with their faces boxed, the preview shows
+    the frame, and the voices suit them; Generate has everything it needs."""
+    page.get_by_role("tab", name="Video").click()
+    for side in ("left", "right"):
+        sync_api.expect(text_field(page, f"video-{side}-box")).to_have_value(BOX)
+        sync_api.expect(
+            page.locator(f"#video-{side}").get_by_role("button", name="Remove Image")
+        ).to_be_visible()
+    sync_api.expect(page.locator("#video-faces")).to_contain_text(
+        "S1 (left): face detected in the box · S2 (right): face detected in the box"
+    )
+    sync_api.expect(page.locator("#video-preview img")).to_be_visible()
+    sync_api.expect(page.locator("#video-voice-s2 input")).to_have_value(re.compile(r"\(jf_nezumi, kokoro\)"))
+
+
 def test_video_tab_makes_a_two_person_video_whose_mouths_follow_the_turns(
     page: sync_api.Page, tmp_path: Path
 ) -> None:

@@ -11,13 +11,13 @@ done, with the dialogue audio and subtitles beside it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from gradio_image_annotation import image_annotator
 
 from studio.core import Studio
-from studio.services.dialogue import DEFAULT_VOICES
 from studio.services.script import parse_script
 from studio.services.talking_head import ENCODER_PRESETS, RESOLUTIONS
 from studio.services.video import PRESET_STEPS
@@ -32,10 +32,18 @@ EXAMPLE_SCRIPT = (
 )
 
 
-def portrait_editor(label: str, elem_id: str, people: int = 1) -> image_annotator:
+# Public-domain portraits the tab opens with, so Generate works on a first visit (assets/portraits/).
+EXAMPLE_PORTRAITS = tuple(
+    Path(__file__).resolve().parents[2] / "assets" / "portraits" / name
+    for name in ("eileen_collins.jpg", "grace_hopper.jpg")
+)
+EXAMPLE_VOICES = {"S1": "jf_alpha", "S2": "jf_nezumi"}  # the example portraits are of two women
+
+
+def portrait_editor(label: str, elem_id: str, people: int = 1, value: Any = None) -> image_annotator:
     """An upload that shows the picture with its face box(es) to drag, resize or draw anew."""
     return image_annotator(
-        None,
+        value,
         label=label,
         elem_id=elem_id,
         image_type="filepath",
@@ -69,28 +77,39 @@ def build_video_tab(studio: Studio) -> None:
         "resize a box, or draw a new one, if the outline in the preview is wrong."
     )
     mode = gr.State(TWO_PORTRAITS)
+    handlers = VideoHandlers(studio)
+    # The tab opens with the example portraits boxed and previewed, as if the user had uploaded them.
+    left_example, right_example = (
+        handlers.found_faces({"image": str(path), "boxes": []}, 1) for path in EXAMPLE_PORTRAITS
+    )
+    example_frame, example_note = handlers.show(TWO_PORTRAITS, left_example, right_example, None, "480p")
     with gr.Row():
         with gr.Column(scale=2), gr.Tabs():
             with gr.Tab("Two portraits", elem_id="video-two-portraits") as two_tab, gr.Row():
                 with gr.Column():
-                    left = portrait_editor("Left portrait (S1)", "video-left")
+                    left = portrait_editor("Left portrait (S1)", "video-left", value=left_example)
                     left_box = gr.Textbox(
-                        label="Left face box: x0, y0, x1, y1 (pixels)", elem_id="video-left-box"
+                        handlers.box_numbers(left_example),
+                        label="Left face box: x0, y0, x1, y1 (pixels)",
+                        elem_id="video-left-box",
                     )
                 with gr.Column():
-                    right = portrait_editor("Right portrait (S2)", "video-right")
+                    right = portrait_editor("Right portrait (S2)", "video-right", value=right_example)
                     right_box = gr.Textbox(
-                        label="Right face box: x0, y0, x1, y1 (pixels)", elem_id="video-right-box"
+                        handlers.box_numbers(right_example),
+                        label="Right face box: x0, y0, x1, y1 (pixels)",
+                        elem_id="video-right-box",
                     )
             with gr.Tab("One picture of both", elem_id="video-one-picture") as one_tab:
                 both = portrait_editor("Both people (left speaks S1)", "video-both", people=2)
         with gr.Column(scale=2):
             preview = gr.Image(
+                example_frame,
                 label="Preview (green: face, red: mouth, blue: eyes)",
                 interactive=False,
                 elem_id="video-preview",
             )
-            faces_note = gr.Markdown(elem_id="video-faces")
+            faces_note = gr.Markdown(example_note, elem_id="video-faces")
     with gr.Row():
         with gr.Column(scale=3):
             script = gr.Textbox(EXAMPLE_SCRIPT, label="Script", lines=6, max_lines=30, elem_id="video-script")
@@ -105,7 +124,7 @@ def build_video_tab(studio: Studio) -> None:
                 voice_s1, voice_s2 = (
                     voice_dropdown(
                         voice_choices,
-                        DEFAULT_VOICES[person],
+                        EXAMPLE_VOICES[person],
                         f"{person} voice ({side})",
                         f"video-voice-{person.lower()}",
                     )
@@ -147,7 +166,6 @@ def build_video_tab(studio: Studio) -> None:
         )
     task_id = gr.State("")
 
-    handlers = VideoHandlers(studio)
     pictures = [mode, left, right, both, resolution]
     # Every event that reads a picture editor runs alone: reading one re-saves its picture under the
     # same cache path (gradio_image_annotation's preprocessing), and two at once could read a
