@@ -301,6 +301,8 @@ class Engine(ABC):
     """Base class: lazy, thread-safe loading and sentence streaming; subclasses do the model work."""
 
     info: EngineInfo
+    # It speaks `SynthesisOptions.pronunciations` (IPA); the others get respellings in the text.
+    takes_phonemes: bool = False
 
     def __init__(self, weights_dir: Path, allocator: GpuAllocator) -> None:
         self.weights_dir = weights_dir
@@ -449,7 +451,9 @@ class Engine(ABC):
             language = options.language or detect_language(sentence, context=text)
             with self._runs.turn(options.requester):
                 started = self.last_used = time.monotonic()
-                audio, phonemes = self._synthesize_timed(sentence, voice, replace(options, language=language))
+                audio, phonemes, words = self._synthesize_words(
+                    sentence, voice, replace(options, language=language)
+                )
                 self._measured(len(sentence), time.monotonic() - started)
             if not len(audio):  # a sentence with nothing the engine could read
                 continue
@@ -460,6 +464,7 @@ class Engine(ABC):
                 index,
                 phonemes,
                 continues and index > 0,
+                words,
             )
             index += 1
 
@@ -509,6 +514,13 @@ class Engine(ABC):
     ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...]]:
         """The sentence's audio and its phonemes' times; an engine that knows them overrides this."""
         return self._synthesize_sentence(sentence, voice, options), ()
+
+    def _synthesize_words(
+        self, sentence: str, voice: str, options: SynthesisOptions
+    ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...], tuple[WordSpan, ...]]:
+        """The sentence's audio, its phonemes' times and its words' times; an engine that knows
+        the words (from its phonemes) overrides this."""
+        return (*self._synthesize_timed(sentence, voice, options), ())
 
 
 # ---- capability interfaces: what an engine claiming a capability can be asked ------------------

@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +35,13 @@ from engines.base import (
     SynthesisOptions,
     UnknownVoice,
     VoiceInfo,
+    WordSpan,
 )
 from engines.gpu import GpuAllocator
+from engines.mandarin import MandarinG2P
 from engines.onnx_sessions import AdaptiveSessions
+from engines.text import spoken_words
+from engines.words import PhonemePlan, plan_phonemes, word_times
 
 PACKS = {
     "jf_alpha": ("Alpha", "female"),
@@ -82,6 +86,7 @@ class KokoroOnnxEngine(Engine):
         ),
         memory_mb=400,
     )
+    takes_phonemes = True  # options.pronunciations: IPA as espeak / misaki write it
 
     def __init__(
         self,
@@ -100,7 +105,7 @@ class KokoroOnnxEngine(Engine):
         self._sessions: AdaptiveSessions | None = None
         self._g2p_lock = threading.Lock()  # the phonemizers keep global state: one text at a time
         self._ja_g2p = None
-        self._zh_g2p = None
+        self._zh_g2p: MandarinG2P | None = None
 
     def voices(self) -> list[VoiceInfo]:
         return [
@@ -163,21 +168,29 @@ class KokoroOnnxEngine(Engine):
     def _synthesize_timed(
         self, sentence: str, voice: str, options: SynthesisOptions
     ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...]]:
-        return self._render(sentence, self.style(voice), options.speed, options.language or "en-us")
+        audio, phonemes, _ = self._synthesize_words(sentence, voice, options)
+        return audio, phonemes
+
+    def _synthesize_words(
+        self, sentence: str, voice: str, options: SynthesisOptions
+    ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...], tuple[WordSpan, ...]]:
+        language = options.language or "en-us"
+        return self._render(sentence, self.style(voice), options.speed, language, options.pronunciations)
 
     def _render(
-        self, sentence: str, style: np.ndarray, speed: float, language: str
-    ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...]]:
+        self,
+        sentence: str,
+        style: np.ndarray,
+        speed: float,
+        language: str,
+        pronunciations: Mapping[str, str] | None = None,
+    ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...], tuple[WordSpan, ...]]:
         assert self._kokoro is not None
         with self._g2p_lock:
-            if language.startswith("ja"):
-                phonemes = self._japanese_phonemes(sentence)
-            elif language.startswith("zh"):
-                phonemes = self._mandarin_phonemes(sentence)
-            else:
-                phonemes = self._kokoro.tokenizer.phonemize(sentence, language)
+            plan = self._plan(sentence, language, pronunciations or {})
+        phonemes = plan.phonemes
         if not phonemes.strip():  # nothing the phonemizer reads (e.g. a lone mark): no sound, no error
-            return np.zeros(0, np.float32), ()
+            return np.zeros(0, np.float32), (), ()
         # Kokoro speaks at 0.5-2x; beyond that the rest of the tempo change is a time stretch.
         rendered = min(max(speed, KOKORO_SPEEDS[0]), KOKORO_SPEEDS[1])
         # No pauses added at punctuation: the sentence sounds as the model says it (with durations
@@ -188,7 +201,7 @@ class KokoroOnnxEngine(Engine):
         if session is not kokoro.sess:  # the same model and voices, on the lean session
             kokoro = copy.copy(kokoro)
             kokoro.sess = session
-        audio, _, spoken = kokoro.create_timed(
+        audio, _, timed = kokoro.create_timed(
             phonemes, style, rendered, is_phonemes=True, sentence_pause=0.0, clause_pause=0.0
         )
         stretch = speed / rendered
@@ -196,7 +209,26 @@ class KokoroOnnxEngine(Engine):
             import librosa
 
             audio = librosa.effects.time_stretch(audio, rate=stretch).astype(np.float32)
-        return audio, tuple(PhonemeSpan(t.phoneme, t.start / stretch, t.end / stretch) for t in spoken)
+        spoken = tuple(PhonemeSpan(t.phoneme, t.start / stretch, t.end / stretch) for t in timed)
+        return audio, spoken, word_times(plan, spoken)
+
+    def _plan(self, sentence: str, language: str, pronunciations: Mapping[str, str]) -> PhonemePlan:
+        """The sentence's phonemes through its language's G2P, with `pronunciations` in place of
+        the G2P's for the words they name, and (English, Mandarin) each word's place in them."""
+        assert self._kokoro is not None
+        tokenizer = self._kokoro.tokenizer
+        if language.startswith("ja"):  # no word boundaries from this G2P: overrides by substring
+            pieces = _overridden(sentence, pronunciations)
+            phonemes = "".join(said if key else self._japanese_phonemes(said) for said, key in pieces)
+            return PhonemePlan(tokenizer.known(phonemes), (), ())
+        if language.startswith("zh"):
+            return _known(self._mandarin().plan(sentence, pronunciations), tokenizer.known)
+        return plan_phonemes(
+            spoken_words(sentence, language),
+            lambda text: tokenizer.phonemize(text, language),
+            pronunciations,
+            tokenizer.known,
+        )
 
     def _japanese_phonemes(self, text: str) -> str:
         if self._ja_g2p is None:
@@ -205,14 +237,39 @@ class KokoroOnnxEngine(Engine):
             self._ja_g2p = JAG2P()
         return self._ja_g2p(text)
 
-    def _mandarin_phonemes(self, text: str) -> str:
+    def _mandarin(self) -> MandarinG2P:
         if self._zh_g2p is None:
-            from engines.mandarin import MandarinG2P
-
             kokoro = self._kokoro
             assert kokoro is not None
             self._zh_g2p = MandarinG2P(lambda words: kokoro.tokenizer.phonemize(words, "en-us"))
-        return self._zh_g2p(text)
+        return self._zh_g2p
+
+
+def _overridden(text: str, pronunciations: Mapping[str, str]) -> list[tuple[str, bool]]:
+    """`text` cut at the keys of `pronunciations` found in it (longest first, case-insensitive):
+    (the key's phonemes, True) for each key, (the text between, False) for the rest."""
+    keys = sorted((key for key in pronunciations if key), key=len, reverse=True)
+    if not keys:
+        return [(text, False)]
+    pattern = re.compile("|".join(map(re.escape, keys)), re.IGNORECASE)
+    pieces: list[tuple[str, bool]] = []
+    last = 0
+    for match in pattern.finditer(text):
+        pieces += [(text[last : match.start()], False), (pronunciations[match.group(0).lower()], True)]
+        last = match.end()
+    return [piece for piece in [*pieces, (text[last:], False)] if piece[0]]
+
+
+def _known(plan: PhonemePlan, known: Callable[[str], str]) -> PhonemePlan:
+    """`plan` with only the phonemes Kokoro knows (its spans moved to match)."""
+    kept = [i for i, ch in enumerate(plan.phonemes) if known(ch)]
+    position = {old: new for new, old in enumerate(kept)}
+
+    def moved(at: int) -> int:
+        return next((position[i] for i in range(at, len(plan.phonemes)) if i in position), len(kept))
+
+    spans = tuple((moved(start), moved(end)) for start, end in plan.spans)
+    return PhonemePlan("".join(plan.phonemes[i] for i in kept), plan.words, spans)
 
 
 KOKORO_SPEEDS = (0.5, 2.0)  # the speeds kokoro-onnx renders at

@@ -12,8 +12,11 @@ import functools
 import re
 import threading
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from engines.text import SpokenWord
+from engines.words import PhonemePlan, joined_plans, plan_phonemes
 
 _LATIN_RUN = re.compile(r"[A-Za-z][A-Za-z'\-]*(?:\s+[A-Za-z][A-Za-z'\-]*)*")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -57,7 +60,8 @@ def _normalizer() -> tuple[Any, re.Pattern[str]]:
 
 
 class MandarinG2P:
-    """Callable: one Mandarin sentence -> a Kokoro phoneme string (for `is_phonemes=True`)."""
+    """Callable: one Mandarin sentence -> a Kokoro phoneme string (for `is_phonemes=True`); `plan`
+    gives the same phonemes with each word's place in them (jieba's words, as misaki reads them)."""
 
     def __init__(self, english: Callable[[str], str]) -> None:
         from misaki.zh import ZHG2P
@@ -67,16 +71,68 @@ class MandarinG2P:
         self._lock = threading.Lock()  # jieba's lazy dictionary load is not thread-safe
 
     def __call__(self, text: str) -> str:
+        return self.plan(text).phonemes
+
+    def plan(self, text: str, pronunciations: Mapping[str, str] | None = None) -> PhonemePlan:
+        """The sentence's phonemes and its words: Han words (as jieba cuts them, or a key of
+        `pronunciations` found in the text, spoken with its phonemes instead) and Latin runs (one
+        word each, read by the English phonemizer)."""
+        pronunciations = pronunciations or {}
         text = normalize_mandarin(text)
-        pieces, last = [], 0
+        plans, last = [], 0
         with self._lock:
             for latin in _LATIN_RUN.finditer(text):
-                pieces.append(self._han(text[last : latin.start()]))
+                plans.append(self._han(text[last : latin.start()], pronunciations))
                 # "MegaTTS" -> "Mega TTS": espeak then spells the capitals as letters
-                pieces.append(self._english(_CAMEL.sub(" ", latin.group(0))).strip())
+                word = SpokenWord(latin.group(0), _CAMEL.sub(" ", latin.group(0)))
+                plans.append(plan_phonemes([word], self._english, pronunciations, str.strip))
                 last = latin.end()
-            pieces.append(self._han(text[last:]))
-        return " ".join(piece for piece in pieces if piece)
+            plans.append(self._han(text[last:], pronunciations))
+        return joined_plans(plans)
 
-    def _han(self, text: str) -> str:
-        return self._zh(text)[0].strip() if text.strip() else ""
+    def _han(self, text: str, pronunciations: Mapping[str, str]) -> PhonemePlan:
+        """misaki's reading of Chinese text (its legacy G2P: jieba words, each read alone), word by
+        word, with `pronunciations` for the words that are keys."""
+        from misaki.zh import ZHG2P
+
+        if not text.strip():
+            return PhonemePlan("", (), ())
+        text = ZHG2P.map_punctuation(cn2an_transform(text))
+        out, words, spans = "", [], []
+        keys = sorted((key for key in pronunciations if _HAN.search(key)), key=len, reverse=True)
+        split = re.compile("|".join(map(re.escape, keys))) if keys else None
+        for han, other in re.findall(r"([\u4E00-\u9FFF]+)|([^\u4E00-\u9FFF]+)", text):
+            if other:
+                out += other
+                continue
+            for i, word in enumerate(_han_words(han, split)):
+                phonemes = pronunciations.get(word) or self._zh.word2ipa(word).replace(chr(815), "")
+                out += " " if i else ""
+                words.append(SpokenWord(word, word))
+                spans.append((len(out), len(out) + len(phonemes)))
+                out += phonemes
+        stripped = len(out) - len(out.lstrip())
+        spans = [(start - stripped, end - stripped) for start, end in spans]
+        return PhonemePlan(out.strip(), tuple(words), tuple(spans))
+
+
+def _han_words(han: str, keys: re.Pattern[str] | None) -> list[str]:
+    """The words of a run of Han characters: the pronunciation keys in it, jieba's cut between."""
+    import jieba
+
+    words, last = [], 0
+    for key in keys.finditer(han) if keys else ():
+        words += jieba.lcut(han[last : key.start()], cut_all=False) if key.start() > last else []
+        words.append(key.group(0))
+        last = key.end()
+    return words + (jieba.lcut(han[last:], cut_all=False) if last < len(han) else [])
+
+
+def cn2an_transform(text: str) -> str:
+    """Arabic numerals misaki's normaliser left, in Chinese (as misaki's G2P does first)."""
+    import cn2an
+
+    return cn2an.transform(text, "an2cn")
+
+
+_HAN = re.compile(r"[\u4E00-\u9FFF]")

@@ -6,11 +6,13 @@ Piper voices trained in the studio (exported `.onnx` + `.onnx.json` under the da
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import importlib.metadata
 import json
 import os
 import threading
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,12 @@ from engines.base import (
     Requirement,
     SynthesisOptions,
     VoiceInfo,
+    WordSpan,
 )
 from engines.gpu import GpuAllocator
 from engines.onnx_sessions import AdaptiveSessions
-from engines.text import canonical_language
+from engines.text import canonical_language, spoken_words
+from engines.words import plan_phonemes, word_times
 
 JOE_ID = "joe"
 JOE_FULL_NAME = "en_US-joe-medium"
@@ -50,6 +54,7 @@ class PiperEngine(Engine):
         ),
         memory_mb=150,
     )
+    takes_phonemes = True  # options.pronunciations: IPA as espeak writes it
 
     def __init__(
         self,
@@ -117,8 +122,15 @@ class PiperEngine(Engine):
     def _synthesize_timed(
         self, sentence: str, voice: str, options: SynthesisOptions
     ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...]]:
+        audio, phonemes, _ = self._synthesize_words(sentence, voice, options)
+        return audio, phonemes
+
+    def _synthesize_words(
+        self, sentence: str, voice: str, options: SynthesisOptions
+    ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...], tuple[WordSpan, ...]]:
         """`options.extra`: Piper's own `noise_scale` and `noise_w_scale` (the voice's .onnx.json
-        values when absent); 0 for both gives the same audio on every call."""
+        values when absent); 0 for both gives the same audio on every call. The sentence is spoken
+        from a `PhonemePlan` (espeak's phonemes, `options.pronunciations` for the words they name)."""
         from piper import SynthesisConfig
 
         model = self._model_for(voice, self._runs.crowded())
@@ -127,24 +139,39 @@ class PiperEngine(Engine):
             noise_scale=_noise(options.extra, "noise_scale"),
             noise_w_scale=_noise(options.extra, "noise_w_scale"),
         )
+        id_map = model.config.phoneme_id_map  # type: ignore[attr-defined]
+
+        def keep(phonemes: str) -> str:  # as Piper reads them: decomposed, and only those it knows
+            return "".join(ch for ch in unicodedata.normalize("NFD", phonemes) if ch in id_map)
+
+        language = model.config.espeak_voice  # type: ignore[attr-defined]
+        plan = plan_phonemes(spoken_words(sentence, language), model.espeak, options.pronunciations, keep)
         rate = model.config.sample_rate  # type: ignore[attr-defined]
         pieces, phonemes, offset = [], [], 0
-        for chunk in model.synthesize(sentence, syn_config=config, include_alignments=True):  # type: ignore[attr-defined]
-            pieces.append(chunk.audio_float_array)
-            at = offset  # samples; a voice whose graph could not be patched gives no alignments
-            for aligned in chunk.phoneme_alignments or ():
-                phonemes.append(PhonemeSpan(aligned.phoneme, at / rate, (at + aligned.num_samples) / rate))
-                at += int(aligned.num_samples)
-            offset += len(chunk.audio_float_array)
+        planned = _PLANNED.set(plan.phonemes)
+        try:
+            for chunk in model.synthesize(sentence, syn_config=config, include_alignments=True):  # type: ignore[attr-defined]
+                pieces.append(chunk.audio_float_array)
+                at = offset  # samples; a voice whose graph could not be patched gives no alignments
+                for aligned in chunk.phoneme_alignments or ():
+                    samples = int(aligned.num_samples)
+                    phonemes.append(PhonemeSpan(aligned.phoneme, at / rate, (at + samples) / rate))
+                    at += samples
+                offset += len(chunk.audio_float_array)
+        finally:
+            _PLANNED.reset(planned)
         audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         if rate != self.info.sample_rate:
             import soxr
 
             audio = soxr.resample(audio, rate, self.info.sample_rate)
-        return audio, tuple(phonemes)
+        spoken = tuple(phonemes)
+        return audio, spoken, word_times(plan, spoken)
 
 
 _ESPEAK = threading.Lock()  # Piper's espeak bridge keeps global state: one text at a time
+# The phonemes the sentence being synthesized in this context is spoken from (see SerialPhonemes).
+_PLANNED: contextvars.ContextVar[str | None] = contextvars.ContextVar("piper_planned", default=None)
 
 
 def _load_voice(model: Path, config: Path, threads: int) -> tuple[Any, Any]:
@@ -157,8 +184,16 @@ def _load_voice(model: Path, config: Path, threads: int) -> tuple[Any, Any]:
 
     class SerialPhonemes(PiperVoice):
         def phonemize(self, text: str) -> list[list[str]]:
+            planned = _PLANNED.get()
+            if planned is not None:  # the engine's plan for this sentence: spoken as it is
+                return [list(planned)]
             with _ESPEAK:
                 return super().phonemize(text)
+
+        def espeak(self, text: str) -> str:
+            """espeak's phonemes for `text` (its sentences joined by spaces)."""
+            with _ESPEAK:
+                return " ".join("".join(sentence) for sentence in super().phonemize(text))
 
     graph: str | bytes = str(model)
     try:

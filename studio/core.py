@@ -22,10 +22,13 @@ from studio import __version__
 from studio.config import Settings
 from studio.services.admission import Admission
 from studio.services.asr import Transcriber
+from studio.services.audiobook import AudiobookService
 from studio.services.cloning import CloningService
 from studio.services.dialogue import DialogueService
 from studio.services.distributed import DistributedService
 from studio.services.environments import EnvironmentService
+from studio.services.gallery import VoiceGallery
+from studio.services.pronunciation import Lexicon
 from studio.services.speech import OPENAI_VOICES, SpeechService
 from studio.services.speech_cache import SpeechCache
 from studio.services.training.service import TrainingService
@@ -82,6 +85,9 @@ class Studio:
                 if r.usable
             ],
         )
+        self.speech.transcriber = self.transcriber  # the quality gate of speech and dialogue tasks
+        self.pronunciations = Lexicon(settings.data_dir / "pronunciations.db")
+        self.speech.lexicon = self.pronunciations  # every speech path says the lexicon's words its way
         builtin_ids = {v.id for v in self.registry.voices()} | set(OPENAI_VOICES)
         self.library = VoiceLibrary(settings.data_dir / "voices", self.transcriber, builtin_ids)
         self.cloning = CloningService(
@@ -109,6 +115,14 @@ class Studio:
             self.dialogue, self.registry, settings.data_dir / "uploads" / "video", self.runner
         )
         self.environments = EnvironmentService(self.registry, self.runner)
+        self.gallery = VoiceGallery(self.registry, self.speech, settings.cache_dir / "previews")
+        self.audiobook = AudiobookService(
+            self.speech,
+            self.transcriber,
+            self.runner,
+            settings.data_dir / "uploads" / "books",
+            settings.max_upload_bytes,
+        )
         for kind in (
             self.environments.task_kind(),
             self.speech.task_kind(),
@@ -117,6 +131,7 @@ class Studio:
             self.training.task_kind(),
             DistributedService(self.allocator).task_kind(),
             self.video.task_kind(),
+            self.audiobook.task_kind(),
         ):
             self.runner.register(kind)
 

@@ -12,7 +12,9 @@ from fastapi.responses import Response
 
 from studio import __version__
 from studio.api import (
+    routes_audiobook,
     routes_dialogue,
+    routes_pronunciation,
     routes_speech,
     routes_system,
     routes_tasks,
@@ -69,10 +71,12 @@ def create_app(settings: Settings | None = None, studio: Studio | None = None) -
         routes_system,
         routes_speech,
         routes_voices,
+        routes_pronunciation,
         routes_dialogue,
         routes_tasks,
         routes_training,
         routes_video,
+        routes_audiobook,
     ):
         app.include_router(module.router)
 

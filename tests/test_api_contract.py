@@ -45,6 +45,7 @@ EXPECTED_WARNINGS = {
         "POST /api/v1/voices/upload",
         "POST /api/v1/tts/synthesize_file",
         "POST /api/v1/video",
+        "POST /api/v1/audiobook",
         "POST /api/v1/training/{task_id}/dataset/import",
         # `config` is the config of the task's `kind` (studio/tasks/configs.py): which keys and values
         # are valid depends on the kind, and some on the server (a voice name not yet taken).

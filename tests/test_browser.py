@@ -126,3 +126,27 @@ def test_empty_text_shows_an_error_and_the_server_stays_up(
     page.screenshot(path=tmp_path / "empty_text_error.png")
     assert page.locator("#speech-audio a[download]").count() == 0
     assert httpx.get(live_server.url + "/health", timeout=10).status_code == 200
+
+
+def test_voice_gallery_filters_by_language_and_plays_a_preview(
+    page: sync_api.Page, transcriber: Transcriber
+) -> None:
+    page.get_by_role("tab", name="Voice gallery").click()
+    table = page.locator("#gallery-table")
+    sync_api.expect(table.get_by_role("row").filter(has_text="joe")).to_have_count(1)
+
+    box = page.locator("#gallery-language input")
+    box.click()
+    page.get_by_role("option", name="Mandarin Chinese").click()
+    sync_api.expect(table.get_by_role("row").filter(has_text="joe")).to_have_count(0)  # English only
+    sync_api.expect(table.get_by_role("row").filter(has_text="jm_kumo")).to_have_count(1)
+
+    table.get_by_role("gridcell", name="jm_kumo", exact=True).click()
+    sync_api.expect(page.locator("#gallery-picked")).to_contain_text("jm_kumo", timeout=GENERATE_TIMEOUT_MS)
+    link = page.locator("#gallery-audio a[download]")
+    sync_api.expect(link).to_have_count(1, timeout=GENERATE_TIMEOUT_MS)
+    href = link.get_attribute("href")
+    assert href
+    audio, rate = decode(httpx.get(urljoin(page.url, href), timeout=30).content)
+    heard = transcriber.transcribe(audio, rate, "zh")
+    assert heard.text and len(audio) / rate > 1.5, heard

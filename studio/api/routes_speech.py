@@ -3,6 +3,7 @@ listings OpenAI-compatible clients read (`/v1/models`, `/v1/audio/models`, `/v1/
 
 from __future__ import annotations
 
+import base64
 from typing import get_args
 
 from fastapi import APIRouter, Depends
@@ -13,6 +14,9 @@ from studio.api.deps import caller, get_studio, rate_limited_caller
 from studio.api.schemas import (
     AudioFormat,
     AudioModelList,
+    CaptionedSpeech,
+    CaptionedSpeechRequest,
+    CaptionedWord,
     OpenAIFormat,
     OpenAIModel,
     OpenAIModelList,
@@ -59,6 +63,36 @@ def synthesize(
             "X-Sample-Rate": str(speech.sample_rate),
             "X-Cache": cache,
         },
+    )
+
+
+@router.post("/api/v1/tts/captioned", tags=["speech"], responses=SPEAKING_ERRORS)
+def captioned(
+    body: CaptionedSpeechRequest,
+    owner: str = Depends(rate_limited_caller),
+    studio: Studio = Depends(get_studio),
+) -> CaptionedSpeech:
+    """Text -> JSON with the audio (base64, in `format`) and when each word is said: `words` (as
+    written and as spoken, start and end in seconds) and `srt`, phrase-level subtitles. Words come
+    from the engine's phoneme times (the embedded kokoro and piper); other engines answer with no
+    words and one cue per sentence."""
+    request = SpeechRequest(
+        text=body.text,
+        voice=body.voice_id,
+        engine=body.engine,
+        speed=body.parameters.speed,
+        pitch=body.parameters.pitch,
+        language=body.language,
+        requester=owner,
+    )
+    made = studio.speech.captioned(request, body.format)
+    return CaptionedSpeech(
+        audio=base64.b64encode(made.data).decode("ascii"),
+        format=body.format,
+        sample_rate=made.sample_rate,
+        duration=round(made.duration, 3),
+        words=[CaptionedWord(**word) for word in made.word_list()],
+        srt=made.srt,
     )
 
 

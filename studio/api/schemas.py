@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from studio import audio as audio_io
 from studio.services.dialogue import DialogueConfig
+from studio.services.pronunciation import PHONEMES, RESPELLING
 from studio.tasks.configs import LANGUAGE_HELP, LanguageName, text_to_speak
 
 AudioFormat = Literal["wav", "mp3", "flac", "ogg"]
@@ -246,3 +248,75 @@ class TaskOut(BaseModel):
     updated_at: float
     started_at: float | None
     finished_at: float | None
+
+
+LexiconLanguage = Literal["en", "en-us", "en-gb", "ja", "zh"]
+
+
+class PronunciationBody(RequestBody):
+    """A lexicon entry's pronunciation: phonemes (IPA, for Kokoro and Piper), a respelling (said
+    instead of the word by other engines, and by those two when there are no phonemes), or both."""
+
+    model_config = ConfigDict(
+        strict=True, json_schema_extra={"anyOf": [{"required": ["phonemes"]}, {"required": ["respelling"]}]}
+    )
+
+    language: LexiconLanguage = Field(description='"en" applies to en-us and en-gb; a variant\'s own wins')
+    phonemes: str | SkipJsonSchema[None] = Field(
+        None,
+        description="IPA as the engines' G2P writes it, e.g. təmˈɑːtoʊ (no spaces, no slashes)",
+        json_schema_extra={"pattern": PHONEMES.pattern},
+    )
+    respelling: str | SkipJsonSchema[None] = Field(
+        None,
+        description='plain text said instead, e.g. "win" for Nguyen',
+        json_schema_extra={"pattern": RESPELLING.pattern},
+    )
+
+    @field_validator("phonemes", "respelling", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("leave it out instead of sending null")
+        return value
+
+
+class PronunciationOut(BaseModel):
+    word: str = Field(description="the word in lower case, as entries are keyed")
+    language: str
+    phonemes: str | None
+    respelling: str | None
+    updated_at: float
+
+
+class PronunciationList(BaseModel):
+    pronunciations: list[PronunciationOut]
+
+
+class PronunciationDeleted(BaseModel):
+    word: str
+    language: str
+    deleted: bool = Field(description="false: there was no such entry (deleting is idempotent)")
+
+
+class CaptionedSpeechRequest(SynthesizeRequest):
+    """`/api/v1/tts/synthesize`'s body; the answer is JSON: the audio (base64) and its word timings."""
+
+
+class CaptionedWord(BaseModel):
+    word: str = Field(description='as written in the text, e.g. "40-60°C"')
+    spoken: str = Field(description='as said, e.g. "forty to sixty degrees Celsius"')
+    start: float = Field(description="seconds from the start of the audio")
+    end: float
+
+
+class CaptionedSpeech(BaseModel):
+    audio: str = Field(description="the audio file in `format`, base64")
+    format: AudioFormat
+    sample_rate: int
+    duration: float = Field(description="seconds")
+    words: list[CaptionedWord] = Field(
+        description="every word with its times (empty for engines that do not report them: only the "
+        "embedded kokoro and piper do)"
+    )
+    srt: str = Field(description="phrase-level subtitles (SRT): a few words a cue, broken at punctuation")

@@ -196,6 +196,13 @@ class Transcriber:
         confidence = float(np.mean([np.exp(s.avg_logprob) for s in segments])) if segments else 0.0
         return Transcript(heard.text, confidence, heard.language)
 
+    def words(
+        self, audio: np.ndarray, sample_rate: int, language: str | None = None
+    ) -> list[tuple[str, float, float]]:
+        """Each word Whisper hears in `audio`: (word, start, end), times in seconds."""
+        heard = self._heard(audio, sample_rate, language, word_timestamps=True)
+        return [(w.word.strip(), float(w.start), float(w.end)) for s in heard.segments for w in s.words or ()]
+
     def transcribe_clip(
         self, audio: np.ndarray, sample_rate: int, language: str | None = None
     ) -> ClipTranscript:

@@ -8,6 +8,7 @@ written by streaming the turn files, after one pass that measures each speaker's
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import subprocess
@@ -24,10 +25,11 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field, StringConstraints
 
-from engines.base import Capability, EngineUnavailable, ScriptSpeaker
+from engines.base import AudioChunk, Capability, EngineUnavailable, ScriptSpeaker, SynthesisOptions
 from engines.text import detect_language, split_sentences
 from studio import audio as audio_io
 from studio.errors import BadInput, TooLarge, Unavailable
+from studio.services.quality import QualityGate, SentenceCheck, retake_options, summary
 from studio.services.script import Script, Turn, normalize_text, parse_script
 from studio.services.speech import SENTENCE_GAP_S, SHORT_TASK_CHARS, SpeechRequest, SpeechService
 from studio.space import gpu_duration, on_zero_gpu
@@ -81,6 +83,11 @@ class DialogueConfig(TaskConfig):
         description="a dialogue engine that can run here (moss-ttsd, with its weights) speaks the whole "
         "script in one pass; default: each voice's own engine, turn by turn",
         json_schema_extra={"x-choices": "dialogue_engines"},
+    )
+    quality_check: bool = Field(
+        False,
+        description="hear every sentence back (ASR) and make a bad one again; report in quality.json "
+        "(turn by turn only, not with a one-pass engine)",
     )
 
     def override(self, index: int) -> TurnOverride:
@@ -290,25 +297,33 @@ class DialogueService:
                     context.progress(
                         95 * done_chars / total_chars, f"turn {p.index + 1}/{len(planned)} ({p.turn.label})"
                     )
-                self._render_turn(p, request.normalize, turns_dir, context)
+                self._render_turn(p, request, turns_dir, context)
             done_chars += len(p.turn.text)
         if context and reused:
             context.log(f"kept {reused} turn(s) made before; made {len(planned) - reused}")
         if context:
             context.progress(96, "mixing")
-        return self._mix(planned, request.format, folder, turns_dir)
+        result = self._mix(planned, request.format, folder, turns_dir)
+        if request.quality_check and not request.engine:
+            result["quality"] = self._quality_report(planned, turns_dir, folder)
+        return result
 
     def _render_turn(
-        self, p: PlannedTurn, normalize: bool, turns_dir: Path, context: TaskContext | None
+        self, p: PlannedTurn, config: DialogueConfig, turns_dir: Path, context: TaskContext | None
     ) -> None:
         written_in = p.language or detect_language(p.turn.text)
-        text = normalize_text(p.turn.text, written_in) if normalize else p.turn.text
+        text = normalize_text(p.turn.text, written_in) if config.normalize else p.turn.text
         request = SpeechRequest(text=text, voice=p.voice, engine=p.engine, speed=p.speed, language=p.language)
-        pieces, sentences, phonemes, position = [], [], [], 0.0
+        gate = QualityGate(self.speech.transcriber) if config.quality_check else None
+        pieces, sentences, phonemes, checks, position = [], [], [], [], 0.0
         try:
             for chunk in self.speech.stream(request):
                 if context:
                     context.check_cancelled()
+                if gate:
+                    chunk, check = self._checked(gate, chunk, request)
+                    check.start = round(position + (SENTENCE_GAP_S if chunk.index else 0.0), 3)  # in the turn
+                    checks.append(check.as_dict())
                 audio = audio_io.resample(chunk.audio, chunk.sample_rate, MIX_RATE)
                 gap = SENTENCE_GAP_S if chunk.index else 0.0
                 sentences.append(
@@ -332,10 +347,58 @@ class DialogueService:
         # The .json is written last and atomically: a turn counts as done only when both exist.
         tmp = meta.with_suffix(".tmp")
         tmp.write_text(
-            json.dumps({"sentences": sentences, "voice": p.voice, "engine": p.engine, "phonemes": phonemes}),
+            json.dumps(
+                {"sentences": sentences, "voice": p.voice, "engine": p.engine, "phonemes": phonemes}
+                | ({"checks": checks} if gate else {})
+            ),
             encoding="utf-8",
         )
         tmp.replace(meta)
+
+    def _checked(
+        self, gate: QualityGate, chunk: AudioChunk, request: SpeechRequest
+    ) -> tuple[AudioChunk, SentenceCheck]:
+        """One sentence of a turn through the quality gate: the take the speech service made first, then
+        retakes of that sentence alone (a little slower or faster), with the same pause before it."""
+        takes = {0: chunk}
+
+        def make(attempt: int) -> tuple[np.ndarray, int]:
+            if attempt not in takes:
+                speed = retake_options(SynthesisOptions(speed=request.speed), attempt).speed
+                stream = self.speech.stream(dataclasses.replace(request, text=chunk.text, speed=speed))
+                retake = next(stream)
+                stream.close()  # one sentence: its hold on the engine's admission ends now
+                lead = SENTENCE_GAP_S if chunk.index else 0.0  # the stream's pause before a later sentence
+                silence = np.zeros(int(lead * retake.sample_rate), np.float32)
+                takes[attempt] = dataclasses.replace(
+                    retake,
+                    audio=np.concatenate([silence, retake.audio]),
+                    index=chunk.index,
+                    phonemes=tuple(span.shifted(lead) for span in retake.phonemes),
+                    words=tuple(word.shifted(lead) for word in retake.words),
+                )
+            return takes[attempt].audio, takes[attempt].sample_rate
+
+        audio, _, check = gate.take(chunk.index, chunk.text, request.language, make)
+        return next(take for take in takes.values() if take.audio is audio), check
+
+    def _quality_report(self, planned: list[PlannedTurn], turns_dir: Path, folder: Path) -> dict[str, Any]:
+        """Every turn's sentence checks, numbered through the dialogue and placed in the mix (by
+        timing.json): the result's summary, and quality.json with each sentence's turn and speaker."""
+        starts = {t["index"]: t["start"] for t in json.loads((folder / "timing.json").read_text("utf-8"))}
+        checks: list[SentenceCheck] = []
+        rows = []
+        for p in planned:
+            meta = json.loads((turns_dir / f"{p.index:05d}.json").read_text(encoding="utf-8"))
+            for found in meta.get("checks", []):
+                check = SentenceCheck(**found | {"index": len(checks)})
+                check.start = round(starts[p.index] + (check.start or 0.0), 3)
+                checks.append(check)
+                rows.append(check.as_dict() | {"turn": p.index, "speaker": p.turn.label})
+        quality = summary(checks)
+        report = json.dumps(quality | {"sentences": rows}, ensure_ascii=False, indent=1)
+        (folder / "quality.json").write_text(report, encoding="utf-8")
+        return quality
 
     @on_zero_gpu(lambda self, planned, *rest: whole_script_gpu_seconds(planned))
     def _render_whole_script(

@@ -16,7 +16,7 @@ import json
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,6 +38,17 @@ from engines.text import LANGUAGE_NAMES, canonical_language, detect_language, fo
 from studio import audio as audio_io
 from studio.errors import BadInput, NotFound, StudioError, TooLarge, Unavailable
 from studio.services.admission import Admission
+from studio.services.asr import Transcriber
+from studio.services.captions import Captioned, placed
+from studio.services.pronunciation import (
+    Lexicon,
+    Pronouncing,
+    Segment,
+    has_markup,
+    respelled,
+    speech_segments,
+)
+from studio.services.quality import QualityGate, SentenceCheck, retake_options, summary
 from studio.services.speech_cache import CachedSpeech, SpeechCache
 from studio.subtitles import Cue, to_srt
 from studio.tasks.configs import LANGUAGE_HELP, LanguageName, TaskConfig
@@ -84,6 +95,9 @@ class SpeechRequest:
     language: str | None = None  # any spelling canonical_language takes; None or "auto": per sentence
     requester: str = ""  # who asks (an API key's owner, a UI session): the engine serves them in turn
     quick_start: bool = False  # a long first sentence goes out as two chunks (streams: sooner first audio)
+    # Word (lower case) -> IPA for the engine, once the text was read for markup and the lexicon
+    # (`SpeechService._pronounced`); None: not read yet.
+    pronunciations: Mapping[str, str] | None = None
 
 
 class SpeechConfig(TaskConfig):
@@ -97,6 +111,9 @@ class SpeechConfig(TaskConfig):
     pitch: float = Field(1.0, ge=0.5, le=2.0, description="pitch factor; 2.0 is an octave up")
     language: LanguageName | None = Field(None, description=LANGUAGE_HELP)
     format: Literal["wav", "flac", "mp3", "ogg", "opus", "aac", "pcm"] = "wav"
+    quality_check: bool = Field(
+        False, description="hear every sentence back (ASR) and make a bad one again; report in quality.json"
+    )
 
     def speech_request(self) -> SpeechRequest:
         return SpeechRequest(self.text, self.voice, self.engine, self.speed, self.pitch, self.language)
@@ -110,6 +127,9 @@ class Speech:
 
 
 class SpeechService:
+    transcriber: Transcriber  # the bundled ASR, set by the Studio: the quality gate of tasks hears with it
+    lexicon: Lexicon | None = None  # the pronunciation lexicon, set by the Studio
+
     def __init__(
         self,
         registry: EngineRegistry,
@@ -258,7 +278,11 @@ class SpeechService:
         (shorter inside a sentence split for a quick start), and fades in and out at its edges.
         An interactive request is admitted on the engine's bounded queue first (`Busy` otherwise);
         background tasks are not refused, they give way instead. A `narration|quote` voice pair
-        speaks each part in its voice (`_narrated`)."""
+        speaks each part in its voice (`_narrated`). Markup, SSML and the lexicon are read first
+        (`_pronounced`)."""
+        if request.pronunciations is None:
+            yield from self._pronounced(request)
+            return
         if VOICE_PAIR in request.voice:
             yield from self._narrated(request)
             return
@@ -279,6 +303,7 @@ class SpeechService:
                     language=language,
                     requester=request.requester,
                     quick_start=request.quick_start,
+                    pronunciations=dict(request.pronunciations),
                 )
                 spoken = False
                 for chunk in engine.synthesize(request.text, voice, options):
@@ -293,7 +318,13 @@ class SpeechService:
                     audio = np.concatenate([np.zeros(gap, np.float32), audio])
                     phonemes = tuple(span.shifted(gap / chunk.sample_rate) for span in chunk.phonemes)
                     yield AudioChunk(
-                        audio, chunk.sample_rate, chunk.text, chunk.index, phonemes, chunk.continues
+                        audio,
+                        chunk.sample_rate,
+                        chunk.text,
+                        chunk.index,
+                        phonemes,
+                        chunk.continues,
+                        tuple(word.shifted(gap / chunk.sample_rate) for word in chunk.words),
                     )
                 if not spoken:  # every sentence was something the engine could not read (e.g. ١٢٣)
                     raise BadInput(NOTHING_TO_SPEAK, "nothing_to_speak")
@@ -323,10 +354,85 @@ class SpeechService:
             for chunk in self.stream(part):
                 rate = rate or chunk.sample_rate
                 audio = audio_io.resample(chunk.audio, chunk.sample_rate, rate)
-                if chunk.index == 0 and index > 0:  # a new part: a sentence's pause before it
-                    audio = np.concatenate([np.zeros(int(SENTENCE_GAP_S * rate), np.float32), audio])
-                yield AudioChunk(audio, rate, chunk.text, index, (), chunk.continues)
+                pause = int(SENTENCE_GAP_S * rate) if chunk.index == 0 and index > 0 else 0  # a new part
+                audio = np.concatenate([np.zeros(pause, np.float32), audio])
+                words = tuple(word.shifted(pause / rate) for word in chunk.words)
+                yield AudioChunk(audio, rate, chunk.text, index, (), chunk.continues, words)
                 index += 1
+
+    def _pronounced(self, request: SpeechRequest) -> Iterator[AudioChunk]:
+        """The text read for pronunciation (`services/pronunciation.py`): inline marks and SSML into
+        segments, then the lexicon's entries for each segment's languages. An engine that takes
+        phonemes (`Engine.takes_phonemes`) gets the entries' and the marks' phonemes, and respellings
+        only for words without phonemes; any other engine gets respellings in the text."""
+        self.validate(request)
+        segments = speech_segments(request.text) if has_markup(request.text) else [Segment(request.text)]
+        takes_phonemes = all(
+            self.registry.engine(self.resolve(voice.strip(), request.engine)[0]).takes_phonemes
+            for voice in request.voice.split(VOICE_PAIR)
+        )
+        parts: list[tuple[SpeechRequest, float]] = []
+        for segment in segments:
+            languages = self.languages_needed(segment.text, request.language) if segment.text else []
+            text, phonemes = self.lexicon_applied(
+                segment.text, languages, takes_phonemes, segment.pronunciations
+            )
+            speed = min(max(request.speed * segment.speed, 0.25), 4.0)
+            part = dataclasses.replace(request, text=text, speed=speed, pronunciations=phonemes)
+            parts.append((part, segment.pause_after))
+        if len(segments) == 1 and segments[0].speed == 1.0 and segments[0].text:  # no pause, one speed
+            yield from self.stream(parts[0][0])
+            return
+        yield from self._segmented(request, parts)
+
+    def lexicon_applied(
+        self,
+        text: str,
+        languages: list[str],
+        takes_phonemes: bool,
+        marked: dict[str, str] | None = None,
+    ) -> tuple[str, dict[str, str]]:
+        """`text` with the lexicon's respellings, and the phonemes (the lexicon's, then `marked`
+        inline ones) for an engine that takes them; also for paths that call an engine directly
+        (speech tasks, audiobooks). A word with phonemes keeps its spelling."""
+        marked = marked or {}
+        entries = self.lexicon.for_languages(languages) if self.lexicon else Pronouncing({}, {})
+        phonemes = {**entries.phonemes, **marked} if takes_phonemes else {}
+        respellings = {word: said for word, said in entries.respellings.items() if word not in phonemes}
+        return respelled(text, respellings, keep=marked), phonemes
+
+    def _segmented(
+        self, request: SpeechRequest, parts: list[tuple[SpeechRequest, float]]
+    ) -> Iterator[AudioChunk]:
+        """Parts spoken in order, each through `stream` (admission, engine, gaps), a part's pause as
+        silence before the next one's speech (a clause's gap where it has none), at the first part's
+        sample rate. Every part is checked (voice, languages) before any audio is made."""
+        speaking = [part for part, _ in parts if split_sentences(part.text)]
+        if not speaking:
+            raise BadInput(NOTHING_TO_SPEAK, "nothing_to_speak")
+        if VOICE_PAIR not in request.voice:  # a pair's parts are checked by `_narrated`
+            for part in speaking:
+                self.validate(part)
+                engine_name, voice = self.resolve(part.voice, part.engine)
+                self.check_languages(engine_name, voice, self.languages_needed(part.text, part.language))
+        rate, index, silence = 0, 0, 0.0
+        for part, pause in parts:
+            for chunk in self.stream(part) if split_sentences(part.text) else ():
+                rate = rate or chunk.sample_rate
+                lead = 0.0
+                if chunk.index == 0:  # a new part: its pause (or a clause's gap) before it
+                    lead, silence = silence or (CLAUSE_GAP_S if index else 0.0), 0.0
+                audio = audio_io.resample(chunk.audio, chunk.sample_rate, rate)
+                yield dataclasses.replace(
+                    chunk,
+                    audio=np.concatenate([np.zeros(int(lead * rate), np.float32), audio]),
+                    sample_rate=rate,
+                    index=index,
+                    phonemes=tuple(span.shifted(lead) for span in chunk.phonemes),
+                    words=tuple(span.shifted(lead) for span in chunk.words),
+                )
+                index += 1
+            silence += pause
 
     def synthesize(self, request: SpeechRequest) -> Speech:
         """The whole text as one array, with a cue per sentence."""
@@ -340,6 +446,15 @@ class SpeechService:
             position += chunk.duration
             pieces.append(chunk.audio)
         return Speech(np.concatenate(pieces) if pieces else np.zeros(0, np.float32), rate, cues)
+
+    def captioned(self, request: SpeechRequest, fmt: str) -> Captioned:
+        """The whole text as one file in `fmt` with each word's times (from engines that know them:
+        the embedded Kokoro and Piper) and phrase-level cues (`captions.py`); not cached."""
+        chunks, words, cues = placed(self.stream(request))
+        rate = chunks[0].sample_rate  # the stream yields at least one chunk or raises
+        audio = np.concatenate([chunk.audio for chunk in chunks])
+        data = audio_io.encode(audio, rate, fmt)
+        return Captioned(data, fmt, rate, len(audio) / rate, tuple(words), tuple(cues))
 
     # ---- encoded for the HTTP routes, through the cache ------------------------------------------
     def encoded(self, request: SpeechRequest, fmt: str) -> tuple[CachedSpeech, str]:
@@ -416,6 +531,7 @@ class SpeechService:
             pitch=request.pitch,
             language=self.language(request.language),
             quick_start=request.quick_start,
+            lexicon=self.lexicon.revision() if self.lexicon else "",
         )
 
     # ---- the "speech" task: long text to a file, resumable ------------------------------------
@@ -450,17 +566,31 @@ class SpeechService:
         done = sum(1 for i in range(len(sentences)) if (parts / f"{i:05d}.wav").exists())
         if done:
             context.log(f"resuming: {done} of {len(sentences)} sentences already made")
+        gate = QualityGate(self.transcriber) if config.quality_check else None
         for i, sentence in enumerate(sentences):
             part = parts / f"{i:05d}.wav"
             if part.exists():
                 continue
             context.progress(100.0 * i / len(sentences), f"sentence {i + 1}/{len(sentences)}")
             spoken_in = language or detect_language(sentence, context=request.text)
-            options = SynthesisOptions(speed=request.speed, language=spoken_in)
-            chunk = next(iter(engine.synthesize(sentence, voice, options)), None)  # None: nothing to read
-            audio = (
-                audio_io.change_pitch(chunk.audio, chunk.sample_rate, request.pitch) if chunk else np.zeros(0)
-            )
+            said, phonemes = self.lexicon_applied(sentence, [spoken_in], engine.takes_phonemes)
+            options = SynthesisOptions(speed=request.speed, language=spoken_in, pronunciations=phonemes)
+
+            def make(attempt: int, text: str = said, base: SynthesisOptions = options) -> tuple[Any, int]:
+                chunk = next(iter(engine.synthesize(text, voice, retake_options(base, attempt))), None)
+                if chunk is None:  # nothing to read
+                    return np.zeros(0), engine.info.sample_rate
+                return audio_io.change_pitch(chunk.audio, chunk.sample_rate, request.pitch), chunk.sample_rate
+
+            if gate:
+                audio, _, check = gate.take(i, sentence, spoken_in, make)
+                # Written before its part: a finished part always has its check, and a resumed task
+                # does not hear it again.
+                (parts / f"{i:05d}.json").write_text(json.dumps(check.as_dict(), ensure_ascii=False), "utf-8")
+                if not check.passed:
+                    context.log(f"sentence {i + 1} heard wrong in all {check.takes} takes: {check.heard!r}")
+            else:
+                audio, _ = make(0)
             tmp = part.with_suffix(".tmp.wav")
             sf.write(tmp, audio, engine.info.sample_rate, subtype="FLOAT")
             tmp.replace(part)  # a part exists only once it is whole
@@ -468,13 +598,18 @@ class SpeechService:
         pieces, cues, position = [], [], 0.0
         rate = engine.info.sample_rate
         gap = np.zeros(int(SENTENCE_GAP_S * rate), np.float32)
+        checks: list[SentenceCheck] = []
         for i, sentence in enumerate(sentences):
             audio, rate = sf.read(parts / f"{i:05d}.wav", dtype="float32")
+            if gate:
+                checks.append(SentenceCheck(**json.loads((parts / f"{i:05d}.json").read_text("utf-8"))))
             if not len(audio):
                 continue
             if pieces:
                 pieces.append(gap)
                 position += SENTENCE_GAP_S
+            if checks:
+                checks[-1].start = round(position, 3)
             cues.append(Cue(position, position + len(audio) / rate, sentence))
             position += len(audio) / rate
             pieces.append(audio)
@@ -484,7 +619,17 @@ class SpeechService:
             json.dumps([{"start": c.start, "end": c.end, "text": c.text} for c in cues], indent=1),
             encoding="utf-8",
         )
-        return {"duration": position, "sentences": len(sentences), "engine": engine_name, "voice": voice}
+        result: dict[str, Any] = {
+            "duration": position,
+            "sentences": len(sentences),
+            "engine": engine_name,
+            "voice": voice,
+        }
+        if gate:
+            result["quality"] = summary(checks, gate.threshold)
+            report = json.dumps(result["quality"] | {"sentences": [c.as_dict() for c in checks]}, indent=1)
+            (context.folder / "quality.json").write_text(report, encoding="utf-8")
+        return result
 
 
 def read_ahead(chunks: Iterator[AudioChunk], depth: int = 2) -> Iterator[AudioChunk]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from studio import audio as audio_io
 from studio.core import Studio
 from studio.errors import StudioError
 from studio.services.dialogue import DEFAULT_PAUSE_MS, DEFAULT_VOICES, DialogueConfig
+from studio.services.quality import REPORT_COLUMNS, report_rows
 from studio.services.script import parse_script
 from studio.services.speech import SpeechRequest
 from studio.ui.common import (
@@ -53,6 +55,14 @@ def speaker_title(speaker_id: str, label: str) -> str:
 def script_engines(studio: Studio) -> list[Engine]:
     """The dialogue engines (whole script in one pass) that can run here."""
     return studio.registry.available(Capability.DIALOGUE)
+
+
+def checked_line(quality: dict[str, Any]) -> str:
+    """The quality check's summary after the status line."""
+    return (
+        f"; {quality['checked']} sentences heard back, {quality['retaken']} made again, "
+        f"{len(quality['failing'])} still wrong (listen at the times in the table)"
+    )
 
 
 def build_dialogue_tab(studio: Studio) -> None:
@@ -94,6 +104,9 @@ def build_dialogue_tab(studio: Studio) -> None:
                 pause = gr.Slider(0, 2000, value=DEFAULT_PAUSE_MS, step=50, label="Pause between turns (ms)")
                 fmt = gr.Dropdown(["wav", "mp3", "flac"], value="wav", label="Format")
             normalize = gr.Checkbox(False, label="Spell out numbers and abbreviations")
+            check = gr.Checkbox(
+                False, label="Check every sentence (ASR) and re-take bad ones", elem_id="dialogue-quality"
+            )
             engine = gr.Dropdown(
                 [(TURN_BY_TURN, "")] + [(e.info.display_name, e.info.name) for e in script_engines(studio)],
                 value="",
@@ -113,6 +126,14 @@ def build_dialogue_tab(studio: Studio) -> None:
         downloads = gr.File(
             label="Downloads: subtitles, timing, stems", file_count="multiple", elem_id="dialogue-files"
         )
+    quality = gr.Dataframe(
+        headers=REPORT_COLUMNS,
+        label="Quality check: what the ASR heard in each sentence",
+        visible=False,
+        interactive=False,
+        wrap=True,
+        elem_id="dialogue-quality-report",
+    )
     task_id = gr.State("")
 
     def on_script(text: str) -> list[Any]:
@@ -154,6 +175,7 @@ def build_dialogue_tab(studio: Studio) -> None:
         pause_ms: float,
         out_fmt: str,
         spell: bool,
+        checked: bool,
         engine_name: str,
         s1: str,
         s2: str,
@@ -175,6 +197,7 @@ def build_dialogue_tab(studio: Studio) -> None:
                 format=out_fmt,
                 pause_ms=int(pause_ms),
                 normalize=spell,
+                quality_check=checked,
                 engine=engine_name or None,
                 voices={f"S{n}": v for n, v in enumerate(voices, 1) if v and f"S{n}" in present},
                 languages={
@@ -186,19 +209,25 @@ def build_dialogue_tab(studio: Studio) -> None:
             task = studio.runner.submit("dialogue", "dialogue (UI)", config, ui_owner(request))
         except StudioError as error:
             raise gr.Error(error.message) from None
-        yield [task.task_id, "Queued…", None, "", None]
+        hidden = gr.Dataframe(visible=False)
+        yield [task.task_id, "Queued…", None, "", None, hidden]
         for line, done in follow_task(studio, task.task_id):
             if done is None:
-                yield [task.task_id, line, None, "", None]
+                yield [task.task_id, line, None, "", None, hidden]
                 continue
             result = done.result
             subtitles = studio.store.file_path(task.task_id, result["subtitles"])
+            report = studio.store.file_path(task.task_id, "quality.json")
             yield [
                 task.task_id,
-                f"Done: {result['duration']:.1f} s, {result['turns']} turns (task `{task.task_id}`)",
+                f"Done: {result['duration']:.1f} s, {result['turns']} turns (task `{task.task_id}`)"
+                + (checked_line(result["quality"]) if "quality" in result else ""),
                 task_file(studio, task.task_id, result["audio"]),
                 subtitles.read_text(encoding="utf-8") if subtitles else "",
                 [f for f in task_files(studio, task.task_id, "*") if Path(f).name != result["audio"]],
+                gr.Dataframe(report_rows(json.loads(report.read_text("utf-8"))), visible=True)
+                if report
+                else hidden,
             ]
 
     example.change(lambda name: samples[name], example, script)
@@ -212,7 +241,7 @@ def build_dialogue_tab(studio: Studio) -> None:
     languages = [language for _, _, language, _, _ in rows]
     generate.click(
         on_generate,
-        [script, pause, fmt, normalize, engine, *voices, *languages],
-        [task_id, status, player, subtitles, downloads],
+        [script, pause, fmt, normalize, check, engine, *voices, *languages],
+        [task_id, status, player, subtitles, downloads, quality],
     )
     cancel.click(lambda current: cancel_task(studio, current), task_id, status)
