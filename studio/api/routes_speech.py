@@ -35,6 +35,19 @@ router = APIRouter(responses=errors(400, 401, 422))
 SPEAKING_ERRORS = errors(404, 413, 429, 503)
 
 
+def speech_request(body: SynthesizeRequest, owner: str) -> SpeechRequest:
+    """The studio's speech request for a synthesize (or captioned) body, asked by `owner`."""
+    return SpeechRequest(
+        text=body.text,
+        voice=body.voice_id,
+        engine=body.engine,
+        speed=body.parameters.speed,
+        pitch=body.parameters.pitch,
+        language=body.language,
+        requester=owner,
+    )
+
+
 @router.post(
     "/api/v1/tts/synthesize",
     tags=["speech"],
@@ -45,15 +58,7 @@ def synthesize(
     body: SynthesizeRequest, owner: str = Depends(rate_limited_caller), studio: Studio = Depends(get_studio)
 ) -> Response:
     """Text -> one audio file in `format` (wav, mp3, flac, ogg). `X-Cache: hit` when it was made before."""
-    request = SpeechRequest(
-        text=body.text,
-        voice=body.voice_id,
-        engine=body.engine,
-        speed=body.parameters.speed,
-        pitch=body.parameters.pitch,
-        language=body.language,
-        requester=owner,
-    )
+    request = speech_request(body, owner)
     speech, cache = studio.speech.encoded(request, body.format)
     return Response(
         speech.data,
@@ -76,15 +81,7 @@ def captioned(
     written and as spoken, start and end in seconds) and `srt`, phrase-level subtitles. Words come
     from the engine's phoneme times (the embedded kokoro and piper); other engines answer with no
     words and one cue per sentence."""
-    request = SpeechRequest(
-        text=body.text,
-        voice=body.voice_id,
-        engine=body.engine,
-        speed=body.parameters.speed,
-        pitch=body.parameters.pitch,
-        language=body.language,
-        requester=owner,
-    )
+    request = speech_request(body, owner)
     made = studio.speech.captioned(request, body.format)
     return CaptionedSpeech(
         audio=base64.b64encode(made.data).decode("ascii"),
