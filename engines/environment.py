@@ -17,12 +17,14 @@ under the one process supervisor (streamed lines, cancel stops the whole pip tre
 the engine's imports load in it; only then is the stamp written that makes it ready. An install that
 failed or was cancelled is resumed by the next one (pip keeps what it already installed).
 
-Disk: heavy engines pin CUDA builds of torch (5-6 GB each with their nvidia packages), and two pairs
+Disk: heavy engines pin CUDA builds of torch (5-7 GB each with their nvidia packages), and two pairs
 pin the same one (MegaTTS3 and GPT-SoVITS torch 2.6.0; both MOSS-TTSD versions torch 2.9.1). So pip
-keeps no cache of the wheels it installs, and a finished install hard-links its files to identical
-ones in the other ready environments (util-linux `hardlink`, same name, content and mode): measured
-on all four, 28 GB became 16 GB. pip never writes into an installed file (it replaces or removes it),
-so a link shared by two environments stays right when either changes.
+keeps no cache of the wheels it installs, and before pip runs, an install hard-links into the new venv
+every package another ready environment has at exactly the pinned version, with what that package
+needs there (`link_packages`): pip then finds torch and its nvidia packages already satisfied, and the
+second environment of a pair costs megabytes, not gigabytes, and no download. pip never writes into
+an installed file (it replaces or removes it), so a link shared by two environments stays right when
+either changes. An install that runs out of disk is removed, so that the studio's own files have room.
 """
 
 from __future__ import annotations
@@ -152,6 +154,24 @@ class EngineEnvironment:
             steps.append(
                 InstallStep("creating the venv", [sys.executable, "-m", "venv", str(self.folder)], 0.03)
             )
+        others = [str(folder) for folder in self.ready_siblings()]
+        if others:
+            steps.append(
+                InstallStep(
+                    "linking the pinned packages the other environments have",
+                    [
+                        sys.executable,
+                        "-m",
+                        "engines.environment",
+                        "link",
+                        str(self.spec),
+                        str(self.folder),
+                        *others,
+                    ],
+                    0.02,
+                    required=False,
+                )
+            )
         torch = [pin for pin in self.pins if _name(pin) == "torch"]
         if torch:  # first and alone: a pinned torch decides which build pip takes (the notes: CPU vs CUDA)
             steps.append(InstallStep(f"installing {torch[0]}", pip + torch, 0.55))
@@ -162,17 +182,6 @@ class EngineEnvironment:
                     "building packages without build isolation",
                     [*pip, "--no-build-isolation", "--no-deps", "-r", str(self.unisolated_spec)],
                     0.05,
-                )
-            )
-        others = [str(folder) for folder in self.ready_siblings()]
-        if others and shutil.which("hardlink"):
-            same = ["--ignore-owner", "--ignore-time", "--respect-name", "--minimum-size", "32K"]
-            steps.append(
-                InstallStep(
-                    "sharing identical files with the other environments",
-                    ["hardlink", *same, str(self.folder), *others],
-                    0.02,
-                    required=False,
                 )
             )
         check = "import engines.worker" + "".join(f"; import {module}" for module in self.imports)
@@ -216,6 +225,15 @@ class EngineEnvironment:
                     on_line(f"(skipped: {step.title} exited with status {outcome.returncode})")
                 elif outcome.returncode != 0:
                     tail = " | ".join(outcome.tail[-6:])
+                    if "No space left on device" in tail:
+                        shutil.rmtree(self.folder, ignore_errors=True)
+                        free_gb = shutil.disk_usage(self.folder.parent).free / 1e9
+                        raise InstallError(
+                            f"installing environment '{self.name}' ran out of disk at {step.title}: "
+                            f"{free_gb:.1f} GB is free in {self.folder.parent} and an engine environment "
+                            "takes up to 7 GB (CUDA torch). The unfinished environment was removed; free "
+                            "some disk or set STUDIO_ENGINE_ENVS to a bigger disk, then install again"
+                        )
                     raise InstallError(
                         f"installing environment '{self.name}' failed at {step.title} "
                         f"(exit status {outcome.returncode}): {tail}"
@@ -288,6 +306,96 @@ def studio_satisfies(pins: tuple[str, ...]) -> bool:
     return True
 
 
+def _site_packages(venv: Path) -> Path | None:
+    found = sorted(venv.glob("lib/python*/site-packages"))
+    return found[0] if found else None
+
+
+def link_packages(spec: Path, venv: Path, others: Sequence[Path]) -> list[str]:
+    """Hard-link into `venv` each package that `spec` pins exactly (`name==version`) and one of the
+    `others` (ready venvs of the same Python) has at that version, with every package it needs there,
+    except what `spec` pins otherwise and what `venv` has already; the names of those linked.
+
+    Scripts in bin/ are copied with their first line pointing at this venv's interpreter. pip then
+    sees the packages installed (their dist-info comes along) and leaves them be, or replaces one if
+    its resolver wants another version: replacing removes the link, never writes through it.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement  # not needed in a worker
+    from packaging.utils import canonicalize_name
+
+    target = _site_packages(venv)
+    if target is None:
+        return []
+    wanted: dict[str, Requirement] = {}
+    for line in _requirement_lines(spec):
+        with contextlib.suppress(InvalidRequirement):
+            requirement = Requirement(line)
+            wanted[canonicalize_name(requirement.name)] = requirement
+    exact = [
+        name
+        for name, requirement in wanted.items()
+        if len(requirement.specifier) == 1 and next(iter(requirement.specifier)).operator == "=="
+    ]
+    have = {canonicalize_name(dist.metadata["Name"]) for dist in metadata.distributions(path=[str(target)])}
+    chosen: dict[str, metadata.Distribution] = {}
+    for other in others:
+        site = _site_packages(other)
+        if site is None:
+            continue
+        there = {
+            canonicalize_name(dist.metadata["Name"]): dist
+            for dist in metadata.distributions(path=[str(site)])
+        }
+        queue = [
+            name for name in exact if name in there and wanted[name].specifier.contains(there[name].version)
+        ]
+        while queue:
+            name = queue.pop()
+            dist = there.get(name)
+            if name in chosen or name in have or dist is None or dist.files is None:
+                continue
+            if name in wanted and not wanted[name].specifier.contains(dist.version, prereleases=True):
+                continue
+            chosen[name] = dist
+            for needed in dist.requires or []:
+                with contextlib.suppress(InvalidRequirement):
+                    requirement = Requirement(needed)
+                    if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                        queue.append(canonicalize_name(requirement.name))
+    for dist in chosen.values():
+        _link_distribution(dist, venv)
+    return sorted(chosen)
+
+
+def _link_distribution(dist: metadata.Distribution, venv: Path) -> None:
+    site = Path(str(dist.locate_file(""))).resolve()
+    other_venv = site.parent.parent.parent  # <venv>/lib/pythonX.Y/site-packages
+    target_site = _site_packages(venv)
+    assert target_site is not None
+    for file in dist.files or []:
+        source = Path(os.path.normpath(site / file))
+        if not source.is_file():
+            continue  # RECORD lists caches pip did not write
+        if source.is_relative_to(site):
+            destination = target_site / source.relative_to(site)
+        elif source.is_relative_to(other_venv / "bin"):
+            destination = venv / source.relative_to(other_venv)
+        else:
+            continue
+        if destination.exists():
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if destination.parent == venv / "bin":  # a script: its #! names the other venv's python
+            text = source.read_bytes().replace(str(other_venv).encode(), str(venv).encode(), 1)
+            destination.write_bytes(text)
+            destination.chmod(source.stat().st_mode)
+            continue
+        try:
+            os.link(source, destination)
+        except OSError:  # another file system: a copy still saves the download
+            shutil.copy2(source, destination)
+
+
 def _pip_progress(
     on_line: Callable[[str], None],
     on_progress: Callable[[float, str], None],
@@ -316,3 +424,10 @@ def _pip_progress(
             on_progress(100 * (start + share * fraction), title)
 
     return handle
+
+
+if __name__ == "__main__":  # python -m engines.environment link SPEC VENV OTHER_VENV...: an install step
+    _, command, spec_path, venv_path, *other_paths = sys.argv
+    assert command == "link", command
+    linked = link_packages(Path(spec_path), Path(venv_path), [Path(path) for path in other_paths])
+    print(f"linked {len(linked)} packages from the other environments: {', '.join(linked) or 'none'}")

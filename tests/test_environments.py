@@ -80,22 +80,34 @@ def test_install_makes_a_working_environment_then_pins_changing_make_it_stale(tm
     assert "install it again" in (environment.problem() or "")
 
 
-def test_environments_with_the_same_packages_share_their_files(tmp_path: Path) -> None:
-    """The second of two environments with the same pins hard-links its files of 32 KiB and more to
-    the first's (the heavy engines' CUDA torch is 5-6 GB a copy), and still works."""
-    spec = small_spec(tmp_path, "numpy==2.2.6\npsutil\n")
-    first = EngineEnvironment("first", tmp_path / "envs", imports=["numpy"], spec=spec)
-    second = EngineEnvironment("second", tmp_path / "envs", imports=["numpy"], spec=spec)
+def test_an_environment_links_the_pinned_packages_another_one_has(tmp_path: Path) -> None:
+    """The second of two environments pinning the same numpy hard-links it (and what it needs) from
+    the first before pip runs, so pip finds it installed (the heavy engines' CUDA torch is 5-7 GB a
+    copy); its scripts run on the second's own interpreter, and it still works."""
+    first = EngineEnvironment(
+        "first", tmp_path / "envs", imports=["numpy"], spec=small_spec(tmp_path, "numpy==2.2.6\npsutil\n")
+    )
+    spec = tmp_path / "second.txt"
+    spec.write_text("numpy==2.2.6\npsutil\nsix\n", encoding="utf-8")  # psutil: not pinned, not linked
+    second = EngineEnvironment("second", tmp_path / "envs", imports=["numpy", "six"], spec=spec)
     first.install(on_line=lambda line: None)
     lines: list[str] = []
     assert second.install(on_line=lines.append) is EnvironmentState.READY
-    assert any(line.startswith("$ hardlink") and str(first.folder) in line for line in lines)
+    assert "linked 1 packages from the other environments: numpy" in lines
+    assert any(line.startswith("Requirement already satisfied: numpy==2.2.6") for line in lines)
 
-    def libraries(environment: EngineEnvironment) -> dict[str, int]:
-        found = environment.folder.glob("lib/python*/site-packages/numpy/_core/*.so")
-        return {path.name: path.stat().st_ino for path in found if path.stat().st_size >= 32 * 1024}
+    def numpy_files(environment: EngineEnvironment) -> dict[str, int]:
+        site = next(environment.folder.glob("lib/python*/site-packages"))
+        found = [*site.glob("numpy/**/*"), *site.glob("numpy-2.2.6.dist-info/*")]
+        return {str(path.relative_to(site)): path.stat().st_ino for path in found if path.is_file()}
 
-    assert libraries(first) and libraries(first) == libraries(second)
+    assert len(numpy_files(first)) > 500 and numpy_files(first) == numpy_files(second)
+    script = second.folder / "bin" / "numpy-config"
+    assert script.read_text().splitlines()[0] == f"#!{second.folder / 'bin' / 'python'}"
+    assert (
+        subprocess.run([script, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+        == "2.2.6"
+    )
     subprocess.run([second.python() or "", "-c", "import numpy; numpy.ones(3).sum()"], check=True)
 
 
