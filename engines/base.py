@@ -32,7 +32,7 @@ import numpy as np
 
 from engines.environment import EngineEnvironment
 from engines.gpu import GpuAllocator, Lease
-from engines.text import base_language, detect_language, quick_start_head, split_sentences
+from engines.text import base_language, detect_language, latin_language, quick_start_head, split_sentences
 
 log = logging.getLogger("engines")
 
@@ -101,7 +101,8 @@ class EngineInfo:
 @dataclass(frozen=True)
 class EngineStatus:
     state: EngineState
-    missing: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()  # what it needs before it can run
+    problems: tuple[str, ...] = ()  # what is wrong with files placed for it; it runs without them
 
 
 @dataclass(frozen=True)
@@ -349,9 +350,15 @@ class Engine(ABC):
                 missing.append((EngineState.NEEDS_WEIGHTS, req.describe(self.weights_dir)))
             elif req.kind == "gpu" and not self.allocator.gpu_available:
                 missing.append((EngineState.NEEDS_GPU, req.describe(self.weights_dir)))
+        problems = self.placed_problems()
         if missing:
-            return EngineStatus(missing[0][0], tuple(text for _, text in missing))
-        return EngineStatus(EngineState.LOADED if self._loaded else EngineState.READY)
+            return EngineStatus(missing[0][0], tuple(text for _, text in missing), problems)
+        return EngineStatus(EngineState.LOADED if self._loaded else EngineState.READY, problems=problems)
+
+    def placed_problems(self) -> tuple[str, ...]:
+        """What is wrong with optional files a user placed for it (a malformed voices file): shown in
+        the Engines tab while the engine runs on without them."""
+        return ()
 
     def parallel_runs(self) -> int:
         """How many synthesis calls may run at once on the loaded model (an engine whose model is
@@ -438,17 +445,19 @@ class Engine(ABC):
         self, text: str, voice: str, options: SynthesisOptions | None = None
     ) -> Iterator[AudioChunk]:
         """Speak `text` sentence by sentence; the first chunk comes before the whole text is done.
-        Without `options.language` each sentence is spoken in the language its script says."""
+        Without `options.language` each sentence is spoken in the language its script says (Latin
+        script: the voice's own language, `latin_language`)."""
         options = options or SynthesisOptions()
         self.check_voice(voice)
         self.ensure_loaded()
+        latin = self.latin_language(voice)
         index = 0
         sentences = split_sentences(text)
         pieces = [(sentence, False) for sentence in sentences]
         if options.quick_start and sentences and (head := quick_start_head(sentences[0])):
             pieces[:1] = [(head, False), (sentences[0][len(head) :].strip(), True)]
         for sentence, continues in pieces:
-            language = options.language or detect_language(sentence, context=text)
+            language = options.language or detect_language(sentence, text, latin)
             with self._runs.turn(options.requester):
                 started = self.last_used = time.monotonic()
                 audio, phonemes, words = self._synthesize_words(
@@ -493,6 +502,12 @@ class Engine(ABC):
             if info.id == voice:
                 return info.languages or (info.language,)
         return self.info.languages
+
+    def latin_language(self, voice: str) -> str:
+        """The language `voice` reads Latin-script text in when none is named: its own when that is
+        written in Latin letters (an ef_ Kokoro voice: Spanish), else English."""
+        own = next((info.language for info in self.voices() if info.id == voice), None)
+        return latin_language(own)
 
     def speaks(self, voice: str, language: str) -> bool:
         """Whether `voice` can speak `language` (any English voice speaks en-us and en-gb)."""

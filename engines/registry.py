@@ -33,6 +33,8 @@ class EngineReport:
     sample_rate: int
     state: str
     missing: list[str]
+    problems: list[str]  # wrong with files placed for it; it runs without them
+    voices: int
     device: str
     environment: str | None  # its own pinned environment (engines/envs/<name>.txt), if it has one
     environment_state: str | None  # ready, shared (the studio's satisfies it), stale or missing
@@ -117,17 +119,22 @@ class EngineRegistry:
             status = engine.status()
             info = engine.info
             environment = engine.environment()
+            voices = engine.voices() if status.state.usable else []
+            languages = list(info.languages)
+            languages += sorted({voice.language for voice in voices} - set(languages))
             out.append(
                 EngineReport(
                     name=info.name,
                     display_name=info.display_name,
                     description=info.description,
                     capabilities=sorted(c.value for c in info.capabilities),
-                    languages=list(info.languages),
+                    languages=languages,
                     license=info.license,
                     sample_rate=info.sample_rate,
                     state=status.state.value,
                     missing=list(status.missing),
+                    problems=list(status.problems),
+                    voices=len(voices),
                     device=engine.device,
                     environment=environment.name if environment else None,
                     environment_state=environment.state().value if environment else None,

@@ -148,10 +148,22 @@ def _cut(word: str, max_chars: int) -> list[str]:
 
 
 # ---- languages ----------------------------------------------------------------------------
-# The studio's language codes: "zh" (Mandarin), "ja", "en-us", "en-gb". `None` everywhere means
-# "auto": each sentence is detected by its script.
-LANGUAGE_NAMES = {"zh": "Mandarin Chinese", "ja": "Japanese", "en-us": "English", "en-gb": "British English"}
-_ALIASES = {
+# The studio's language codes: "zh" (Mandarin), "ja", "en-us", "en-gb", and the other languages of
+# Kokoro's voices and the common Piper ones. `None` everywhere means "auto": each sentence is
+# detected by its script, a Latin-script one in the voice's own language (`latin_language`).
+LANGUAGE_NAMES = {
+    "zh": "Mandarin Chinese",
+    "ja": "Japanese",
+    "en-us": "English",
+    "en-gb": "British English",
+    "es": "Spanish",
+    "fr-fr": "French",
+    "it": "Italian",
+    "pt-br": "Brazilian Portuguese",
+    "de": "German",
+    "hi": "Hindi",
+}
+_ALIASES = {  # the one-letter ones are Kokoro's language codes (the first letter of its voice ids)
     "zh": (
         "zh",
         "zh-cn",
@@ -165,42 +177,60 @@ _ALIASES = {
         "普通话",
         "zho",
         "chi",
+        "z",
     ),
-    "ja": ("ja", "ja-jp", "ja_jp", "jp", "jpn", "japanese", "日文", "日语", "日本語"),
+    "ja": ("ja", "ja-jp", "ja_jp", "jp", "jpn", "japanese", "日文", "日语", "日本語", "j"),
     "en-us": ("en", "en-us", "en_us", "eng", "english", "英文", "英语", "a"),
-    "en-gb": ("en-gb", "en_gb", "b"),
+    "en-gb": ("en-gb", "en_gb", "en-gb-x-rp", "b"),
+    "es": ("es", "es-es", "es_es", "es-mx", "es_mx", "es-419", "spa", "spanish", "español", "e"),
+    "fr-fr": ("fr", "fr-fr", "fr_fr", "fra", "fre", "french", "français", "f"),
+    "it": ("it", "it-it", "it_it", "ita", "italian", "italiano", "i"),
+    "pt-br": ("pt", "pt-br", "pt_br", "por", "portuguese", "português", "p"),
+    "de": ("de", "de-de", "de_de", "deu", "ger", "german", "deutsch"),
+    "hi": ("hi", "hi-in", "hi_in", "hin", "hindi", "h"),
 }
 _CANONICAL = {alias: code for code, aliases in _ALIASES.items() for alias in aliases}
 LANGUAGE_SPELLINGS = ("auto", *_CANONICAL)  # every spelling `canonical_language` takes (any case)
+_NOT_LATIN = frozenset({"zh", "ja", "hi"})  # written in their own scripts; every other one in Latin letters
 # Kana, without the katakana middle dot U+30FB: Chinese text writes names with it too ("达・芬奇").
 _KANA = re.compile(r"[\u3040-\u30fa\u30fc-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_DEVANAGARI = re.compile(r"[\u0900-\u097f]")
 
 
 def canonical_language(value: str | None) -> str | None:
-    """A language as the studio names it ("zh", "ja", "en-us", "en-gb"), or None for auto/empty.
+    """A language as the studio names it (a key of LANGUAGE_NAMES), or None for auto/empty.
 
     Accepts the common spellings clients send: ISO codes, "cmn", "Chinese", GPT-SoVITS's "中文" /
-    "日文" / "英文", Kokoro's "a"/"b". Raises ValueError naming the choices for anything else.
+    "日文" / "英文", Kokoro's one-letter codes. Raises ValueError naming the choices for anything else.
     """
     if value is None or not str(value).strip() or str(value).strip().lower() == "auto":
         return None
     code = _CANONICAL.get(str(value).strip().lower())
     if code is None:
         raise ValueError(
-            f"language '{value}' is not one the studio speaks: use auto, zh (Mandarin), ja or en (en-us, en-gb)"
+            f"language '{value}' is not one the studio speaks: use auto or one of {', '.join(LANGUAGE_NAMES)}"
         )
     return code
 
 
-def detect_language(text: str, context: str = "") -> str:
-    """The language of one sentence by its script: kana -> "ja", Han without kana -> "zh", else
-    "en-us". A Han-only sentence in a text (`context`) that has kana elsewhere is Japanese."""
+def detect_language(text: str, context: str = "", latin: str = "en-us") -> str:
+    """The language of one sentence by its script: kana -> "ja", Han without kana -> "zh",
+    Devanagari -> "hi", else `latin` (the voice's own Latin-script language, `latin_language`).
+    A Han-only sentence in a text (`context`) that has kana elsewhere is Japanese."""
     if _KANA.search(text):
         return "ja"
     if _HAN.search(text):
         return "ja" if context and _KANA.search(context) else "zh"
-    return "en-us"
+    if _DEVANAGARI.search(text):
+        return "hi"
+    return latin
+
+
+def latin_language(own: str | None) -> str:
+    """What a voice whose own language is `own` reads Latin-script text in when no language is named:
+    its own (an ef_ Kokoro voice reads Spanish, a bf_ one British English), else English."""
+    return own if own and own not in _NOT_LATIN else "en-us"
 
 
 def foreign_script(text: str) -> str | None:
@@ -210,14 +240,18 @@ def foreign_script(text: str) -> str | None:
     for ch in text:
         if not ch.isalpha():
             continue
-        if ch.isascii() or _HAN.match(ch) or _KANA.match(ch) or "LATIN" in unicodedata.name(ch, ""):
+        if (
+            ch.isascii()
+            or "LATIN" in unicodedata.name(ch, "")
+            or any(script.match(ch) for script in (_HAN, _KANA, _DEVANAGARI))
+        ):
             return None
         foreign = foreign or unicodedata.name(ch, "UNKNOWN").split()[0].title()
     return foreign
 
 
 def base_language(code: str) -> str:
-    """ "zh", "ja" or "en" for a studio language code (the family engines and ASR care about)."""
+    """ "zh", "ja", "en", "fr", ... for a studio language code (the family engines and ASR care about)."""
     return code.split("-")[0]
 
 

@@ -69,7 +69,18 @@ log = logging.getLogger("studio.wyoming")
 PROGRAM = "speech-studio"
 # The studio's language codes -> the tags Home Assistant matches a pipeline's language against (the
 # POSIX-style codes wyoming-piper announces, e.g. "en_US").
-LANGUAGE_TAGS = {"en-us": "en_US", "en-gb": "en_GB", "ja": "ja_JP", "zh": "zh_CN"}
+LANGUAGE_TAGS = {
+    "en-us": "en_US",
+    "en-gb": "en_GB",
+    "ja": "ja_JP",
+    "zh": "zh_CN",
+    "es": "es_ES",
+    "fr-fr": "fr_FR",
+    "it": "it_IT",
+    "pt-br": "pt_BR",
+    "de": "de_DE",
+    "hi": "hi_IN",
+}
 START_TIMEOUT_S = 10.0  # binding the port takes milliseconds; longer means something is wrong
 
 

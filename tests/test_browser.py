@@ -90,7 +90,12 @@ def test_speech_tab_speaks_chinese_with_the_language_on_auto(
     assert transcript_error_rate(chinese, heard.text, "zh") <= 0.35, f"Whisper heard {heard.text!r}"
 
 
-def test_engines_tab_shows_states_and_what_is_missing(page: sync_api.Page) -> None:
+def test_speech_tab_blend_hint_reads_as_typed(page: sync_api.Page) -> None:
+    """The blend's asterisks survive the page (a dropdown's `info` drops them)."""
+    sync_api.expect(page.locator("#speech-blend-hint")).to_contain_text("jf_alpha*0.7+jm_kumo*0.3")
+
+
+def test_engines_tab_shows_states_and_what_is_missing(page: sync_api.Page, tmp_path: Path) -> None:
     page.get_by_role("tab", name="Engines").click()
     table = page.locator("#engines-table")
     sync_api.expect(table).to_be_visible()
@@ -107,6 +112,13 @@ def test_engines_tab_shows_states_and_what_is_missing(page: sync_api.Page) -> No
     sync_api.expect(torch).to_have_count(1)
     sync_api.expect(torch.get_by_role("gridcell").nth(STATE)).to_have_text("needs-weights")
     sync_api.expect(torch).to_contain_text("3 files in weights/Kokoro-82M/")  # in short; in full below
+    clipped = table.evaluate(
+        """table => [...table.querySelectorAll('[role=gridcell]')]
+            .filter(cell => cell.scrollWidth > cell.clientWidth + 2 || cell.scrollHeight > cell.clientHeight + 2)
+            .map(cell => cell.innerText)"""
+    )
+    table.screenshot(path=tmp_path / "engines_table.png")
+    assert clipped == [], clipped  # long paths and lists wrap, nothing is cut off
     page.get_by_text("What each engine needs, step by step").click()
     needs = page.locator("#engines-needs")
     sync_api.expect(needs).to_contain_text("Kokoro-82M/kokoro-v1_0.pth")

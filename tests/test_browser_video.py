@@ -82,9 +82,11 @@ def fetch(page: sync_api.Page, name: str, folder: Path) -> Path:
     return path
 
 
-def test_video_tab_opens_with_example_portraits_boxed_and_previewed(page: sync_api.Page) -> None:
+def test_video_tab_opens_with_an_example_that_generates_without_any_upload(
+    page: sync_api.Page, tmp_path: Path
+) -> None:
     """A first visit: both example portraits are there with their faces boxed, the preview shows
-    the frame, and the voices suit them; Generate has everything it needs."""
+    the frame, and the voices suit them; Generate makes the video from the example as it is."""
     page.get_by_role("tab", name="Video").click()
     for side in ("left", "right"):
         sync_api.expect(text_field(page, f"video-{side}-box")).to_have_value(BOX)
@@ -96,6 +98,7 @@ def test_video_tab_opens_with_example_portraits_boxed_and_previewed(page: sync_a
     )
     sync_api.expect(page.locator("#video-preview img")).to_be_visible()
     sync_api.expect(page.locator("#video-voice-s2 input")).to_have_value(re.compile(r"\(jf_nezumi, kokoro\)"))
+    generate_and_check(page, tmp_path, script=None)
 
 
 def test_video_tab_makes_a_two_person_video_whose_mouths_follow_the_turns(
@@ -181,11 +184,13 @@ def test_one_picture_of_both_people_makes_the_video_too(page: sync_api.Page, tmp
     generate_and_check(page, tmp_path)
 
 
-def generate_and_check(page: sync_api.Page, folder: Path) -> None:
-    """Paste the 4-turn script, generate, and check the video the tab offers."""
-    script = text_field(page, "video-script")
-    script.fill(SCRIPT)
-    sync_api.expect(script).to_have_value(SCRIPT)
+def generate_and_check(page: sync_api.Page, folder: Path, script: str | None = SCRIPT) -> None:
+    """Paste a 4-turn script (None: keep the tab's example, 4 turns too), generate, and check the
+    video the tab offers."""
+    if script is not None:
+        field = text_field(page, "video-script")
+        field.fill(script)
+        sync_api.expect(field).to_have_value(script)
     sync_api.expect(page.locator("#video-parsed")).to_contain_text("4 turns, 2 speakers")
 
     page.locator("#video-generate").click()

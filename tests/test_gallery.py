@@ -46,7 +46,7 @@ def test_a_preview_says_the_sample_and_is_made_once(studio_client: TestClient, t
     assert again == path and again.stat().st_mtime_ns == made  # kept, not made again
     assert time.monotonic() - started < 0.5
 
-    mandarin = studio.gallery.preview("jf_alpha", "zh")  # a voice that speaks the filter's language
+    mandarin = studio.gallery.preview("jf_nezumi", "zh")  # a voice that speaks the filter's language
     audio, rate = audio_io.decode(mandarin.read_bytes())
     heard = transcriber.transcribe(audio, rate, "zh")
     assert transcript_error_rate(SAMPLES["zh"], heard.text, "zh") <= 0.35, heard.text

@@ -36,7 +36,7 @@ from studio.audio import encode
 from studio.errors import BadInput
 from studio.services.asr import word_error_rate
 from studio.services.voices import VoiceLibrary
-from studio.wyoming_server import SentenceBuffer, studio_language
+from studio.wyoming_server import LANGUAGE_TAGS, SentenceBuffer, studio_language
 from tests.conftest import LiveServer, run_coroutine
 
 READ_TIMEOUT_S = 60.0
@@ -136,8 +136,9 @@ def test_voices_are_listed_with_the_languages_they_speak(studio: LiveStudio) -> 
     joe = listed["joe"]
     assert joe.languages == ["en_US"] and joe.description == f"Joe - {PiperEngine.info.display_name}"
     assert PiperEngine.info.license in joe.attribution.name
-    known = {"ja_JP", "en_US", "en_GB", "zh_CN"}
+    known = set(LANGUAGE_TAGS.values())  # Kokoro's voices speak its nine languages: es_ES, hi_IN, ...
     assert all(voice.languages and set(voice.languages) <= known for voice in listed.values())
+    assert {"es_ES", "fr_FR", "hi_IN"} <= set(alpha.languages)
 
 
 def test_synthesize_speaks_the_text(studio: LiveStudio, joe_speech: Heard, transcriber) -> None:  # type: ignore[no-untyped-def]
@@ -237,14 +238,18 @@ def test_streamed_text_is_cut_into_whole_sentences() -> None:
 
 
 def test_home_assistant_language_tags_become_studio_codes() -> None:
-    assert [studio_language(tag) for tag in ("en_US", "en-GB", "ja_JP", "zh_CN", "en_AU", "", None)] == [
+    tags = ("en_US", "en-GB", "ja_JP", "zh_CN", "en_AU", "de_DE", "pt_BR", "es_MX", "", None)
+    assert [studio_language(tag) for tag in tags] == [
         "en-us",
         "en-gb",
         "ja",
         "zh",
         "en-us",
+        "de",
+        "pt-br",
+        "es",
         None,
         None,
     ]
-    with pytest.raises(BadInput, match="de_DE"):
-        studio_language("de_DE")
+    with pytest.raises(BadInput, match="ko_KR"):
+        studio_language("ko_KR")

@@ -151,7 +151,7 @@ class DialogueService:
             override = request.override(index)
             engine, voice = self.speech.resolve(voices[turn.speaker])
             with _on_line(turn):
-                self.speech.check_languages(engine, voice, spoken[index])
+                self.speech.check_languages(engine, voice, turn.text, language)
             pause = override.pause_ms if override.pause_ms is not None else request.pause_ms
             planned.append(
                 PlannedTurn(
@@ -311,7 +311,9 @@ class DialogueService:
     def _render_turn(
         self, p: PlannedTurn, config: DialogueConfig, turns_dir: Path, context: TaskContext | None
     ) -> None:
-        written_in = p.language or detect_language(p.turn.text)
+        written_in = p.language or detect_language(
+            p.turn.text, latin=self.speech.latin_language(p.voice, p.engine)
+        )
         text = normalize_text(p.turn.text, written_in) if config.normalize else p.turn.text
         request = SpeechRequest(text=text, voice=p.voice, engine=p.engine, speed=p.speed, language=p.language)
         gate = QualityGate(self.speech.transcriber) if config.quality_check else None

@@ -19,6 +19,12 @@ SAMPLES = {
     "en": "Hello! This is how I sound. Shall I read you the first 3 pages?",
     "ja": "こんにちは。これが私の声です。最初の三ページを読みましょうか？",
     "zh": "你好！这就是我的声音。要我给你读前三页吗？",
+    "es": "¡Hola! Así suena mi voz. ¿Te leo las tres primeras páginas?",
+    "fr": "Bonjour ! Voici ma voix. Je vous lis les trois premières pages ?",
+    "it": "Ciao! Questa è la mia voce. Ti leggo le prime tre pagine?",
+    "pt": "Olá! Esta é a minha voz. Quer que eu leia as três primeiras páginas?",
+    "de": "Hallo! So klingt meine Stimme. Soll ich dir die ersten drei Seiten vorlesen?",
+    "hi": "नमस्ते! मेरी आवाज़ ऐसी है। क्या मैं आपको पहले तीन पन्ने पढ़कर सुनाऊँ?",
 }
 PREVIEW_FORMAT = "mp3"
 

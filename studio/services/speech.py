@@ -243,33 +243,40 @@ class SpeechService:
         except ValueError as error:
             raise BadInput(str(error), "bad_language") from None
 
-    def languages_needed(self, text: str, language: str | None) -> list[str]:
-        """The languages `text` will be spoken in: the one asked for, or each sentence's own (422 for
-        a sentence written only in a script none of them uses: it would be read out letter by letter)."""
+    def languages_needed(self, text: str, language: str | None, latin: str = "en-us") -> list[str]:
+        """The languages `text` will be spoken in: the one asked for, or each sentence's own, a
+        Latin-script one in `latin` (422 for a sentence written only in a script none of them uses:
+        it would be read out letter by letter)."""
         if language := self.language(language):
             return [language]
         sentences = split_sentences(text)
         for sentence in sentences:
             if script := foreign_script(sentence):
                 raise BadInput(
-                    f"'{sentence[:40]}' is written in {script} script; the studio speaks Mandarin, Japanese "
-                    "and English (name a language to have it read anyway)",
+                    f"'{sentence[:40]}' is written in {script} script; the studio reads Chinese, Japanese, "
+                    "Hindi and Latin-script text (name a language to have it read anyway)",
                     "unsupported_language",
                 )
-        return sorted({detect_language(sentence, context=text) for sentence in sentences})
+        return sorted({detect_language(sentence, context=text, latin=latin) for sentence in sentences})
 
-    def check_languages(self, engine_name: str, voice: str, languages: list[str]) -> None:
-        """422 naming the language and the voices that speak it, when `voice` cannot speak one."""
+    def latin_language(self, voice: str, engine: str | None = None) -> str:
+        """What `voice` reads Latin-script text in when no language is named (`Engine.latin_language`)."""
+        engine_name, resolved = self.resolve(voice, engine)
+        return self.registry.engine(engine_name).latin_language(resolved)
+
+    def check_languages(self, engine_name: str, voice: str, text: str, language: str | None) -> None:
+        """422 naming the language and the voices that speak it, when `voice` cannot speak one that
+        `text` needs (in `language`, or auto: a Latin-script sentence in the voice's own language)."""
         engine = self.registry.engine(engine_name)
-        for language in languages:
-            if engine.speaks(voice, language):
+        for needed in self.languages_needed(text, language, engine.latin_language(voice)):
+            if engine.speaks(voice, needed):
                 continue
             able = [
-                v.id for v in self.registry.voices() if self.registry.engine(v.engine).speaks(v.id, language)
+                v.id for v in self.registry.voices() if self.registry.engine(v.engine).speaks(v.id, needed)
             ]
             raise BadInput(
-                f"voice '{voice}' cannot speak {LANGUAGE_NAMES[language]} ({language}); voices that can: "
-                f"{', '.join(able) or 'none here'}",
+                f"voice '{voice}' cannot speak {LANGUAGE_NAMES.get(needed, needed)} ({needed}); voices that "
+                f"can: {', '.join(able) or 'none here'}",
                 "unsupported_language",
             )
 
@@ -289,7 +296,7 @@ class SpeechService:
         self.validate(request)
         engine_name, voice = self.resolve(request.voice, request.engine)
         language = self.language(request.language)
-        self.check_languages(engine_name, voice, self.languages_needed(request.text, language))
+        self.check_languages(engine_name, voice, request.text, language)
         try:
             engine = self.registry.loaded(engine_name)
             admission = (
@@ -348,7 +355,7 @@ class SpeechService:
             self.resolve(voice, request.engine)
         for part in parts:
             engine_name, voice = self.resolve(part.voice, part.engine)
-            self.check_languages(engine_name, voice, self.languages_needed(part.text, part.language))
+            self.check_languages(engine_name, voice, part.text, part.language)
         rate, index = 0, 0
         for part in parts:
             for chunk in self.stream(part):
@@ -414,7 +421,7 @@ class SpeechService:
             for part in speaking:
                 self.validate(part)
                 engine_name, voice = self.resolve(part.voice, part.engine)
-                self.check_languages(engine_name, voice, self.languages_needed(part.text, part.language))
+                self.check_languages(engine_name, voice, part.text, part.language)
         rate, index, silence = 0, 0, 0.0
         for part, pause in parts:
             for chunk in self.stream(part) if split_sentences(part.text) else ():
@@ -551,7 +558,7 @@ class SpeechService:
         request = config.speech_request()
         self.validate(request)
         engine_name, voice = self.resolve(request.voice, request.engine)
-        self.check_languages(engine_name, voice, self.languages_needed(request.text, request.language))
+        self.check_languages(engine_name, voice, request.text, request.language)
         return config.model_copy(update={"engine": engine_name, "voice": voice})
 
     def _run_task(self, context: TaskContext) -> dict[str, Any]:
@@ -567,12 +574,13 @@ class SpeechService:
         if done:
             context.log(f"resuming: {done} of {len(sentences)} sentences already made")
         gate = QualityGate(self.transcriber) if config.quality_check else None
+        latin = engine.latin_language(voice)
         for i, sentence in enumerate(sentences):
             part = parts / f"{i:05d}.wav"
             if part.exists():
                 continue
             context.progress(100.0 * i / len(sentences), f"sentence {i + 1}/{len(sentences)}")
-            spoken_in = language or detect_language(sentence, context=request.text)
+            spoken_in = language or detect_language(sentence, request.text, latin)
             said, phonemes = self.lexicon_applied(sentence, [spoken_in], engine.takes_phonemes)
             options = SynthesisOptions(speed=request.speed, language=spoken_in, pronunciations=phonemes)
 

@@ -4,16 +4,24 @@ cancel, the M4B, chapter MP3s, subtitles and the quality report."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from studio.core import Studio
 from studio.services.audiobook.service import DEFAULT_NARRATOR
-from studio.ui.audiobook_handlers import CHAPTER_COLUMNS, AudiobookHandlers, chapter_frame
+from studio.ui.audiobook_handlers import CHAPTER_COLUMNS, AudiobookHandlers
 from studio.ui.common import all_voices, voice_dropdown
+
+# The tab opens with this book read in (two short public-domain fables), so the button works at once.
+EXAMPLE_BOOK = Path(__file__).resolve().parent.parent.parent / "assets" / "books" / "aesop.md"
+EXAMPLE_CHARACTER_VOICE = "jf_nezumi"  # the fox's and the tortoise's words
 
 
 def build_audiobook_tab(studio: Studio) -> None:
     voices = all_voices(studio)
+    handlers = AudiobookHandlers(studio)
+    example_about, example_chapters = handlers.read(str(EXAMPLE_BOOK))
     gr.Markdown(
         "Upload a book: its chapters are listed below. Untick the ones to leave out and edit a title "
         'if you like. Quoted speech (“…”, "…", 「…」) can have a voice of its own.'
@@ -24,11 +32,12 @@ def build_audiobook_tab(studio: Studio) -> None:
                 label="Book (.epub, .pdf, .md, .txt)",
                 file_types=[".epub", ".pdf", ".md", ".txt"],
                 type="filepath",
+                value=str(EXAMPLE_BOOK),
                 elem_id="audiobook-file",
             )
-            about = gr.Markdown(elem_id="audiobook-about")
+            about = gr.Markdown(example_about, elem_id="audiobook-about")
             table = gr.Dataframe(
-                chapter_frame([]),
+                example_chapters,
                 headers=CHAPTER_COLUMNS,
                 datatype=["bool", "number", "str", "number"],
                 interactive=True,
@@ -39,7 +48,7 @@ def build_audiobook_tab(studio: Studio) -> None:
             narrator = voice_dropdown(voices, DEFAULT_NARRATOR, "Narrator voice", "audiobook-voice")
             character = voice_dropdown(
                 [("Same as the narrator", ""), *voices],
-                "",
+                EXAMPLE_CHARACTER_VOICE,
                 "Character voice (quoted speech)",
                 "audiobook-character-voice",
             )
@@ -63,7 +72,6 @@ def build_audiobook_tab(studio: Studio) -> None:
     report = gr.Markdown(elem_id="audiobook-quality-report")
     task_id = gr.State("")
 
-    handlers = AudiobookHandlers(studio)
     upload.change(handlers.read, upload, [about, table])
     generate.click(
         handlers.generate,

@@ -8,7 +8,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import Any
@@ -28,6 +28,12 @@ LANGUAGE_CHOICES = [
     ("Japanese 日本語", "ja"),
     ("English (US)", "en-us"),
     ("English (UK)", "en-gb"),
+    ("Spanish Español", "es"),
+    ("French Français", "fr-fr"),
+    ("Italian Italiano", "it"),
+    ("Portuguese (Brazil) Português", "pt-br"),
+    ("German Deutsch", "de"),
+    ("Hindi हिन्दी", "hi"),
 ]
 CURVE_COLUMNS = ("step", "value")  # a live curve's x and y columns, unless a tab names its own
 
@@ -184,10 +190,11 @@ def task_curve(
 MISSING_FILE = re.compile(r"^missing (?P<path>\S+)(?: \((?P<hint>.*)\))?$")
 
 
-def short_needs(missing: list[str]) -> str:
+def short_needs(missing: Sequence[str], problems: Sequence[str] = ()) -> str:
     """The table's cell: what is missing in a few words (files counted by folder, the first clause of
-    anything else); `needs_details` spells it out below the table."""
-    if not missing:
+    anything else), then each problem with a placed file (its first clause); `needs_details` spells
+    them out below the table."""
+    if not missing and not problems:
         return "nothing"
     folders: dict[str, int] = {}
     others = []
@@ -198,4 +205,5 @@ def short_needs(missing: list[str]) -> str:
         else:
             others.append(line.split(" (")[0].split(": ")[0])
     files = [f"{count} file{'s' * (count > 1)} in {folder}/" for folder, count in folders.items()]
-    return "; ".join(others + files)
+    flagged = [f"problem: {problem.split(' (')[0].split(': ')[0]}" for problem in problems]
+    return "; ".join(others + files + flagged)

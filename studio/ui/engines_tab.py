@@ -12,7 +12,7 @@ from studio.core import Studio
 from studio.errors import StudioError
 from studio.ui.common import MISSING_FILE, cancel_task, follow_task, short_needs, ui_owner
 
-COLUMNS = ["engine", "state", "capabilities", "languages", "license", "device", "what it needs"]
+COLUMNS = ["engine", "state", "capabilities", "languages", "voices", "license", "device", "what it needs"]
 LOG_LINES = 40  # of the install's log shown while it runs
 
 
@@ -23,9 +23,10 @@ def engine_rows(studio: Studio) -> list[list[str]]:
             r.state,
             ", ".join(r.capabilities),
             ", ".join(r.languages),
+            str(r.voices),
             r.license,
             r.device,
-            short_needs(r.missing),
+            short_needs(r.missing, r.problems),
         ]
         for r in studio.registry.reports()
     ]
@@ -33,12 +34,12 @@ def engine_rows(studio: Studio) -> list[list[str]]:
 
 def needs_details(studio: Studio) -> str:
     """Per engine that cannot run yet: each way to get what is missing once (a command, a download),
-    with the files it brings as a list under it."""
+    with the files it brings as a list under it; and what is wrong with files placed for an engine."""
     sections = []
     for report in studio.registry.reports():
-        if not report.missing:
+        if not report.missing and not report.problems:
             continue
-        lines = [f"**{report.display_name}**"]
+        lines = [f"**{report.display_name}**", *(f"- problem: {problem}" for problem in report.problems)]
         by_hint: dict[str, list[str]] = {}
         for line in report.missing:
             if match := MISSING_FILE.match(line):
@@ -110,7 +111,7 @@ def build_engines_tab(studio: Studio) -> None:
         headers=COLUMNS,
         interactive=False,
         wrap=True,
-        column_widths=["16%", "9%", "12%", "9%", "14%", "6%", "34%"],
+        column_widths=["14%", "8%", "11%", "13%", "6%", "13%", "6%", "29%"],
         elem_id="engines-table",
     )
     with gr.Accordion("What each engine needs, step by step", open=False):

@@ -42,13 +42,17 @@ def build_speech_tab(studio: Studio) -> None:
                     value=DEFAULT_VOICE,
                     label="Voice",
                     allow_custom_value=True,
-                    info="Kokoro voices blend: `jf_alpha*0.7+jm_kumo*0.3`",
                     elem_id="speech-voice",
                 )
                 language = language_dropdown(
                     "speech-language",
-                    info="Auto reads Chinese, Japanese and English sentences each in its own language",
+                    info="Auto reads each sentence in its own language (Latin script: the voice's)",
                 )
+            # Not the dropdown's `info`: Gradio drops the asterisks from it.
+            gr.Markdown(
+                "Blend Kokoro voices by typing one like `jf_alpha*0.7+jm_kumo*0.3`.",
+                elem_id="speech-blend-hint",
+            )
             with gr.Row():
                 speed = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Speed")
                 pitch = gr.Slider(0.5, 2.0, value=1.0, step=0.05, label="Pitch")

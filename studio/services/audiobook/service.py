@@ -157,9 +157,7 @@ class AudiobookService:
         for field, voice in (("voice", config.voice), ("character_voice", config.character_voice)):
             if voice:
                 engine, resolved = self.speech.resolve(voice)
-                self.speech.check_languages(
-                    engine, resolved, self.speech.languages_needed(text, config.language)
-                )
+                self.speech.check_languages(engine, resolved, text, config.language)
                 voices[field] = resolved
         return config.model_copy(update={**voices, "chapters": chosen})
 
@@ -213,6 +211,11 @@ class AudiobookService:
         parts.mkdir(exist_ok=True)
         units = chapter_units(text)
         language = self.speech.language(config.language)
+        latin = {
+            voice: self.speech.latin_language(voice)
+            for voice in (config.voice, config.character_voice)
+            if voice
+        }
         made = 0
         for i, unit in enumerate(units):
             meta = parts / f"{i:05d}.json"
@@ -220,7 +223,7 @@ class AudiobookService:
                 continue
             report(i / max(len(units), 1), f"sentence {i + 1}/{len(units)}")
             voice = config.character_voice if unit.quoted and config.character_voice else config.voice
-            spoken_in = language or detect_language(unit.text, context=text)
+            spoken_in = language or detect_language(unit.text, text, latin[voice])
             make = self._maker(unit.text, voice, SynthesisOptions(speed=config.speed, language=spoken_in))
             if gate:
                 audio, rate, check = gate.take(i, unit.text, spoken_in, make)
