@@ -95,6 +95,28 @@ def test_speech_tab_blend_hint_reads_as_typed(page: sync_api.Page) -> None:
     sync_api.expect(page.locator("#speech-blend-hint")).to_contain_text("jf_alpha*0.7+jm_kumo*0.3")
 
 
+def test_the_lexicon_panel_saves_a_word_that_try_it_then_says_and_deletes_it(
+    page: sync_api.Page, transcriber: Transcriber
+) -> None:
+    pick_voice(page, "jm_kumo")  # try it speaks in the tab's engine and voice
+    page.get_by_text("Pronunciation lexicon").click()
+    page.locator("#pronunciation-word textarea").fill("Xqzt")
+    page.locator("#pronunciation-respelling textarea").fill("bob")
+    page.locator("#pronunciation-save").click()
+    sync_api.expect(page.locator("#pronunciation-status")).to_contain_text(
+        "Saved xqzt (en)"
+    )  # kept lower-case
+    sync_api.expect(page.locator("#pronunciation-table")).to_contain_text("bob")
+
+    page.locator("#pronunciation-try").click()
+    audio, rate = download(page, "pronunciation-audio")
+    assert "bob" in transcriber.transcribe(audio, rate, "en").text.lower()
+
+    page.locator("#pronunciation-delete").click()
+    sync_api.expect(page.locator("#pronunciation-status")).to_contain_text("Deleted Xqzt")
+    sync_api.expect(page.locator("#pronunciation-table")).not_to_contain_text("xqzt")
+
+
 def test_engines_tab_shows_states_and_what_is_missing(page: sync_api.Page, tmp_path: Path) -> None:
     page.get_by_role("tab", name="Engines").click()
     table = page.locator("#engines-table")

@@ -202,6 +202,14 @@ def test_a_pause_is_silence_where_it_is_written(
     assert "blue" in before and "black" not in before
 
 
+def test_a_pause_at_the_end_is_kept_after_the_last_words(client: TestClient) -> None:
+    plain, rate = speech(client, "Red green blue.")
+    paused, _ = speech(client, "Red green blue. [pause:2s]")
+    tail = int(2.0 * rate)
+    assert np.abs(paused[-tail:]).max() == 0.0 and np.abs(paused[:-tail]).max() > 0.1  # words, then 2 s
+    assert abs((len(paused) - len(plain)) / rate - 2.0) < 0.2
+
+
 def test_prosody_slows_its_part_and_sub_is_said_as_its_alias(
     client: TestClient,
     transcriber,  # type: ignore[no-untyped-def]

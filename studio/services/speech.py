@@ -387,7 +387,13 @@ class SpeechService:
             speed = min(max(request.speed * segment.speed, 0.25), 4.0)
             part = dataclasses.replace(request, text=text, speed=speed, pronunciations=phonemes)
             parts.append((part, segment.pause_after))
-        if len(segments) == 1 and segments[0].speed == 1.0 and segments[0].text:  # no pause, one speed
+        if (
+            len(segments) == 1
+            and segments[0].speed == 1.0
+            and segments[0].text
+            and not segments[0].pause_after
+        ):
+            # no pause, one speed
             yield from self.stream(parts[0][0])
             return
         yield from self._segmented(request, parts)
@@ -422,6 +428,9 @@ class SpeechService:
                 self.validate(part)
                 engine_name, voice = self.resolve(part.voice, part.engine)
                 self.check_languages(engine_name, voice, part.text, part.language)
+        last = max(i for i, (part, _) in enumerate(parts) if split_sentences(part.text))
+        trailing = sum(pause for _, pause in parts[last:])  # after the last words: the last chunk's end
+        held: AudioChunk | None = None  # with a trailing pause, each chunk waits for the next
         rate, index, silence = 0, 0, 0.0
         for part, pause in parts:
             for chunk in self.stream(part) if split_sentences(part.text) else ():
@@ -430,7 +439,7 @@ class SpeechService:
                 if chunk.index == 0:  # a new part: its pause (or a clause's gap) before it
                     lead, silence = silence or (CLAUSE_GAP_S if index else 0.0), 0.0
                 audio = audio_io.resample(chunk.audio, chunk.sample_rate, rate)
-                yield dataclasses.replace(
+                placed = dataclasses.replace(
                     chunk,
                     audio=np.concatenate([np.zeros(int(lead * rate), np.float32), audio]),
                     sample_rate=rate,
@@ -439,7 +448,17 @@ class SpeechService:
                     words=tuple(span.shifted(lead) for span in chunk.words),
                 )
                 index += 1
+                if not trailing:
+                    yield placed
+                    continue
+                if held is not None:
+                    yield held
+                held = placed
             silence += pause
+        if held is not None:
+            yield dataclasses.replace(
+                held, audio=np.concatenate([held.audio, np.zeros(int(trailing * rate), np.float32)])
+            )
 
     def synthesize(self, request: SpeechRequest) -> Speech:
         """The whole text as one array, with a cue per sentence."""
