@@ -134,8 +134,14 @@ def test_recordings_become_a_trained_voice_through_the_wizard(
 
     open_step(page, "Training")
     sync_api.expect(page.locator("#training-backends")).to_contain_text("License")
+    # A first visit finds example recordings and a name filled in: Create would work as it is.
+    sync_api.expect(page.locator("#training-files").get_by_role("link")).to_have_count(2)
+    sync_api.expect(page.locator("#training-name input, #training-name textarea").first).to_have_value(
+        "joe_trained"
+    )
     page.locator("#training-name input, #training-name textarea").first.fill(VOICE_ID)
     sync_api.expect(page.locator("#training-backend input[value=kokoro_fit]")).to_be_checked()
+    page.locator("#training-files").get_by_role("button", name="Clear").click()  # the examples go
     page.locator("#training-files input[type=file]").set_input_files(files)
     # An uploaded file is listed with its download link.
     sync_api.expect(page.locator("#training-files").get_by_role("link")).to_have_count(len(files))

@@ -69,6 +69,12 @@ def test_a_clip_becomes_a_voice_that_is_closer_than_the_default_and_can_be_delet
     sync_api.expect(page.get_by_role("tab", name="Voices & Cloning")).to_have_attribute(
         "aria-selected", "true"
     )
+    # A first visit finds an example clip loaded and its id filled in: Create would work as it is.
+    sync_api.expect(page.locator("#voices-clip a[download]")).to_have_attribute(
+        "href", re.compile(r"joe_reading")
+    )
+    sync_api.expect(page.locator("#voices-id input, #voices-id textarea").first).to_have_value("joe_example")
+    page.locator("#voices-clip").get_by_role("button", name="Clear").click()  # the example goes
     page.locator("#voices-clip input[type=file]").set_input_files(clip)
     # The upload is done when the player shows the file (with its own download link).
     page.locator("#voices-clip audio, #voices-clip a[download]").first.wait_for(state="attached")

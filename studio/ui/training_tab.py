@@ -14,6 +14,8 @@ wiring; training_views.py works out what the components show.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from studio.core import Studio
@@ -41,6 +43,15 @@ def preset_count(label: str, elem_id: str) -> gr.Number:
     )
 
 
+# The tab opens with two recordings (20 s read by the built-in Piper voice Joe, MIT) and a voice name,
+# so Create and the steps after it work at once with the kokoro_fit backend.
+EXAMPLE_RECORDINGS = [
+    str(Path(__file__).resolve().parent.parent.parent / "assets" / "voices" / name)
+    for name in ("joe_reading.mp3", "joe_library.mp3")
+]
+EXAMPLE_NAME = "joe_trained"
+
+
 def build_training_tab(studio: Studio) -> None:
     gpus = len(studio.allocator.devices)
 
@@ -56,6 +67,7 @@ def build_training_tab(studio: Studio) -> None:
         with gr.Tab("1. Upload", id="train-upload"), gr.Row():
             with gr.Column(scale=3):
                 voice_name = gr.Textbox(
+                    EXAMPLE_NAME,
                     label="Voice name",
                     placeholder="e.g. my_voice",
                     info="the trained voice's id: a-z, 0-9, '_' and '-'",
@@ -73,6 +85,7 @@ def build_training_tab(studio: Studio) -> None:
                     info="for the transcripts and the test sentences; auto: heard per clip",
                 )
                 files = gr.File(
+                    EXAMPLE_RECORDINGS,
                     file_count="multiple",
                     file_types=list(UPLOAD_EXTENSIONS),
                     type="filepath",
