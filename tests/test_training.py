@@ -255,7 +255,7 @@ def test_gpt_sovits_config_keys_map_onto_each_backend(studio_client: TestClient)
         assert client.delete(f"/api/v1/task/{task['task_id']}").status_code == 200
 
     bad = {
-        "language": ("klingon", "bad_language", "zh (Mandarin), ja or en"),
+        "language": ("klingon", "bad_language", "use auto or one of zh, ja, en-us"),
         "exp_name": ("张三", "bad_voice_name", "makes no valid voice id"),
         "gpu_id": ("cuda:0", "bad_training_param", "'0-1-2'"),
         "batch_size": (0, "bad_training_param", "batch_size"),

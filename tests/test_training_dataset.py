@@ -424,8 +424,8 @@ def test_transcribing_again_keeps_proofread_text(
     assert again[0]["text"] == "What the owner typed." and again[0]["edited"]
     assert "edited" not in again[1] and again[1]["text"]
     assert not (workspace.dataset / "metadata.csv").exists()  # stale until write_metadata runs
-    with pytest.raises(TaskFailed, match="language 'de' is not one the studio speaks"):
-        dataset.asr_transcribe(workspace, {"language": "de"}, RecordingReport(), transcriber)
+    with pytest.raises(TaskFailed, match="language 'ko' is not one the studio speaks"):
+        dataset.asr_transcribe(workspace, {"language": "ko"}, RecordingReport(), transcriber)
 
 
 def test_metadata_is_what_piper_train_reads(prepared: Prepared) -> None:
