@@ -102,7 +102,6 @@ class EngineInfo:
 class EngineStatus:
     state: EngineState
     missing: tuple[str, ...] = ()  # what it needs before it can run
-    problems: tuple[str, ...] = ()  # what is wrong with files placed for it; it runs without them
 
 
 @dataclass(frozen=True)
@@ -350,14 +349,14 @@ class Engine(ABC):
                 missing.append((EngineState.NEEDS_WEIGHTS, req.describe(self.weights_dir)))
             elif req.kind == "gpu" and not self.allocator.gpu_available:
                 missing.append((EngineState.NEEDS_GPU, req.describe(self.weights_dir)))
-        problems = self.placed_problems()
         if missing:
-            return EngineStatus(missing[0][0], tuple(text for _, text in missing), problems)
-        return EngineStatus(EngineState.LOADED if self._loaded else EngineState.READY, problems=problems)
+            return EngineStatus(missing[0][0], tuple(text for _, text in missing))
+        return EngineStatus(EngineState.LOADED if self._loaded else EngineState.READY)
 
     def placed_problems(self) -> tuple[str, ...]:
         """What is wrong with optional files a user placed for it (a malformed voices file): shown in
-        the Engines tab while the engine runs on without them."""
+        the Engines tab while the engine runs on without them. Asked for the engine reports only, not
+        by `status()`, which every request asks."""
         return ()
 
     def parallel_runs(self) -> int:

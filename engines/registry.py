@@ -133,7 +133,7 @@ class EngineRegistry:
                     sample_rate=info.sample_rate,
                     state=status.state.value,
                     missing=list(status.missing),
-                    problems=list(status.problems),
+                    problems=list(engine.placed_problems()),
                     voices=len(voices),
                     device=engine.device,
                     environment=environment.name if environment else None,
