@@ -1,7 +1,9 @@
-"""Speech Studio entry point: `python app.py [--host 0.0.0.0] [--port 7860] [--share] [--wyoming URI]`.
+"""Speech Studio entry point: `python app.py [--host 0.0.0.0] [--port 7860] [--share] [--wyoming URI]
+[--ray ADDRESS]`.
 
 `--wyoming tcp://0.0.0.0:10200` (or STUDIO_WYOMING_URI) also serves the voices to Home Assistant over
-the Wyoming protocol, in the same process. Also the Hugging Face Spaces entry (Spaces run
+the Wyoming protocol, in the same process. `--ray HOST:6379` (or STUDIO_RAY_ADDRESS) makes the
+embedded engines' speech on the nodes of that Ray cluster (engines/cluster.py). Also the Hugging Face Spaces entry (Spaces run
 `python app.py`). Logs are JSON lines on stderr (`STUDIO_LOG_FORMAT=text` for plain text). SIGTERM
 or Ctrl+C shut down gracefully: open requests get a few seconds, running resumable tasks are paused
 and resume on the next start, and the process exits 0.
@@ -105,6 +107,12 @@ def main() -> None:
         metavar="URI",
         help="also serve Home Assistant over the Wyoming protocol, e.g. tcp://0.0.0.0:10200",
     )
+    parser.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="make the embedded engines' speech on the nodes of this Ray cluster, e.g. 10.0.0.5:6379",
+    )
     args = parser.parse_args()
     limit_malloc_arenas()
 
@@ -115,7 +123,7 @@ def main() -> None:
     from studio.server import create_app
 
     configure_logging(json=os.environ.get("STUDIO_LOG_FORMAT", "json").lower() != "text")
-    given = {"host": args.host, "port": args.port, "wyoming_uri": args.wyoming}
+    given = {"host": args.host, "port": args.port, "wyoming_uri": args.wyoming, "ray_address": args.ray}
     overrides = {k: v for k, v in given.items() if v is not None}
     settings = Settings(**overrides)
     from studio.space import running_on_space, space_settings

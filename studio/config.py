@@ -47,8 +47,15 @@ class Settings(BaseSettings):
     space_note: str = ""  # Markdown shown at the top of the UI (the Hugging Face Space preset fills it)
     # Wyoming protocol server for Home Assistant beside the web studio, e.g. "tcp://0.0.0.0:10200"; empty: off
     wyoming_uri: str = ""
+    # A Ray cluster ("HOST:6379" or "ray://HOST:10001") whose nodes make the speech of `ray_engines`;
+    # empty: everything runs in this process and its workers.
+    ray_address: str = ""
+    ray_engines: CommaList = Field(default_factory=lambda: ["kokoro", "piper"])
+    # Custom Ray resources an engine's hosts need beyond one CPU, e.g. {"kokoro": {"speech": 1}}.
+    ray_resources: dict[str, dict[str, float]] = Field(default_factory=dict)
+    ray_replicas: int = 1  # hosts per engine on the cluster: sentences made at once
 
-    @field_validator("api_keys", "ui_users", "cors_origins", mode="before")
+    @field_validator("api_keys", "ui_users", "cors_origins", "ray_engines", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         # Env vars give "a,b"; YAML gives a list.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.cluster import RayCluster
 from engines.gpt_sovits import GptSovitsEngine
 from engines.gpu import GpuAllocator
 from engines.kokoro_onnx import KokoroOnnxEngine
@@ -48,6 +49,9 @@ def cuda_possible() -> bool:
     return (dev / "nvidiactl").exists() or (dev / "dxg").exists() or any(dev.glob("nvidia[0-9]*"))
 
 
+CLUSTER_ENGINES = ("kokoro", "piper")  # engines a Ray cluster's nodes can run so far
+
+
 class Studio:
     """Settings, GPU allocator, engine registry, task store/runner and services, wired together."""
 
@@ -57,6 +61,7 @@ class Studio:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.allocator = allocator or GpuAllocator(None if cuda_possible() else [])
+        self.cluster = cluster_for(settings)
         # Kokoro asks the cloning service for voices beyond its packs (bound late: built below).
         # MegaTTS3 asks the library for voices with a latent (bound late too).
         self.registry = build_registry(
@@ -64,6 +69,7 @@ class Studio:
             self.allocator,
             lambda voice: self.cloning.style_for(voice),
             lambda voice: self.library.latent_reference(voice),
+            self.cluster,
         )
         self.store = TaskStore(settings.tasks_dir)
         self.runner = TaskRunner(
@@ -142,6 +148,23 @@ class Studio:
         self.runner.stop()
         for name in self.registry.names():  # engine workers exit now, their memory freed at once
             self.registry.unload(name)
+        if self.cluster:
+            self.cluster.disconnect()
+
+
+def cluster_for(settings: Settings) -> RayCluster | None:
+    """The Ray cluster `STUDIO_RAY_ADDRESS` names, connected; None when it names none."""
+    if not settings.ray_address:
+        return None
+    unknown = set(settings.ray_engines) - set(CLUSTER_ENGINES)
+    if unknown:
+        raise ValueError(
+            f"STUDIO_RAY_ENGINES names {', '.join(sorted(unknown))}: engines that can run on a cluster are "
+            + ", ".join(CLUSTER_ENGINES)
+        )
+    cluster = RayCluster(settings.ray_address, settings.ray_resources, settings.ray_replicas)
+    cluster.connect()
+    return cluster
 
 
 def build_registry(
@@ -149,14 +172,28 @@ def build_registry(
     allocator: GpuAllocator,
     extra_styles: Callable[[str], np.ndarray | None] | None = None,
     latent_references: Callable[[str], tuple[Path, Path] | None] | None = None,
+    cluster: RayCluster | None = None,
 ) -> EngineRegistry:
-    """Every engine the studio knows; the embedded ones first (they are the defaults)."""
+    """Every engine the studio knows; the embedded ones first (they are the defaults). With a
+    cluster, the engines `ray_engines` names make their speech on its nodes."""
     weights = settings.weights_dir
     registry = EngineRegistry(weights, allocator)
     threads = settings.onnx_threads or os.cpu_count() or 1
     kokoro_cache = settings.cache_dir / "kokoro"
-    registry.add(KokoroOnnxEngine(weights, allocator, kokoro_cache, threads, extra_styles))
-    registry.add(PiperEngine(weights, allocator, (settings.data_dir / "piper_voices",), threads))
+    piper_voices = (settings.data_dir / "piper_voices",)
+    # What a node builds its own copy with (its own cores; the same weights and voices folders).
+    on_nodes = {
+        "kokoro": {"weights_dir": weights, "cache_dir": kokoro_cache},
+        "piper": {"weights_dir": weights, "extra_voice_dirs": piper_voices},
+    }
+    for engine in (
+        KokoroOnnxEngine(weights, allocator, kokoro_cache, threads, extra_styles),
+        PiperEngine(weights, allocator, piper_voices, threads),
+    ):
+        name = engine.info.name
+        registry.add(
+            cluster.dispatch(engine, **on_nodes[name]) if cluster and name in settings.ray_engines else engine
+        )
     registry.add(KokoroTorchEngine(weights, allocator))
     registry.add(MossTtsdEngine(weights, allocator))
     registry.add(MegaTts3Engine(weights, allocator, latent_references))

@@ -31,6 +31,8 @@ def health(studio: Studio = Depends(get_studio)) -> dict:
             "process_rss": f"{process.memory_info().rss / 2**20:.0f}MB",
         },
         "engines": [{"name": r.name, "state": r.state} for r in studio.registry.reports()],
+        # With STUDIO_RAY_ADDRESS: each node, what it offers, the engines hosted on it, what it made.
+        "cluster": studio.cluster.report() if studio.cluster else None,
     }
 
 

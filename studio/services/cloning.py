@@ -18,6 +18,7 @@ import soundfile as sf
 from pydantic import Field
 
 from engines.base import ClipCloner, EngineUnavailable, SynthesisOptions
+from engines.cluster import ClusterEngine
 from engines.kokoro_onnx import KokoroOnnxEngine
 from engines.text import base_language
 from studio.errors import BadInput
@@ -79,7 +80,9 @@ class CloningService:
     def fitter(self) -> VoiceFitter:
         with self._lock:
             if self._fitter is None:
-                kokoro = self.speech.registry.loaded("kokoro")
+                engine = self.speech.registry.engine("kokoro")
+                # Fitting tries styles in this process, also where the cluster's nodes speak the rest.
+                kokoro = engine.local if isinstance(engine, ClusterEngine) else engine
                 assert isinstance(kokoro, KokoroOnnxEngine)
                 self._fitter = VoiceFitter(kokoro, SpeakerEncoder(), self.transcriber)
             return self._fitter

@@ -63,6 +63,26 @@ def environment_lines(studio: Studio) -> str:
     return "\n".join(lines) or "No engine here needs an environment of its own."
 
 
+def cluster_lines(studio: Studio) -> str:
+    """The Ray cluster's nodes (STUDIO_RAY_ADDRESS): what each offers, hosts and has made."""
+    if not studio.cluster:
+        return ""
+    lines = [
+        f"### Cluster\nConnected to the Ray cluster at `{studio.cluster.address}`; the engines "
+        f"{', '.join(studio.settings.ray_engines)} make their speech on its nodes.\n",
+        "| node | state | resources | engines hosted | sentences made |",
+        "|---|---|---|---|---|",
+    ]
+    for node in studio.cluster.nodes():
+        offers = ", ".join(f"{name} {amount:g}" for name, amount in sorted(node.resources.items()))
+        state = "alive" if node.alive else "lost"
+        hosted = ", ".join(node.engines) or "-"
+        lines.append(
+            f"| `{node.id[:12]}` ({node.address}) | {state} | {offers} | {hosted} | {node.sentences} |"
+        )
+    return "\n".join(lines)
+
+
 class InstallHandlers:
     """The Install and Cancel buttons: submit the "engine_install" task and follow it."""
 
@@ -116,6 +136,7 @@ def build_engines_tab(studio: Studio) -> None:
     )
     with gr.Accordion("What each engine needs, step by step", open=False):
         needs = gr.Markdown(needs_details(studio), elem_id="engines-needs")
+    nodes = gr.Markdown(cluster_lines(studio), elem_id="cluster-nodes", visible=studio.cluster is not None)
     refresh = gr.Button("Refresh")
     gr.Markdown(
         "### Engine environments\nA heavy engine runs in a Python environment of its own, made from the "
@@ -133,9 +154,14 @@ def build_engines_tab(studio: Studio) -> None:
     task_id = gr.State("")
 
     refresh.click(
-        lambda: (engine_rows(studio), environment_lines(studio), needs_details(studio)),
+        lambda: (
+            engine_rows(studio),
+            environment_lines(studio),
+            needs_details(studio),
+            cluster_lines(studio),
+        ),
         None,
-        [table, environments, needs],
+        [table, environments, needs, nodes],
     )
     install.click(handlers.install, [choice], [task_id, status]).then(
         handlers.follow, [task_id], [status, log, table, environments, needs]
