@@ -148,7 +148,11 @@ class EngineEnvironment:
     # ---- making it -----------------------------------------------------------------------------
     def steps(self) -> list[InstallStep]:
         """The commands an install runs, in order."""
-        pip = [str(self.own_python), "-m", "pip", "install", "--disable-pip-version-check", "--no-cache-dir"]
+        # --no-compile: the worker compiles the modules it imports, once; pip would compile all 10,000+.
+        pip = [
+            *(str(self.own_python), "-m", "pip", "install"),
+            *("--disable-pip-version-check", "--no-cache-dir", "--no-compile"),
+        ]
         steps = []
         if not self.own_python.exists():
             steps.append(
