@@ -14,7 +14,7 @@ pieces on another node (or fails with the reason when no node can take the engin
 longer than `call_timeout_s` on a node that stopped answering.
 
 The node's Python must have the studio's requirements (a node runs `ray start` from the studio's
-environment); the `engines` package travels with each actor (Ray's `py_modules`), and the weights
+environment); the `engines` package travels with the studio's Ray job (`py_modules`), and the weights
 folder and the trained-voices folder are read at the same paths on every node (a shared mount on a
 real cluster).
 """
@@ -116,7 +116,11 @@ class RayCluster:
             return
         try:
             ray.init(
-                address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING
+                address=self.address,
+                namespace=NAMESPACE,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                runtime_env={"py_modules": [str(ENGINES_PACKAGE)]},  # the engines' code, to every node
             )
         except Exception as error:
             raise ConnectionError(f"the Ray cluster at {self.address} cannot be reached: {error}") from error
