@@ -316,9 +316,6 @@ class ClusterEngine(Engine):
     def _drop(self, host: Any) -> None:
         import ray
 
-        self._forget(host)
+        self.cluster._placed(self.info.name, host._actor_id.hex(), None)
         with contextlib.suppress(Exception):  # already gone with its node
             ray.kill(host, no_restart=True)
-
-    def _forget(self, host: Any) -> None:
-        self.cluster._placed(self.info.name, host._actor_id.hex(), None)
