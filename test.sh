@@ -7,4 +7,5 @@ scripts/ensure_chromium.sh || true   # browser tests skip with the reason when i
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 export HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
-exec .venv/bin/python -m pytest "$@"
+# Two test processes (one per core on the CI machine), each module whole in one of them (tests/conftest.py).
+exec .venv/bin/python -m pytest -n "${STUDIO_TEST_PROCESSES:-2}" --dist loadgroup --no-loadscope-reorder "$@"

@@ -72,6 +72,10 @@ class InstallCancelled(InstallError):
     """The install was cancelled; what pip finished is kept for the next install."""
 
 
+class InstallBusy(InstallError):
+    """Another process is installing this environment now; its state is known when that one ends."""
+
+
 @dataclass(frozen=True)
 class InstallStep:
     title: str
@@ -268,7 +272,7 @@ class EngineEnvironment:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise InstallError(
+                raise InstallBusy(
                     f"environment '{self.name}' is being installed already; wait for it"
                 ) from None
             try:

@@ -4,13 +4,22 @@ environments those tests run upstream's code in."""
 
 from __future__ import annotations
 
-from engines.environment import EngineEnvironment, EnvironmentState
+import time
+
+from engines.environment import EngineEnvironment, EnvironmentState, InstallBusy
+
+INSTALL_WAIT_S = 1800  # another test process may be installing it (./test.sh runs two)
 
 
 def ready(environment: EngineEnvironment | None) -> EngineEnvironment:
     """The environment, installed from the registries unless it is ready (then reused: minutes once)."""
     assert environment is not None
-    if environment.state() is not EnvironmentState.READY:
-        environment.install(on_line=lambda line: None)
+    deadline = time.monotonic() + INSTALL_WAIT_S
+    while environment.state() is not EnvironmentState.READY:
+        try:
+            environment.install(on_line=lambda line: None)
+        except InstallBusy:
+            assert time.monotonic() < deadline, f"{environment.name} was being installed for too long"
+            time.sleep(5)
     assert environment.state() is EnvironmentState.READY
     return environment

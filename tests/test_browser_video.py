@@ -178,6 +178,7 @@ def test_one_picture_of_both_people_makes_the_video_too(page: sync_api.Page, tmp
     drag_box(page, "video-both", (both.shape[1], both.shape[0]), [380, 250, 440, 330])  # a third box
     sync_api.expect(faces).to_contain_text("3 box(es) drawn on the picture: draw one box per person")
     page.locator("#video-both").get_by_role("button", name="Remove Image").click()
+    sync_api.expect(faces).to_contain_text("upload the picture of both people")  # before the next upload
     page.locator("#video-both input[type=file]").set_input_files(tmp_path / "both.png")
     sync_api.expect(faces).to_contain_text("S2 (right): face detected in the box")
 
