@@ -13,15 +13,20 @@ the resources are free, and makes the sentence again there, so a task goes on fr
 pieces on another node (or fails with the reason when no node can take the engine). No call waits
 longer than `call_timeout_s` on a node that stopped answering.
 
+Long single calls (a voice fit: minutes of trying Kokoro styles) run on a node through
+`RayCluster.run`: a `JobHost` actor builds the object there and runs the call, its progress polled
+back twice a second; cancelling kills the host, and a lost node runs the call again on another.
+
 The node's Python must have the studio's requirements (a node runs `ray start` from the studio's
-environment); the `engines` package travels with the studio's Ray job (`py_modules`), and the weights
-folder and the trained-voices folder are read at the same paths on every node (a shared mount on a
-real cluster).
+environment); the `engines` and `studio` packages travel with the studio's Ray job (`py_modules`),
+and the weights, trained-voices and cache folders are read at the same paths on every node (a
+shared mount on a real cluster, or each node's own copy).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import logging
@@ -29,6 +34,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +55,7 @@ from engines.gpu import GpuAllocator
 log = logging.getLogger(__name__)
 NAMESPACE = "speech-studio"
 ENGINES_PACKAGE = Path(__file__).resolve().parent
+STUDIO_PACKAGE = ENGINES_PACKAGE.parent / "studio"
 
 
 class EngineHost:
@@ -65,7 +72,7 @@ class EngineHost:
         self.engine: Engine = cls(allocator=GpuAllocator([]), **kwargs)
         self.node = ray.get_runtime_context().get_node_id()
 
-    def load(self) -> str:
+    def ready(self) -> str:
         """Load the model; the node's id."""
         self.engine.ensure_loaded()
         return self.node
@@ -80,14 +87,43 @@ class EngineHost:
         return np.asarray(audio, np.float32), phonemes, words, self.node
 
 
+class JobHost:
+    """A Ray actor on one node that builds one object there (`module:factory` called with `kwargs`)
+    and runs one long call of it, whose progress is read while it runs (the actor is threaded)."""
+
+    def __init__(self, factory: str, kwargs: dict[str, Any]) -> None:
+        import ray
+
+        module, name = factory.split(":")
+        self.target = getattr(importlib.import_module(module), name)(**kwargs)
+        self.node = ray.get_runtime_context().get_node_id()
+        self.report: tuple[Any, ...] = ()
+
+    def ready(self) -> str:
+        return self.node
+
+    def run(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, str]:
+        """`target.method(*args, progress=..., **kwargs)` and the node's id; each progress report is
+        kept for `progress()`."""
+
+        def progress(*report: Any) -> None:
+            self.report = report
+
+        return getattr(self.target, method)(*args, progress=progress, **kwargs), self.node
+
+    def progress(self) -> tuple[Any, ...]:
+        return self.report
+
+
 @dataclass
 class NodeReport:
     id: str
     alive: bool
     address: str
     resources: dict[str, float]
-    engines: list[str]  # the engines with a host on it now
+    engines: list[str]  # the engines (and long calls: "voice-fit") with a host on it now
     sentences: int  # sentences it made for this studio since the studio started
+    jobs: int  # long calls (voice fits) it finished for this studio
 
 
 class RayCluster:
@@ -105,6 +141,7 @@ class RayCluster:
         self.replicas = replicas  # hosts per engine (each one sentence at a time)
         self.call_timeout_s = call_timeout_s
         self.sentences: Counter[str] = Counter()  # node id -> sentences made there
+        self.jobs: Counter[str] = Counter()  # node id -> long calls finished there
         self.hosts: dict[str, dict[str, str]] = {}  # engine name -> {host actor id: node id}
         self._lock = threading.Lock()
 
@@ -120,7 +157,8 @@ class RayCluster:
                 namespace=NAMESPACE,
                 log_to_driver=False,
                 logging_level=logging.WARNING,
-                runtime_env={"py_modules": [str(ENGINES_PACKAGE)]},  # the engines' code, to every node
+                # The engines' code and the studio's (a node fits voices with it), to every node.
+                runtime_env={"py_modules": [str(ENGINES_PACKAGE), str(STUDIO_PACKAGE)]},
             )
         except Exception as error:
             raise ConnectionError(f"the Ray cluster at {self.address} cannot be reached: {error}") from error
@@ -143,7 +181,7 @@ class RayCluster:
             for engine, hosts in self.hosts.items():
                 for node in hosts.values():
                     hosted.setdefault(node, []).append(engine)
-            counts = dict(self.sentences)
+            counts, jobs = dict(self.sentences), dict(self.jobs)
         return [
             NodeReport(
                 id=node["NodeID"],
@@ -152,6 +190,7 @@ class RayCluster:
                 resources={k: v for k, v in node.get("Resources", {}).items() if not k.startswith("node:")},
                 engines=sorted(set(hosted.get(node["NodeID"], []))),
                 sentences=counts.get(node["NodeID"], 0),
+                jobs=jobs.get(node["NodeID"], 0),
             )
             for node in ray.nodes()
         ]
@@ -169,13 +208,73 @@ class RayCluster:
         """What /health says of the cluster: its address and each node."""
         return {"address": self.address, "nodes": [vars(node) for node in self.nodes()]}
 
-    def _placed(self, engine: str, host: str, node: str | None) -> None:
+    def place(self, label: str, needs_of: str, actor: type, *args: Any, max_concurrency: int = 1) -> Any:
+        """An `actor(*args)` placed by Ray where one CPU and `needs_of`'s custom resources are free,
+        once its `ready()` answered (listed on its node as `label`); EngineUnavailable when no live
+        node offers them, or none takes it in time."""
+        import ray
+
+        needs = self.resources.get(needs_of, {})
+        wanted = ", ".join(f"{amount:g} {name}" for name, amount in ({"CPU": 1.0} | needs).items())
+        if not self.can_host({"CPU": 1.0} | needs):
+            raise EngineUnavailable(f"{label}: no Ray node offers what it needs ({wanted})")
+        options = {"num_cpus": 1, "resources": needs, "max_restarts": 0, "max_concurrency": max_concurrency}
+        host = ray.remote(actor).options(**options).remote(*args)
+        started = time.monotonic()
+        try:
+            node = ray.get(host.ready.remote(), timeout=self.call_timeout_s)
+        except Exception as error:
+            ray.kill(host, no_restart=True)
+            raise EngineUnavailable(
+                f"{label}: no Ray node could host it ({wanted}): {type(error).__name__}: {error}"[:500]
+            ) from error
         with self._lock:
-            hosts = self.hosts.setdefault(engine, {})
-            if node is None:
-                hosts.pop(host, None)
-            else:
-                hosts[host] = node
+            self.hosts.setdefault(label, {})[host._actor_id.hex()] = node
+        log.info("%s: host on node %s, ready in %.1f s", label, node[:8], time.monotonic() - started)
+        return host
+
+    def drop(self, label: str, host: Any) -> None:
+        """Kill a host (if its node is not gone with it already) and forget it."""
+        import ray
+
+        with self._lock:
+            self.hosts.get(label, {}).pop(host._actor_id.hex(), None)
+        with contextlib.suppress(Exception):
+            ray.kill(host, no_restart=True)
+
+    def run(
+        self,
+        label: str,
+        needs_of: str,
+        build: tuple[str, dict[str, Any]],
+        call: tuple[str, tuple[Any, ...], dict[str, Any]],
+        on_progress: Callable[..., None] | None = None,
+    ) -> Any:
+        """`factory(**kwargs).method(*args, progress=..., **kwargs)` (`build`, `call`) on a node, placed
+        as `place` does; what it returns. `on_progress` gets each progress report here, also repeated
+        twice a second, so that a cancel raised there ends the call at once (its host is killed). A
+        node lost mid-call: the call runs again from the start on another, up to three times."""
+        import ray
+
+        method, args, kwargs = call
+        for _ in range(3):
+            host = self.place(label, needs_of, JobHost, *build, max_concurrency=2)
+            try:
+                ref = host.run.remote(method, args, kwargs)
+                while not ray.wait([ref], timeout=0.5)[0]:
+                    report = ray.get(host.progress.remote(), timeout=self.call_timeout_s)
+                    if on_progress and report:
+                        on_progress(*report)
+                result, node = ray.get(ref)
+            except lost_node() as error:
+                log.warning("%s: host lost (%s); the call runs again on another node", label, error)
+                continue
+            finally:
+                self.drop(label, host)
+            with self._lock:
+                self.jobs[node] += 1
+            return result
+        raise EngineUnavailable(f"{label}: three cluster hosts in a row were lost on one call")
 
     def _made(self, node: str) -> None:
         with self._lock:
@@ -244,8 +343,6 @@ class ClusterEngine(Engine):
     def _synthesize_words(
         self, sentence: str, voice: str, options: SynthesisOptions
     ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...], tuple[WordSpan, ...]]:
-        from ray.exceptions import GetTimeoutError, NodeDiedError, ObjectLostError, RayActorError
-
         style = getattr(self.local, "extra_styles", lambda voice: None)(voice)
         options = replace(options, quick_start=False)
         host = self._slots.get()  # the RunQueue lets in no more callers than there are slots
@@ -254,7 +351,7 @@ class ClusterEngine(Engine):
                 host = host or self._new_host()
                 try:
                     audio, phonemes, words, node = self._call(host, sentence, voice, options, style)
-                except (RayActorError, NodeDiedError, ObjectLostError, GetTimeoutError) as error:
+                except lost_node() as error:
                     log.warning(
                         "%s: host lost (%s); the sentence is made again on another", self.info.name, error
                     )
@@ -282,40 +379,18 @@ class ClusterEngine(Engine):
             self._in_flight.discard(ref)
 
     def _new_host(self) -> Any:
-        """A host actor placed by Ray where the engine's resources are free, its model loaded;
-        EngineUnavailable when no live node offers them, or none takes it in time."""
-        import ray
-
-        needs = self.cluster.resources.get(self.info.name, {})
-        wanted = ", ".join(f"{amount:g} {name}" for name, amount in ({"CPU": 1.0} | needs).items())
-        if not self.cluster.can_host({"CPU": 1.0} | needs):
-            raise EngineUnavailable(f"{self.info.name}: no Ray node offers what it needs ({wanted})")
-        actor = ray.remote(EngineHost).options(
-            num_cpus=1,
-            resources=needs,
-            max_restarts=0,
-        )
         cls = type(self.local)
-        host = actor.remote(f"{cls.__module__}:{cls.__qualname__}", self.node_kwargs)
-        started = time.monotonic()
-        try:
-            node = ray.get(host.load.remote(), timeout=self.cluster.call_timeout_s)
-        except Exception as error:
-            ray.kill(host, no_restart=True)
-            raise EngineUnavailable(
-                f"{self.info.name}: no Ray node could host it ({wanted}): {type(error).__name__}: {error}"[
-                    :500
-                ]
-            ) from error
-        self.cluster._placed(self.info.name, host._actor_id.hex(), node)
-        log.info(
-            "%s: host on node %s, loaded in %.1f s", self.info.name, node[:8], time.monotonic() - started
-        )
-        return host
+        factory = f"{cls.__module__}:{cls.__qualname__}"
+        return self.cluster.place(self.info.name, self.info.name, EngineHost, factory, self.node_kwargs)
 
     def _drop(self, host: Any) -> None:
-        import ray
+        self.cluster.drop(self.info.name, host)
 
-        self.cluster._placed(self.info.name, host._actor_id.hex(), None)
-        with contextlib.suppress(Exception):  # already gone with its node
-            ray.kill(host, no_restart=True)
+
+@functools.cache
+def lost_node() -> tuple[type[BaseException], ...]:
+    """What a call raises when its host's node is gone or stopped answering (imported when first
+    needed: without a cluster, ray is never imported)."""
+    from ray.exceptions import GetTimeoutError, NodeDiedError, ObjectLostError, RayActorError
+
+    return (RayActorError, NodeDiedError, ObjectLostError, GetTimeoutError)

@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     # empty: everything runs in this process and its workers.
     ray_address: str = ""
     ray_engines: CommaList = Field(default_factory=lambda: ["kokoro", "piper"])
-    # Custom Ray resources an engine's hosts need beyond one CPU, e.g. {"kokoro": {"speech": 1}}.
+    # Custom Ray resources an engine's hosts (or "voice-fit": the fits) need beyond one CPU, e.g.
+    # {"kokoro": {"speech": 1}, "voice-fit": {"speech": 1}}.
     ray_resources: dict[str, dict[str, float]] = Field(default_factory=dict)
     ray_replicas: int = 1  # hosts per engine on the cluster: sentences made at once
 

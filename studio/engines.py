@@ -2,6 +2,7 @@
 
     python -m studio.engines list                 every engine: state, environment, what it needs
     python -m studio.engines install moss-ttsd    make (or update) moss-ttsd's pinned environment
+        [--if-needed]                             (only where it is not ready yet)
 
 Settings come from the same `STUDIO_*` variables and studio.yaml as the server (the weights folder
 decides which MOSS-TTSD version's environment is meant); environments go to `STUDIO_ENGINE_ENVS`
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("list", help="every engine's state and what it still needs")
     install = commands.add_parser("install", help="make an engine's own pinned environment")
     install.add_argument("engine", help="e.g. moss-ttsd")
+    install.add_argument(
+        "--if-needed", action="store_true", help="do nothing when the environment is ready already"
+    )
     args = parser.parse_args(argv)
 
     registry = build_registry(Settings(), GpuAllocator())
@@ -43,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         environment = EnvironmentService(registry).environment(args.engine)
+        if args.if_needed and environment.python() is not None:
+            print(f"environment '{environment.name}' is {environment.state().value}: {environment.folder}")
+            return 0
         state = environment.install(
             on_line=print, on_progress=lambda percent, step: print(f"[{percent:5.1f}%] {step}", flush=True)
         )

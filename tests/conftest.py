@@ -40,34 +40,6 @@ CHROMIUM_ARGS = [
 ]
 UI_TIMEOUT_MS = 30_000  # default wait for any element or assertion in a browser test
 
-# ./test.sh runs two test processes (pytest-xdist, --dist loadgroup). Each module runs whole in one of
-# them (its module fixtures are made once), and the modules go out longest first so that both
-# processes finish together: the ones below take minutes (measured serially), the rest seconds.
-# The modules of one engine environment run in order in one process: the Engines tab test installs
-# MOSS-TTSD's for real, the others use it (v0.5's links its torch from it).
-MOSS_TTSD_ENVIRONMENT = (
-    "test_browser_engines", "test_moss_ttsd_v1", "test_moss_ttsd_v05", "test_gpu_acceptance",
-)  # fmt: skip
-LONGEST_FIRST = (
-    *MOSS_TTSD_ENVIRONMENT, "test_api_contract", "test_seed_clients", "test_megatts3_worker",
-    "test_gpt_sovits_worker", "test_browser_training", "test_training", "test_voices", "test_capacity",
-    "test_workers", "test_dialogue", "test_api_speech", "test_cluster",
-)  # fmt: skip
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def module(item: pytest.Item) -> str:
-        return item.path.stem
-
-    def rank(item: pytest.Item) -> int:
-        return LONGEST_FIRST.index(module(item)) if module(item) in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: the rest keep their order
-    for item in items:
-        group = "moss-ttsd-environment" if module(item) in MOSS_TTSD_ENVIRONMENT else module(item)
-        item.add_marker(pytest.mark.xdist_group(group))
-
 
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:

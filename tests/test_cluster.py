@@ -52,7 +52,7 @@ def studio(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     env = {
         "STUDIO_RAY_ADDRESS": cluster.address,
         "STUDIO_RAY_ENGINES": "kokoro",
-        "STUDIO_RAY_RESOURCES": json.dumps({"kokoro": {"speech": 1}}),
+        "STUDIO_RAY_RESOURCES": json.dumps({"kokoro": {"speech": 1}, "voice-fit": {"fitting": 1}}),
         "STUDIO_SPEECH_CACHE_MB": "0",  # every request is made, on a node
     }
     server = LiveServer(tmp_path_factory.mktemp("cluster"), env=env).start(timeout=180)
@@ -138,6 +138,62 @@ def test_cancel_stops_a_dialogue_running_on_a_remote_node(cluster: Any, studio: 
     settled = made_on(studio)[node_b.node_id]
     time.sleep(3)
     assert made_on(studio)[node_b.node_id] == settled  # nothing more is made on the node
+
+
+def test_voice_fits_run_on_nodes_for_them_survive_a_lost_node_and_cancel(
+    cluster: Any, studio: LiveServer
+) -> None:
+    fitting = [cluster.add_node(num_cpus=1, resources={"fitting": 1}) for _ in range(2)]
+    cluster.wait_for_nodes()
+    with httpx.Client(base_url=studio.url, timeout=300) as client:
+        clip = client.post(
+            "/api/v1/tts/synthesize",
+            json={"text": " ".join(TURNS[:4]), "voice_id": "jm_kumo", "format": "wav"},
+        )
+        assert clip.status_code == 200, clip.text
+        for voice in ("harbor", "harbor-2"):
+            made = client.post(
+                "/api/v1/voices/upload",
+                files={"voice_file": ("clip.wav", clip.content, "audio/wav")},
+                data={"voice_id": voice, "fit": "none", "language": "en"},
+            )
+            assert made.status_code == 200, made.text
+
+        # A fit under way on one node, that node lost: the fit runs again on the other and completes.
+        task = client.post("/api/v1/voices/harbor/fit", json={"mode": "quick"}).json()
+        wait_for_progress(client, task["task_id"])
+        (lost,) = [node for node in fitting if "voice-fit" in nodes(studio)[node.node_id]["engines"]]
+        (other,) = [node for node in fitting if node is not lost]
+        cluster.remove_node(lost, allow_graceful=False)
+        done = wait_for_task(client, task["task_id"], timeout=300)
+        assert done["status"] == "completed", done
+        assert done["result"]["similarity"] > 0.5 and done["result"]["trials"] > 0
+        curve = client.get(f"/api/v1/task/{task['task_id']}/files/download/curve.json").json()
+        assert len(curve) >= 2  # the progress the node reported came back to the task
+        jobs = {node: info["jobs"] for node, info in nodes(studio).items() if info["jobs"]}
+        assert jobs == {other.node_id: 1}  # finished there, and only there
+        spoken = client.post("/api/v1/tts/synthesize", json={"text": "Hello there.", "voice_id": "harbor"})
+        assert spoken.status_code == 200, spoken.text  # the fitted voice speaks (on the speech node)
+
+        # Cancel reaches a fit running on a node: its host is killed there.
+        task = client.post("/api/v1/voices/harbor-2/fit", json={"mode": "quick"}).json()
+        wait_for_progress(client, task["task_id"])
+        assert "voice-fit" in nodes(studio)[other.node_id]["engines"]
+        asked = time.monotonic()
+        assert client.post(f"/api/v1/task/{task['task_id']}/cancel").status_code == 200
+        done = wait_for_task(client, task["task_id"], timeout=30)
+        assert done["status"] == "cancelled" and time.monotonic() - asked < 10, done
+        assert "voice-fit" not in nodes(studio)[other.node_id]["engines"]
+        assert nodes(studio)[other.node_id]["jobs"] == 1
+    cluster.remove_node(other, allow_graceful=False)
+
+
+def wait_for_progress(client: httpx.Client, task_id: str, timeout: float = 120) -> None:
+    """Until the task reports progress (its fit is under way on a node)."""
+    deadline = time.monotonic() + timeout
+    while (task := client.get(f"/api/v1/task/{task_id}").json())["progress"] <= 0:
+        assert time.monotonic() < deadline and task["status"] in ("pending", "running"), task
+        time.sleep(0.2)
 
 
 def test_an_engine_no_node_can_host_is_a_clear_503(cluster: Any, studio: LiveServer) -> None:

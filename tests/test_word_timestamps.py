@@ -172,6 +172,12 @@ def test_the_captioned_route_answers_audio_words_and_subtitles(studio_client: Te
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(cues))
     assert " ".join(cue[2] for cue in cues) == text
 
+    again = studio_client.post(
+        "/api/v1/tts/captioned", json={"text": text, "voice_id": voice, "format": "wav", "language": "en"}
+    )
+    assert (response.headers["X-Cache"], again.headers["X-Cache"]) == ("miss", "hit")
+    assert again.json() == body  # the same audio, words and subtitles, from the cache
+
 
 def test_the_captioned_route_refuses_what_the_speech_route_refuses(studio_client: TestClient) -> None:
     response = studio_client.post("/api/v1/tts/captioned", json={"text": "  ", "voice_id": "joe"})

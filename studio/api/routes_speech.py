@@ -74,15 +74,17 @@ def synthesize(
 @router.post("/api/v1/tts/captioned", tags=["speech"], responses=SPEAKING_ERRORS)
 def captioned(
     body: CaptionedSpeechRequest,
+    response: Response,
     owner: str = Depends(rate_limited_caller),
     studio: Studio = Depends(get_studio),
 ) -> CaptionedSpeech:
     """Text -> JSON with the audio (base64, in `format`) and when each word is said: `words` (as
     written and as spoken, start and end in seconds) and `srt`, phrase-level subtitles. Words come
     from the engine's phoneme times (the embedded kokoro and piper); other engines answer with no
-    words and one cue per sentence."""
+    words and one cue per sentence. `X-Cache: hit` when it was made before."""
     request = speech_request(body, owner)
-    made = studio.speech.captioned(request, body.format)
+    made, cache = studio.speech.captioned(request, body.format)
+    response.headers["X-Cache"] = cache
     return CaptionedSpeech(
         audio=base64.b64encode(made.data).decode("ascii"),
         format=body.format,

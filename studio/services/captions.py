@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 
 from engines.base import AudioChunk, WordSpan
 from engines.text import is_cjk
+from studio.services.speech_cache import CachedSpeech
 from studio.subtitles import Cue, to_srt
 
 MAX_CUE_WORDS = 7
@@ -44,6 +45,16 @@ class Captioned:
 
     def words_json(self) -> str:
         return json.dumps(self.word_list(), ensure_ascii=False, indent=1)
+
+    def to_cached(self) -> CachedSpeech:
+        timing = {"words": [astuple(w) for w in self.words], "cues": [astuple(c) for c in self.cues]}
+        return CachedSpeech(self.data, self.duration, self.sample_rate, timing)
+
+    @classmethod
+    def from_cached(cls, cached: CachedSpeech, fmt: str) -> Captioned:
+        words = tuple(WordSpan(*word) for word in cached.timing["words"])
+        cues = tuple(Cue(*cue) for cue in cached.timing["cues"])
+        return cls(cached.data, fmt, cached.sample_rate, cached.duration, words, cues)
 
 
 def placed(chunks: Iterable[AudioChunk]) -> tuple[list[AudioChunk], list[WordSpan], list[Cue]]:

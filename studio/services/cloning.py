@@ -25,7 +25,7 @@ from studio.errors import BadInput
 from studio.services.asr import Transcriber
 from studio.services.speaker import SpeakerEncoder
 from studio.services.speech import Speech, SpeechRequest, SpeechService
-from studio.services.voice_fit import MODES, FitResult, ProgressCallback, VoiceFitter
+from studio.services.voice_fit import MODES, ClusterVoiceFitter, FitResult, ProgressCallback, VoiceFitter
 from studio.services.voices import RATE, VoiceLibrary, VoiceRecord, clean_reference
 from studio.space import gpu_duration, on_zero_gpu
 from studio.subtitles import Cue
@@ -72,19 +72,23 @@ class CloningService:
         self.transcriber = transcriber
         self.cache_dir = cache_dir
         self.max_upload_bytes = max_upload_bytes
-        self._fitter: VoiceFitter | None = None
+        self._fitter: VoiceFitter | ClusterVoiceFitter | None = None
         self._clones: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
     @property
-    def fitter(self) -> VoiceFitter:
+    def fitter(self) -> VoiceFitter | ClusterVoiceFitter:
+        """What fits library voices: here, or on the cluster's nodes where Kokoro speaks there."""
         with self._lock:
             if self._fitter is None:
                 engine = self.speech.registry.engine("kokoro")
-                # Fitting tries styles in this process, also where the cluster's nodes speak the rest.
                 kokoro = engine.local if isinstance(engine, ClusterEngine) else engine
                 assert isinstance(kokoro, KokoroOnnxEngine)
                 self._fitter = VoiceFitter(kokoro, SpeakerEncoder(), self.transcriber)
+                if isinstance(engine, ClusterEngine):
+                    self._fitter = ClusterVoiceFitter(
+                        engine.cluster, engine, self.cache_dir / "whisper", self._fitter.grid()
+                    )
             return self._fitter
 
     def style_for(self, voice_id: str) -> np.ndarray | None:

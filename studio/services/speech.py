@@ -473,14 +473,22 @@ class SpeechService:
             pieces.append(chunk.audio)
         return Speech(np.concatenate(pieces) if pieces else np.zeros(0, np.float32), rate, cues)
 
-    def captioned(self, request: SpeechRequest, fmt: str) -> Captioned:
+    def captioned(self, request: SpeechRequest, fmt: str) -> tuple[Captioned, str]:
         """The whole text as one file in `fmt` with each word's times (from engines that know them:
-        the embedded Kokoro and Piper) and phrase-level cues (`captions.py`); not cached."""
+        the embedded Kokoro and Piper) and phrase-level cues (`captions.py`), and whether it came from
+        the cache (as `encoded`)."""
+        key = self._cache_key(request, fmt, "captioned")
+        if key and (hit := self.cache.get(key)):  # type: ignore[union-attr]
+            return Captioned.from_cached(hit, fmt), "hit"
         chunks, words, cues = placed(self.stream(request))
         rate = chunks[0].sample_rate  # the stream yields at least one chunk or raises
         audio = np.concatenate([chunk.audio for chunk in chunks])
-        data = audio_io.encode(audio, rate, fmt)
-        return Captioned(data, fmt, rate, len(audio) / rate, tuple(words), tuple(cues))
+        made = Captioned(
+            audio_io.encode(audio, rate, fmt), fmt, rate, len(audio) / rate, tuple(words), tuple(cues)
+        )
+        if key:
+            self.cache.put(key, made.to_cached())  # type: ignore[union-attr]
+        return made, "miss" if key else "off"
 
     # ---- encoded for the HTTP routes, through the cache ------------------------------------------
     def encoded(self, request: SpeechRequest, fmt: str) -> tuple[CachedSpeech, str]:

@@ -6,8 +6,9 @@ import hashlib
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,7 @@ class CachedSpeech:
     data: bytes  # the encoded file, exactly as first sent
     duration: float
     sample_rate: int
+    timing: dict[str, Any] = field(default_factory=dict)  # JSON: a captioned answer's words and cues
 
 
 class SpeechCache:
@@ -43,7 +45,7 @@ class SpeechCache:
         except (OSError, ValueError):
             return None
         os.utime(meta_path)  # recently used
-        return CachedSpeech(data, float(meta["duration"]), int(meta["sample_rate"]))
+        return CachedSpeech(data, float(meta["duration"]), int(meta["sample_rate"]), meta.get("timing", {}))
 
     def put(self, key: str, speech: CachedSpeech) -> None:
         if not self.enabled or len(speech.data) > self.max_bytes:
@@ -53,7 +55,7 @@ class SpeechCache:
         partial = data_path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.partial")
         partial.write_bytes(speech.data)
         partial.replace(data_path)
-        meta = {"duration": speech.duration, "sample_rate": speech.sample_rate}
+        meta = {"duration": speech.duration, "sample_rate": speech.sample_rate, "timing": speech.timing}
         partial.write_text(json.dumps(meta), encoding="utf-8")
         partial.replace(meta_path)  # the entry counts once its meta is there: whole or absent
         self._evict()

@@ -13,14 +13,18 @@ shared/notes/voice-fitting.md.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyworld
 
+from engines.cluster import ClusterEngine, RayCluster
+from engines.gpu import GpuAllocator
 from engines.kokoro_onnx import PACKS, KokoroOnnxEngine
 from engines.text import base_language, canonical_language
 from studio.services.asr import Transcriber, transcript_error_rate
@@ -254,6 +258,47 @@ class VoiceFitter:
         return {
             n: self.encoder.embed(speak(GRID_SENTENCE, self.kokoro.style(n)), 24000) for n in blend_grid()
         }
+
+
+def fitter_on_node(kokoro: dict[str, Any], whisper_cache: Path, grid: dict[str, np.ndarray]) -> VoiceFitter:
+    """The fitter a cluster node builds (`ClusterVoiceFitter`): its own Kokoro (built with `kokoro`,
+    as the node's Kokoro host is), speaker encoder and Whisper, on all of the node's cores; `grid` is
+    the studio's (assets/ does not travel with the code)."""
+    threads = os.cpu_count() or 1
+    engine = KokoroOnnxEngine(allocator=GpuAllocator([]), threads=threads, **kokoro)
+    fitter = VoiceFitter(engine, SpeakerEncoder(), Transcriber(threads, whisper_cache))
+    fitter._grid = grid
+    return fitter
+
+
+class ClusterVoiceFitter:
+    """Fits on a node of the Ray cluster that Kokoro speaks on, where one CPU and the custom resources
+    `STUDIO_RAY_RESOURCES` gives "voice-fit" are free, with the node's own fitter (`fitter_on_node`):
+    the same search and result, its progress passed back here; cancelling (a cancel raised by
+    `progress`) kills it there, and a lost node runs the fit again on another."""
+
+    def __init__(
+        self, cluster: RayCluster, kokoro: ClusterEngine, whisper_cache: Path, grid: dict[str, np.ndarray]
+    ) -> None:
+        self.cluster = cluster
+        self.kokoro = kokoro
+        self.build = (
+            f"{__name__}:fitter_on_node",
+            {"kokoro": kokoro.node_kwargs, "whisper_cache": whisper_cache, "grid": grid},
+        )
+
+    def fit(
+        self,
+        reference: np.ndarray,
+        sample_rate: int,
+        mode: str = "quick",
+        seed: int = 0,
+        progress: ProgressCallback | None = None,
+        language: str | None = None,
+    ) -> FitResult:
+        call = ("fit", (reference, sample_rate), {"mode": mode, "seed": seed, "language": language})
+        result: FitResult = self.cluster.run("voice-fit", "voice-fit", self.build, call, progress)
+        return result
 
 
 def median_f0(audio: np.ndarray, sample_rate: int) -> float:

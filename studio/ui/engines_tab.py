@@ -69,16 +69,19 @@ def cluster_lines(studio: Studio) -> str:
         return ""
     lines = [
         f"### Cluster\nConnected to the Ray cluster at `{studio.cluster.address}`; the engines "
-        f"{', '.join(studio.settings.ray_engines)} make their speech on its nodes.\n",
-        "| node | state | resources | engines hosted | sentences made |",
-        "|---|---|---|---|---|",
+        f"{', '.join(studio.settings.ray_engines)} make their speech on its nodes"
+        + (", and voice fits run there too" if "kokoro" in studio.settings.ray_engines else "")
+        + ".\n",
+        "| node | state | resources | hosting now | sentences made | voice fits |",
+        "|---|---|---|---|---|---|",
     ]
     for node in studio.cluster.nodes():
         offers = ", ".join(f"{name} {amount:g}" for name, amount in sorted(node.resources.items()))
         state = "alive" if node.alive else "lost"
         hosted = ", ".join(node.engines) or "-"
         lines.append(
-            f"| `{node.id[:12]}` ({node.address}) | {state} | {offers} | {hosted} | {node.sentences} |"
+            f"| `{node.id[:12]}` ({node.address}) | {state} | {offers} | {hosted} | {node.sentences} "
+            f"| {node.jobs} |"
         )
     return "\n".join(lines)
 

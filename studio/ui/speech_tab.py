@@ -185,7 +185,7 @@ def build_speech_tab(studio: Studio) -> None:
         """The speech with each word's times: the audio, a table, words.json and phrases.srt."""
         request = SpeechRequest(text, voice, engine, speed, pitch, language, ui_owner(http))
         try:
-            made = studio.speech.captioned(request, fmt)
+            made, _ = studio.speech.captioned(request, fmt)
         except StudioError as error:
             raise gr.Error(error.message) from None
         name = f"speech-{uuid.uuid4().hex[:10]}"
