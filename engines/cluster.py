@@ -112,7 +112,8 @@ class JobHost:
         return getattr(self.target, method)(*args, progress=progress, **kwargs), self.node
 
     def progress(self) -> tuple[Any, ...]:
-        return self.report
+        """The last report, its lists copied (the call goes on appending to them meanwhile)."""
+        return tuple(list(part) if isinstance(part, list) else part for part in self.report)
 
 
 @dataclass
@@ -261,11 +262,14 @@ class RayCluster:
             host = self.place(label, needs_of, JobHost, *build, max_concurrency=2)
             try:
                 ref = host.run.remote(method, args, kwargs)
-                while not ray.wait([ref], timeout=0.5)[0]:
+                while True:
+                    finished = bool(ray.wait([ref], timeout=0.5)[0])
                     report = ray.get(host.progress.remote(), timeout=self.call_timeout_s)
                     if on_progress and report:
                         on_progress(*report)
-                result, node = ray.get(ref)
+                    if finished:
+                        break
+                result, node = result_of(ref)
             except lost_node() as error:
                 log.warning("%s: host lost (%s); the call runs again on another node", label, error)
                 continue
@@ -286,7 +290,7 @@ class ClusterEngine(Engine):
     sentence is one call to an idle `EngineHost` actor, made again on a new host when its node is lost."""
 
     def __init__(self, local: Engine, cluster: RayCluster, node_kwargs: dict[str, Any]) -> None:
-        self.local = local  # runs nothing; voice fitting uses it in this process
+        self.local = local  # runs nothing here: answers voices, checks and status
         self.info = local.info
         self.takes_phonemes = local.takes_phonemes
         self.cluster = cluster
@@ -369,12 +373,11 @@ class ClusterEngine(Engine):
     def _call(
         self, host: Any, sentence: str, voice: str, options: SynthesisOptions, style: np.ndarray | None
     ) -> tuple[np.ndarray, tuple[PhonemeSpan, ...], tuple[WordSpan, ...], str]:
-        import ray
 
         ref = host.speak.remote(sentence, voice, options, style)
         self._in_flight.add(ref)
         try:
-            return ray.get(ref, timeout=self.cluster.call_timeout_s)
+            return result_of(ref, self.cluster.call_timeout_s)
         finally:
             self._in_flight.discard(ref)
 
@@ -394,3 +397,17 @@ def lost_node() -> tuple[type[BaseException], ...]:
     from ray.exceptions import GetTimeoutError, NodeDiedError, ObjectLostError, RayActorError
 
     return (RayActorError, NodeDiedError, ObjectLostError, GetTimeoutError)
+
+
+def result_of(ref: Any, timeout: float | None = None) -> Any:
+    """`ray.get(ref)`, an error raised on the node re-raised as itself (Ray wraps it with the node's
+    whole traceback in its message, which would become the task's or the request's reason)."""
+    import ray
+    from ray.exceptions import RayTaskError
+
+    try:
+        return ray.get(ref, timeout=timeout)
+    except RayTaskError as error:
+        if isinstance(error.cause, Exception):
+            raise error.cause from None
+        raise

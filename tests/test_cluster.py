@@ -188,7 +188,7 @@ def test_voice_fits_run_on_nodes_for_them_survive_a_lost_node_and_cancel(
     cluster.remove_node(other, allow_graceful=False)
 
 
-def wait_for_progress(client: httpx.Client, task_id: str, timeout: float = 120) -> None:
+def wait_for_progress(client: httpx.Client, task_id: str, timeout: float = 300) -> None:
     """Until the task reports progress (its fit is under way on a node)."""
     deadline = time.monotonic() + timeout
     while (task := client.get(f"/api/v1/task/{task_id}").json())["progress"] <= 0:

@@ -478,7 +478,7 @@ class SpeechService:
         the embedded Kokoro and Piper) and phrase-level cues (`captions.py`), and whether it came from
         the cache (as `encoded`)."""
         key = self._cache_key(request, fmt, "captioned")
-        if key and (hit := self.cache.get(key)):  # type: ignore[union-attr]
+        if key and (hit := self.cache.get(key)) and hit.timing:  # type: ignore[union-attr]
             return Captioned.from_cached(hit, fmt), "hit"
         chunks, words, cues = placed(self.stream(request))
         rate = chunks[0].sample_rate  # the stream yields at least one chunk or raises

@@ -281,7 +281,6 @@ class ClusterVoiceFitter:
         self, cluster: RayCluster, kokoro: ClusterEngine, whisper_cache: Path, grid: dict[str, np.ndarray]
     ) -> None:
         self.cluster = cluster
-        self.kokoro = kokoro
         self.build = (
             f"{__name__}:fitter_on_node",
             {"kokoro": kokoro.node_kwargs, "whisper_cache": whisper_cache, "grid": grid},
