@@ -14,7 +14,7 @@ fi
 # install in the background while the tests before theirs run, and a test that needs one waits for
 # it (tests/engine_checks.py). MOSS-TTSD's is left to the Engines tab test, which installs it.
 prefetch_log=$(mktemp -t engine-envs.XXXX.log)
-(for engine in megatts3 gpt-sovits; do nice -n 10 .venv/bin/python -m studio.engines install "$engine" --if-needed || true; done) \
+(for engine in megatts3 gpt_sovits; do nice -n 10 .venv/bin/python -m studio.engines install "$engine" --if-needed || true; done) \
   >"$prefetch_log" 2>&1 &
 prefetch=$!
 trap '{ pkill -P "$prefetch"; kill "$prefetch"; } 2>/dev/null || true' EXIT  # none left behind
