@@ -209,13 +209,13 @@ class RayCluster:
         """What /health says of the cluster: its address and each node."""
         return {"address": self.address, "nodes": [vars(node) for node in self.nodes()]}
 
-    def place(self, label: str, needs_of: str, actor: type, *args: Any, max_concurrency: int = 1) -> Any:
-        """An `actor(*args)` placed by Ray where one CPU and `needs_of`'s custom resources are free,
-        once its `ready()` answered (listed on its node as `label`); EngineUnavailable when no live
-        node offers them, or none takes it in time."""
+    def place(self, label: str, actor: type, *args: Any, max_concurrency: int = 1) -> Any:
+        """An `actor(*args)` placed by Ray where one CPU and `label`'s custom resources (an engine's
+        name, or "voice-fit") are free, once its `ready()` answered (listed on its node as `label`);
+        EngineUnavailable when no live node offers them, or none takes it in time."""
         import ray
 
-        needs = self.resources.get(needs_of, {})
+        needs = self.resources.get(label, {})
         wanted = ", ".join(f"{amount:g} {name}" for name, amount in ({"CPU": 1.0} | needs).items())
         if not self.can_host({"CPU": 1.0} | needs):
             raise EngineUnavailable(f"{label}: no Ray node offers what it needs ({wanted})")
@@ -246,7 +246,6 @@ class RayCluster:
     def run(
         self,
         label: str,
-        needs_of: str,
         build: tuple[str, dict[str, Any]],
         call: tuple[str, tuple[Any, ...], dict[str, Any]],
         on_progress: Callable[..., None] | None = None,
@@ -259,7 +258,7 @@ class RayCluster:
 
         method, args, kwargs = call
         for _ in range(3):
-            host = self.place(label, needs_of, JobHost, *build, max_concurrency=2)
+            host = self.place(label, JobHost, *build, max_concurrency=2)
             try:
                 ref = host.run.remote(method, args, kwargs)
                 while True:
@@ -384,7 +383,7 @@ class ClusterEngine(Engine):
     def _new_host(self) -> Any:
         cls = type(self.local)
         factory = f"{cls.__module__}:{cls.__qualname__}"
-        return self.cluster.place(self.info.name, self.info.name, EngineHost, factory, self.node_kwargs)
+        return self.cluster.place(self.info.name, EngineHost, factory, self.node_kwargs)
 
     def _drop(self, host: Any) -> None:
         self.cluster.drop(self.info.name, host)

@@ -296,7 +296,7 @@ class ClusterVoiceFitter:
         language: str | None = None,
     ) -> FitResult:
         call = ("fit", (reference, sample_rate), {"mode": mode, "seed": seed, "language": language})
-        result: FitResult = self.cluster.run("voice-fit", "voice-fit", self.build, call, progress)
+        result: FitResult = self.cluster.run("voice-fit", self.build, call, progress)
         return result
 
 
