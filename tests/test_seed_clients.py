@@ -278,7 +278,7 @@ def test_megatts3_document_examples(server: LiveServer, tmp_path: Path) -> None:
     assert error["code"] == "unknown_voice" and "voice_001" in error["message"]
     assert "jf_alpha" in error["message"] and "jm_kumo" in error["message"]
 
-    # 上传声音样本, then 获取可用声音列表 (the upload fits the voice for Kokoro: 1-2 minutes on 2 cores).
+    # 上传声音样本, then 获取可用声音列表 (the upload fits the voice for Kokoro: about a minute on 2 cores).
     client = MegaTTS3Client(base_url)
     result = upload_voice_sample(
         client, voice_id="custom_voice_001", voice_file=str(sample_voice), description="自定义女声样本"
@@ -303,6 +303,7 @@ def test_megatts3_document_examples(server: LiveServer, tmp_path: Path) -> None:
         )
     assert_speech(response)
     assert response.headers["x-engine"] == "kokoro"  # MegaTTS3 is not set up here: a fitted Kokoro voice
+    assert response.headers["x-clone-cached"] == "true"  # the same recording as the upload: its fit reused
 
     # The Python client: 检查服务状态, 语音合成 (placeholder id, then the uploaded voice), 克隆.
     health = client.health_check()

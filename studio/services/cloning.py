@@ -7,6 +7,7 @@ a GPU, a clip plus its latent is spoken by MegaTTS3 directly.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -25,8 +26,15 @@ from studio.errors import BadInput
 from studio.services.asr import Transcriber
 from studio.services.speaker import SpeakerEncoder
 from studio.services.speech import Speech, SpeechRequest, SpeechService
-from studio.services.voice_fit import MODES, ClusterVoiceFitter, FitResult, ProgressCallback, VoiceFitter
-from studio.services.voices import RATE, VoiceLibrary, VoiceRecord, clean_reference
+from studio.services.voice_fit import (
+    MODES,
+    ClusterVoiceFitter,
+    FitResult,
+    ProgressCallback,
+    VoiceFitter,
+    reference_language,
+)
+from studio.services.voices import RATE, VoiceLibrary, VoiceRecord, as_stored, clean_reference
 from studio.space import gpu_duration, on_zero_gpu
 from studio.subtitles import Cue
 from studio.tasks.configs import TaskConfig
@@ -91,6 +99,39 @@ class CloningService:
                     )
             return self._fitter
 
+    def fit(
+        self,
+        reference: np.ndarray,
+        sample_rate: int,
+        mode: str,
+        progress: ProgressCallback | None = None,
+        language: str | None = None,
+    ) -> FitResult:
+        """The fitter's result for this clip, mode and language; a clip fitted the same way before
+        (the search is seeded and runs a fixed number of trials) answers from the cache at once.
+        `language` is the clip's (a studio code), heard in its first 30 s when None."""
+        language = reference_language(self.transcriber, reference, sample_rate, language)
+        key = hashlib.sha256(
+            np.ascontiguousarray(reference, np.float32).tobytes()
+            + f"|{sample_rate}|{MODES[mode]}|{language}".encode()
+        ).hexdigest()[:24]
+        path = self.cache_dir / "fits" / f"{key}.npz"
+        if path.exists():
+            with np.load(path) as stored:
+                meta = json.loads(str(stored["meta"]))
+                result = FitResult(style=stored["style"], **meta | {"reused": True})
+            result.curve = [(int(trial), float(sim)) for trial, sim in result.curve]
+            if progress:
+                progress(100, f"fitted {mode} before: the same clip's result reused", result.curve)
+            return result
+        result = self.fitter.fit(reference, sample_rate, mode, progress=progress, language=language)
+        meta = {k: v for k, v in dataclasses.asdict(result).items() if k != "style"}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.npz")
+        np.savez(partial, style=result.style, meta=np.array(json.dumps(meta)))
+        partial.replace(path)
+        return result
+
     def style_for(self, voice_id: str) -> np.ndarray | None:
         """Kokoro's hook for voices beyond its packs: fitted library voices and zero-shot clones."""
         if voice_id.startswith(CLONE_PREFIX):
@@ -142,7 +183,7 @@ class CloningService:
                 curve_file.write_text(json.dumps(curve))
                 context.progress(percent, step)
 
-        result = self.fitter.fit(reference, RATE, mode, progress=progress, language=record.language)
+        result = self.fit(reference, RATE, mode, progress, record.language)
         if context:
             context.log(_describe(result))
         record = self.library.save_style(voice_id, result.style, fit_report(result, mode))
@@ -154,7 +195,7 @@ class CloningService:
         curve)` hears each trial, `curve` being the (trial, best similarity so far) pairs."""
         record = self.library.require(voice_id)
         reference = self.library.reference(voice_id)
-        result = self.fitter.fit(reference, RATE, "quick", progress=progress, language=record.language)
+        result = self.fit(reference, RATE, "quick", progress, record.language)
         record = self.library.save_style(voice_id, result.style, fit_report(result, "quick"))
         self.write_preview(voice_id)
         return record
@@ -206,9 +247,10 @@ class CloningService:
         info: dict[str, Any] = {"engine": "kokoro", "method": "quick fit", "cached": True}
         if self.style_for(voice_id) is None:
             reference = clean_reference(clip, filename, self.max_upload_bytes)
-            result = self.fitter.fit(reference.audio, RATE, "quick")
+            # Fitted as the library would store the clip (16-bit), so the two share one fit.
+            result = self.fit(as_stored(reference.audio), RATE, "quick")
             self._save_clone(voice_id, result.style)
-            info |= {"cached": False, **fit_report(result, "quick"), "warnings": reference.warnings}
+            info |= {"cached": result.reused, **fit_report(result, "quick"), "warnings": reference.warnings}
         return self.speech.synthesize(
             SpeechRequest(text=text, voice=voice_id, engine="kokoro", speed=speed, language=language)
         ), info
@@ -274,13 +316,16 @@ def fit_report(result: FitResult, mode: str) -> dict[str, Any]:
         "start_voice": result.start_voice,
         "trials": result.trials,
         "seconds": round(result.seconds, 1),
+        "reused": result.reused,
     }
 
 
 def _describe(result: FitResult) -> str:
     check = result.check
+    took = f"{result.seconds:.1f} s"
+    how = f"reused the same clip's earlier fit (made in {took})" if result.reused else f"fitted in {took}"
     return (
-        f"fitted in {result.seconds:.1f} s, {result.trials} trials ({result.accepted} kept) from {result.start_voice}; "
+        f"{how}, {result.trials} trials ({result.accepted} kept) from {result.start_voice}; "
         f"held-out similarity {check['similarity']:.3f} (nearest built-in {result.baseline_voice}: "
         f"{check['baseline_similarity']:.3f}), WER {check['wer']:.2f} vs {check['baseline_wer']:.2f}"
     )

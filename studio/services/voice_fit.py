@@ -70,6 +70,17 @@ def blend_grid() -> list[str]:
     return names
 
 
+def reference_language(
+    transcriber: Transcriber, reference: np.ndarray, sample_rate: int, language: str | None
+) -> str:
+    """`language` as a studio code, or the one heard in the reference when None: its first 30 s
+    (Whisper detects on one 30 s window anyway)."""
+    return (
+        canonical_language(language)
+        or transcriber.transcribe(reference[: 30 * sample_rate], sample_rate).language
+    )
+
+
 @dataclass(frozen=True)
 class FitMode:
     name: str
@@ -98,6 +109,7 @@ class FitResult:
     language: str  # the reference's (studio code): the probes and checks are spoken and heard in it
     check: dict[str, float]  # similarity/WER of fitted vs baseline on sentences the search never used
     curve: list[tuple[int, float]] = field(default_factory=list)  # (trial, best similarity so far)
+    reused: bool = False  # answered from the cache of fits (CloningService.fit), not searched again
 
 
 @dataclass(frozen=True)
@@ -133,11 +145,7 @@ class VoiceFitter:
         settings = MODES[mode]
         started = time.monotonic()
         rng = np.random.default_rng(seed)
-        # The first 30 s say the language (Whisper detects on one 30 s window anyway).
-        language = (
-            canonical_language(language)
-            or self.transcriber.transcribe(reference[: 30 * sample_rate], sample_rate).language
-        )
+        language = reference_language(self.transcriber, reference, sample_rate, language)
         target = self.encoder.embed(reference, sample_rate)
         reference_f0 = median_f0(reference, sample_rate)
         probes = PROBES[base_language(language)][: settings.probes]

@@ -10,6 +10,7 @@ decoded and checked before anything is kept; ids and names from clients never be
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -71,6 +72,15 @@ def shown_name(filename: str, limit: int = 60) -> str:
     """A client's file name as messages quote it: printable, and cut short when it is long."""
     name = "".join(c if c.isprintable() else "?" for c in filename)
     return name if len(name) <= limit else f"{name[: limit - 12]}...{name[-9:]}"
+
+
+def as_stored(audio: np.ndarray) -> np.ndarray:
+    """`audio` as a library voice's reference.wav holds it and reads back: 16-bit."""
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, RATE, format="WAV", subtype="PCM_16")
+    buffer.seek(0)
+    stored, _ = sf.read(buffer, dtype="float32")
+    return stored
 
 
 def clean_reference(data: bytes, filename: str, max_bytes: int) -> CleanClip:

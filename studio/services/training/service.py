@@ -230,7 +230,9 @@ class TrainingService:
             (train / "curve.json").write_text(json.dumps(curve))
             context.step_progress(percent / 100)
 
-        result = self.cloning.fitter.fit(reference, rate, mode, progress=progress)
+        language = self._dataset_language(workspace, params, context)
+        known = language if base_language(language) in HELD_OUT_BY_LANGUAGE else None
+        result = self.cloning.fit(reference, rate, mode, progress, known)  # None: heard in the clip
         np.save(train / "style.npy", result.style)
         report = fit_report(result, mode)
         (train / "fit.json").write_text(json.dumps(report, indent=2))
@@ -289,6 +291,16 @@ class TrainingService:
         context.log(f"library voice '{voice_id}' saved: every tab can use it now")
         return {"voice_id": voice_id, "engine": "kokoro"}
 
+    @staticmethod
+    def _dataset_language(workspace: Workspace, params: dict[str, Any], context: TaskContext) -> str:
+        """The recordings' language: the step's or the task's, else the dataset's by the script of its
+        (proofread) transcripts."""
+        language = canonical_language(params.get("language") or context.config.get("language"))
+        if language is None:
+            kept = [clip["text"] for clip in dataset.load_clips(workspace) if not clip.get("dropped")]
+            language = detect_language(" ".join(kept))
+        return language
+
     def _test(self, workspace: Workspace, params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
         """Speak sentences the training never saw with the new voice, in the task's language (auto: the
         dataset's, by its transcripts' script); Whisper's transcript (WER in English, CER in Chinese and
@@ -298,10 +310,7 @@ class TrainingService:
         voice_id = exported.get("voice_id")
         if not voice_id:
             raise TaskFailed("no exported voice yet: run export_voice first")
-        language = canonical_language(params.get("language") or context.config.get("language"))
-        if language is None:
-            kept = [clip["text"] for clip in dataset.load_clips(workspace) if not clip.get("dropped")]
-            language = detect_language(" ".join(kept))
+        language = self._dataset_language(workspace, params, context)
         held_out = HELD_OUT_BY_LANGUAGE[base_language(language)]
         sentences = [str(s) for s in params.get("sentences") or held_out][:5]
         reference, rate = self._dataset_reference(workspace)
