@@ -61,11 +61,13 @@ class EngineRegistry:
         return list(self._engines)
 
     def engine(self, name: str) -> Engine:
-        """The engine called `name` (not loaded yet); KeyError names the registered engines."""
-        try:
-            return self._engines[name]
-        except KeyError:
-            raise KeyError(f"unknown engine '{name}'; engines: {', '.join(self._engines)}") from None
+        """The engine called `name` (not loaded yet), spelt with hyphens or underscores in any case as
+        clients and environments do (gpt-sovits, MOSS_TTSD); KeyError names the registered engines."""
+        wanted = _spelling(name)
+        for registered, engine in self._engines.items():
+            if _spelling(registered) == wanted:
+                return engine
+        raise KeyError(f"unknown engine '{name}'; engines: {', '.join(self._engines)}")
 
     def loaded(self, name: str) -> Engine:
         """The engine, loaded (once, thread-safe), making room in memory first if needed."""
@@ -155,3 +157,7 @@ class EngineRegistry:
             raise EngineUnavailable(
                 f"{incoming.info.name}: not enough free memory to load it (needs ~{incoming.info.memory_mb} MB)"
             )
+
+
+def _spelling(name: str) -> str:
+    return name.strip().lower().replace("_", "-")

@@ -133,6 +133,16 @@ def test_registry_loads_lazily_once_under_concurrency_and_unloads(tmp_path: Path
     assert not engine.is_loaded and registry.reports()[0].state == "ready"
     with pytest.raises(KeyError, match="unknown engine 'nope'"):
         registry.engine("nope")
+    assert registry.engine("Piper") is registry.engine(" piper ") is engine  # as clients spell it
+
+
+def test_engine_names_are_found_as_their_environments_spell_them(tmp_path: Path) -> None:
+    from studio.core import build_registry
+    from tests.conftest import make_settings
+
+    registry = build_registry(make_settings(tmp_path), GpuAllocator([]))
+    assert registry.engine("gpt-sovits") is registry.engine("gpt_sovits")
+    assert registry.engine("moss_ttsd") is registry.engine("MOSS-TTSD") is registry.engine("moss-ttsd")
 
 
 def test_kokoro_torch_reports_needs_weights_with_the_path(tmp_path: Path) -> None:

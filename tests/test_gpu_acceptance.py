@@ -1,7 +1,9 @@
-"""bench/gpu_acceptance.sh --dry-run: every check of the GPU acceptance run, on the CPU at its smallest.
+"""bench/gpu_acceptance.sh --dry-run: the checks of the GPU acceptance run, on the CPU at their smallest.
 
-The engine environments are installed first where missing (the MOSS-TTSD and MegaTTS3 tests need
-them too), so the heavy engines' rows run in their workers rather than being skipped.
+All but MegaTTS3's: its row builds and loads upstream's full-size DiT and WaveVAE (their sizes are
+hard-coded upstream) for two minutes on CI's two cores, and its worker is the one
+tests/test_megatts3_worker.py runs. MOSS-TTSD's environment is installed first where missing (its
+tests need it too), so its row runs in its worker rather than being skipped.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 from engines.gpu import GpuAllocator
-from engines.megatts3 import MegaTts3Engine
 from engines.moss_ttsd import MossTtsdEngine
 from tests.engine_checks import ready
 
@@ -20,11 +21,11 @@ UPSTREAM = ROOT.parent / "shared" / "upstream"
 
 
 def test_the_dry_run_passes_every_check_and_prints_one_table(tmp_path: Path) -> None:
-    for engine in (MossTtsdEngine, MegaTts3Engine):
-        ready(engine(ROOT / "weights", GpuAllocator([])).environment())
+    ready(MossTtsdEngine(ROOT / "weights", GpuAllocator([])).environment())
     rows_file = tmp_path / "rows.json"
+    checks = ["inventory", "preflight", "kokoro-onnx", "kokoro-torch", "moss-ttsd", "piper-train"]
     out = subprocess.run(
-        [str(ROOT / "bench" / "gpu_acceptance.sh"), "--dry-run", "--out", str(rows_file)],
+        [str(ROOT / "bench" / "gpu_acceptance.sh"), "--dry-run", "--out", str(rows_file), "--only", *checks],
         capture_output=True,
         text=True,
         timeout=600,
@@ -32,13 +33,11 @@ def test_the_dry_run_passes_every_check_and_prints_one_table(tmp_path: Path) -> 
     )
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     rows = {row["check"]: row for row in json.loads(rows_file.read_text())}
-    assert list(rows) == [
-        "inventory", "preflight", "kokoro-onnx", "kokoro-torch", "moss-ttsd", "megatts3", "piper-train",
-    ]  # fmt: skip
+    assert list(rows) == checks
     expected = {"pass"} if UPSTREAM.is_dir() else {"pass", "skip"}
     assert {row["result"] for row in rows.values()} <= expected, rows
     assert rows["preflight"]["device"] == "gloo" and "2 ranks on gloo" in rows["preflight"]["detail"]
-    for name in ("kokoro-onnx", "kokoro-torch", "moss-ttsd", "megatts3"):
+    for name in ("kokoro-onnx", "kokoro-torch", "moss-ttsd"):
         if rows[name]["result"] == "pass":
             assert "s of audio, RTF" in rows[name]["detail"], rows[name]
     assert rows["moss-ttsd"]["detail"].startswith("worker") or rows["moss-ttsd"]["result"] == "skip"

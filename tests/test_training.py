@@ -166,6 +166,11 @@ def test_recordings_to_a_library_voice_step_by_step(studio_client: TestClient) -
     again = client.post(f"{base}/run", json={"params": {}})
     assert again.status_code == 409 and "every step" in again.json()["error"]["message"]
 
+    # A language the studio has no test sentences in: the step says what to give it.
+    hindi = run(client, task_id, "test_inference", language="hi")
+    assert hindi["steps"]["test_inference"] == "failed", hindi["steps"]
+    assert "no test sentences in Hindi" in hindi["error_message"] and "'sentences'" in hindi["error_message"]
+
 
 def test_failure_paths_end_with_the_real_reason(studio_client: TestClient) -> None:
     client = studio_client

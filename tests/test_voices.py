@@ -15,6 +15,7 @@ from studio.audio import decode, encode, resample
 from studio.core import Studio
 from studio.services.asr import word_error_rate
 from studio.services.speech import SpeechRequest
+from studio.services.voice_fit import reference_language
 from tests.conftest import make_settings, wait_for_task
 
 REFERENCE_TEXT = (
@@ -207,3 +208,10 @@ def test_voices_survive_a_restart_and_delete_removes_them(tmp_path: Path, clip: 
     assert len(speech.audio) > 12000
     second.library.delete("keeper")
     assert second.library.get("keeper") is None and not (tmp_path / "voices" / "keeper").exists()
+
+
+def test_a_fit_in_a_language_without_its_sentences_speaks_and_hears_them_in_english() -> None:
+    silence = np.zeros(16000, np.float32)  # not heard: the language is named
+    assert reference_language(None, silence, 16000, "French") == "en-us"  # type: ignore[arg-type]
+    assert reference_language(None, silence, 16000, "hi") == "en-us"  # type: ignore[arg-type]
+    assert reference_language(None, silence, 16000, "日文") == "ja"  # type: ignore[arg-type]

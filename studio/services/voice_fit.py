@@ -73,12 +73,14 @@ def blend_grid() -> list[str]:
 def reference_language(
     transcriber: Transcriber, reference: np.ndarray, sample_rate: int, language: str | None
 ) -> str:
-    """`language` as a studio code, or the one heard in the reference when None: its first 30 s
-    (Whisper detects on one 30 s window anyway)."""
-    return (
+    """The language the fit speaks and hears its sentences in: `language` as a studio code, or the one
+    heard in the reference when None (its first 30 s: Whisper detects on one 30 s window anyway);
+    English for a language the fit has no sentences in (the timbre it searches for has no words)."""
+    code = (
         canonical_language(language)
         or transcriber.transcribe(reference[: 30 * sample_rate], sample_rate).language
     )
+    return code if base_language(code) in PROBES else "en-us"
 
 
 @dataclass(frozen=True)

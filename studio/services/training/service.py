@@ -28,7 +28,7 @@ from pydantic import ConfigDict, Field
 
 from engines.base import EngineUnavailable, StepTrainer
 from engines.registry import EngineRegistry
-from engines.text import base_language, canonical_language, detect_language
+from engines.text import LANGUAGE_NAMES, base_language, canonical_language, detect_language
 from studio.errors import BadInput, Conflict, TooLarge
 from studio.services.asr import Transcriber, transcript_error_rate
 from studio.services.cloning import CloningService, fit_report
@@ -231,8 +231,7 @@ class TrainingService:
             context.step_progress(percent / 100)
 
         language = self._dataset_language(workspace, params, context)
-        known = language if base_language(language) in HELD_OUT_BY_LANGUAGE else None
-        result = self.cloning.fit(reference, rate, mode, progress, known)  # None: heard in the clip
+        result = self.cloning.fit(reference, rate, mode, progress, language)
         np.save(train / "style.npy", result.style)
         report = fit_report(result, mode)
         (train / "fit.json").write_text(json.dumps(report, indent=2))
@@ -311,8 +310,15 @@ class TrainingService:
         if not voice_id:
             raise TaskFailed("no exported voice yet: run export_voice first")
         language = self._dataset_language(workspace, params, context)
-        held_out = HELD_OUT_BY_LANGUAGE[base_language(language)]
-        sentences = [str(s) for s in params.get("sentences") or held_out][:5]
+        sentences = [
+            str(s) for s in params.get("sentences") or HELD_OUT_BY_LANGUAGE.get(base_language(language), ())
+        ]
+        if not sentences:
+            raise TaskFailed(
+                f"the studio has no test sentences in {LANGUAGE_NAMES.get(language, language)}: give this step's"
+                " 'sentences' in that language (the voice is exported and usable already)"
+            )
+        sentences = sentences[:5]
         reference, rate = self._dataset_reference(workspace)
         target = self._encoder.embed(reference, rate)
         workspace.test.mkdir(exist_ok=True)
