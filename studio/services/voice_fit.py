@@ -108,7 +108,7 @@ class FitResult:
     seconds: float
     reference_f0: float
     baseline_voice: str  # the shipped pack nearest to the reference
-    language: str  # the reference's (studio code): the probes and checks are spoken and heard in it
+    language: str  # studio code the probes and checks were spoken and heard in (reference_language)
     check: dict[str, float]  # similarity/WER of fitted vs baseline on sentences the search never used
     curve: list[tuple[int, float]] = field(default_factory=list)  # (trial, best similarity so far)
     reused: bool = False  # answered from the cache of fits (CloningService.fit), not searched again

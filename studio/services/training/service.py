@@ -310,15 +310,13 @@ class TrainingService:
         if not voice_id:
             raise TaskFailed("no exported voice yet: run export_voice first")
         language = self._dataset_language(workspace, params, context)
-        sentences = [
-            str(s) for s in params.get("sentences") or HELD_OUT_BY_LANGUAGE.get(base_language(language), ())
-        ]
-        if not sentences:
+        given = params.get("sentences") or HELD_OUT_BY_LANGUAGE.get(base_language(language))
+        if not given:
             raise TaskFailed(
                 f"the studio has no test sentences in {LANGUAGE_NAMES.get(language, language)}: give this step's"
                 " 'sentences' in that language (the voice is exported and usable already)"
             )
-        sentences = sentences[:5]
+        sentences = [str(s) for s in given][:5]
         reference, rate = self._dataset_reference(workspace)
         target = self._encoder.embed(reference, rate)
         workspace.test.mkdir(exist_ok=True)
