@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -54,6 +55,10 @@ def ffmpeg_on_path(bin_dir: Path) -> dict[str, str]:
 
     bin_dir.mkdir(parents=True, exist_ok=True)
     link = bin_dir / "ffmpeg"
-    if not link.exists():
-        link.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+    if not link.exists():  # absent, or left dangling by an environment since removed
+        # Linked beside and renamed over: two processes (or a stale link) never make this fail.
+        spare = bin_dir / f".ffmpeg-{os.getpid()}-{threading.get_ident()}"
+        spare.unlink(missing_ok=True)
+        spare.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+        os.replace(spare, link)
     return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}

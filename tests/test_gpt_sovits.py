@@ -11,6 +11,7 @@ on tiny random weights in its real environment are tests/test_gpt_sovits_worker.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from engines.base import EngineState, UnknownVoice
+from engines.clone_code import ffmpeg_on_path
 from engines.environment import STAMP, EngineEnvironment
 from engines.gpt_sovits import (
     BERT,
@@ -231,6 +233,22 @@ def test_dataset_steps_run_its_scripts_with_webui_variables(tmp_path: Path, envi
     assert env["pretrained_s2G"] == str(weights / S2G)
     assert (engine.code_dir / env["s2config_path"]).is_file()
     assert env["_CUDA_VISIBLE_DEVICES"] == "" and env["is_half"] == "False"  # no GPU leased: the CPU
+
+
+def test_ffmpeg_is_put_on_path_over_a_link_left_dangling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upstream calls `ffmpeg` by name; a link left by a removed environment (CI's failure) is replaced."""
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ffmpeg").symlink_to(tmp_path / "gone" / "ffmpeg")
+    assert ffmpeg_on_path(bin_dir) == ffmpeg_on_path(bin_dir) == {"PATH": f"{bin_dir}:{tmp_path / 'nothing'}"}
+    assert [p.name for p in bin_dir.iterdir()] == ["ffmpeg"]
+    version = subprocess.run(
+        [str(bin_dir / "ffmpeg"), "-version"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.startswith("ffmpeg version")
 
 
 def test_training_steps_write_the_configs_webui_writes(tmp_path: Path, environment: Path) -> None:
