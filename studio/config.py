@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_dialogue_chars: int = 0  # a dialogue script's length; 0: 10 x max_text_chars
     max_dialogue_turns: int = 0  # turns in a dialogue script; 0: no limit
     allow_thorough_fit: bool = True  # thorough voice fitting (minutes of CPU per voice)
+    # Trials of a quick fit's search (each speaks and measures the probe once): fewer finish sooner on
+    # a small host, at some likeness.
+    fit_quick_trials: int = Field(14, ge=1, le=200)
     max_upload_mb: int = 50
     task_workers: int = 1  # long jobs that run at once
     short_task_workers: int = (

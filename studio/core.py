@@ -34,6 +34,7 @@ from studio.services.speech import OPENAI_VOICES, SpeechService
 from studio.services.speech_cache import SpeechCache
 from studio.services.training.service import TrainingService
 from studio.services.video import VideoService
+from studio.services.voice_fit import fit_modes
 from studio.services.voices import VoiceLibrary
 from studio.tasks.runner import TaskRunner
 from studio.tasks.store import TaskStore
@@ -103,6 +104,7 @@ class Studio:
             settings.cache_dir,
             settings.max_upload_bytes,
             settings.allow_thorough_fit,
+            fit_modes(settings.fit_quick_trials),
         )
         self.dialogue = DialogueService(
             self.speech, settings.max_dialogue_chars, settings.max_dialogue_turns, self.cloning.reference_clip

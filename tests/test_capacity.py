@@ -102,7 +102,7 @@ def test_a_full_queue_answers_busy_with_an_honest_retry_after(one_slot: TestClie
     studio = one_slot.app.state.studio  # type: ignore[attr-defined]
     kokoro = studio.registry.engine("kokoro")
     studio.speech.admission.max_wait_s = 2.0
-    long_text = " ".join(f"{SENTENCE[:-1]} part {n}." for n in range(12))  # ~12 s of work on one thread
+    long_text = " ".join(f"{SENTENCE[:-1]} part {n}." for n in range(6))  # ~20 s of speech queued at once
     first: dict[str, httpx.Response] = {}
 
     def long_request() -> None:
@@ -132,7 +132,7 @@ def test_a_full_queue_answers_busy_with_an_honest_retry_after(one_slot: TestClie
     assert 1 <= retry_after <= predicted + 5  # when the queue will have drained to the bound
     assert openai.status_code == 503 and int(openai.headers["Retry-After"]) >= 1
     assert first["response"].status_code == 200  # the admitted request was not harmed
-    assert float(first["response"].headers["X-Audio-Duration"]) > 20
+    assert float(first["response"].headers["X-Audio-Duration"]) > 15
     again = one_slot.post(
         "/api/v1/tts/synthesize", json={"text": SENTENCE, "voice_id": "jm_kumo"}, headers=auth(KEYS[1])
     )

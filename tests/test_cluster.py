@@ -54,6 +54,7 @@ def studio(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
         "STUDIO_RAY_ENGINES": "kokoro",
         "STUDIO_RAY_RESOURCES": json.dumps({"kokoro": {"speech": 1}, "voice-fit": {"fitting": 1}}),
         "STUDIO_SPEECH_CACHE_MB": "0",  # every request is made, on a node
+        "STUDIO_FIT_QUICK_TRIALS": "4",  # fits here are about where they run, not how alike they get
     }
     server = LiveServer(tmp_path_factory.mktemp("cluster"), env=env).start(timeout=180)
     yield server
@@ -168,7 +169,7 @@ def test_voice_fits_run_on_nodes_for_them_survive_a_lost_node_and_cancel(
         cluster.remove_node(lost, allow_graceful=False)
         done = wait_for_task(client, task["task_id"], timeout=300)
         assert done["status"] == "completed", done
-        assert done["result"]["similarity"] > 0.5 and done["result"]["trials"] > 0
+        assert done["result"]["similarity"] > 0.5 and done["result"]["trials"] == 4  # the studio's setting
         curve = client.get(f"/api/v1/task/{task['task_id']}/files/download/curve.json").json()
         assert len(curve) >= 2  # the progress the node reported came back to the task
         jobs = {node: info["jobs"] for node, info in nodes(studio).items() if info["jobs"]}

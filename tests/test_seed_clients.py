@@ -180,8 +180,9 @@ def list_voices(client):
 # ---- fixtures and checks ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A studio of its own: the voices these clients make stay out of the shared live server."""
-    live = LiveServer(tmp_path_factory.mktemp("seed_clients")).start()
+    """A studio of its own: the voices these clients make stay out of the shared live server. Their
+    fits search briefly: these tests are about the clients' requests, not the voices' likeness."""
+    live = LiveServer(tmp_path_factory.mktemp("seed_clients"), env={"STUDIO_FIT_QUICK_TRIALS": "4"}).start()
     yield live
     live.stop()
 

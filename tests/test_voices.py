@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from studio.audio import decode, encode, resample
 from studio.core import Studio
 from studio.services.asr import word_error_rate
+from studio.services.cloning import keep_newest
 from studio.services.speech import SpeechRequest
 from studio.services.voice_fit import reference_language
 from tests.conftest import make_settings, wait_for_task
@@ -215,3 +217,13 @@ def test_a_fit_in_a_language_without_its_sentences_speaks_and_hears_them_in_engl
     assert reference_language(None, silence, 16000, "French") == "en-us"  # type: ignore[arg-type]
     assert reference_language(None, silence, 16000, "hi") == "en-us"  # type: ignore[arg-type]
     assert reference_language(None, silence, 16000, "日文") == "ja"  # type: ignore[arg-type]
+
+
+def test_the_fit_cache_keeps_the_most_recently_used(tmp_path: Path) -> None:
+    names = [f"{n:024x}.npz" for n in range(5)]
+    for age, name in enumerate(names):  # names[0] was used last
+        (tmp_path / name).write_bytes(b"fit")
+        os.utime(tmp_path / name, (1_000_000 - age, 1_000_000 - age))
+    (tmp_path / "0a.123.456.partial.npz").write_bytes(b"being written")
+    keep_newest(tmp_path, "*[0-9a-f].npz", 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*names[:2], "0a.123.456.partial.npz"])

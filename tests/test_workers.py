@@ -3,6 +3,7 @@ the same audio as in-process, a SIGKILLed worker, cancel, idle exit."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -34,11 +35,10 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_weights(tmp_path_factory.mktemp("weights"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def worker(weights_dir: Path) -> Iterator[WorkerProcess]:
-    lines: list[str] = []
-    worker = WorkerProcess(TARGET, weights_dir, name="kokoro-torch", on_log=lines.append)
-    worker.log_lines = lines  # type: ignore[attr-defined]
+    """One worker for the request tests (a start is seconds of imports): each test leaves it serving."""
+    worker = WorkerProcess(TARGET, weights_dir, name="kokoro-torch")
     yield worker
     worker.stop()
     assert not worker.scratch.exists()
@@ -98,16 +98,18 @@ def test_stream_yields_chunks_as_they_come(worker: WorkerProcess) -> None:
 
 
 def test_not_served_and_errors_keep_their_class(worker: WorkerProcess) -> None:
+    worker.start()
+    starts = worker.starts
     with pytest.raises(ValueError, match="not served"):
         worker.call("_load_model")
     with pytest.raises(ValueError, match="en-us and en-gb"):
         worker.call("synthesize", "Konnichiwa.", "xx_test", SynthesisOptions(language="ja"))
-    assert worker.starts == 1  # errors in a request do not cost the worker
+    assert worker.starts == starts  # errors in a request do not cost the worker
 
 
 def test_sigkill_mid_request_then_a_new_worker(worker: WorkerProcess) -> None:
     worker.start()
-    first = worker.pid
+    first, starts = worker.pid, worker.starts
     assert first is not None
     chunks = []
     with pytest.raises(EngineUnavailable) as raised:
@@ -123,7 +125,7 @@ def test_sigkill_mid_request_then_a_new_worker(worker: WorkerProcess) -> None:
 
     again = worker.call("synthesize", TEXT, "xx_test")
     assert [chunk.text for chunk in again] == ["Hello world.", "This is a test of the worker."]
-    assert worker.pid not in (None, first) and worker.starts == 2
+    assert worker.pid not in (None, first) and worker.starts == starts + 1
 
 
 def test_cancel_ends_a_long_call_within_5_s(worker: WorkerProcess) -> None:
@@ -156,30 +158,17 @@ def test_cancel_ends_a_long_call_within_5_s(worker: WorkerProcess) -> None:
     assert len(worker.call("synthesize", "Still here.", "xx_test")) == 1
 
 
-def test_idle_worker_exits_by_itself_and_comes_back(weights_dir: Path) -> None:
-    lines: list[str] = []
-    worker = WorkerProcess(TARGET, weights_dir, name="kokoro-torch", idle_exit_s=2, on_log=lines.append)
-    try:
-        worker.start()
-        first = worker.pid
-        assert first is not None
-        deadline = time.monotonic() + 30
-        while worker.alive and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not worker.alive and _gone(first)
-        assert any("idle for 2 s" in line for line in lines)  # its stderr reached the log callback
-        assert len(worker.call("synthesize", "Back again.", "xx_test")) == 1
-        assert worker.pid not in (None, first) and worker.starts == 2
-    finally:
-        worker.stop()
-
-
-def test_engine_runs_in_a_worker_and_survives_its_death(weights_dir: Path) -> None:
-    engine = KokoroTorchEngine(weights_dir, GpuAllocator([]))
+def test_engine_runs_in_a_worker_survives_its_death_and_idles_out_giving_its_lease_back(
+    weights_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="engines.worker")
+    allocator = GpuAllocator([])
+    engine = KokoroTorchEngine(weights_dir, allocator)
+    engine.worker_idle_exit_s = 3
     try:
         assert engine.worker is None and engine.voices()  # voices and status: no worker
         chunks = list(engine.synthesize(TEXT, "xx_test"))
-        assert len(chunks) == 2 and engine.is_loaded
+        assert len(chunks) == 2 and engine.is_loaded and len(allocator.leases()) == 1
         assert engine.worker is not None
         first = engine.worker.pid
         assert first is not None and psutil.Process(first).is_running()
@@ -188,30 +177,22 @@ def test_engine_runs_in_a_worker_and_survives_its_death(weights_dir: Path) -> No
         while not _gone(first) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(list(engine.synthesize("Once more.", "xx_test"))) == 1
-        assert engine.worker.pid not in (None, first)
-        worker = engine.worker
-        engine.unload()
-        assert engine.worker is None and not worker.alive and not worker.scratch.exists()
-    finally:
-        engine.unload()
+        second = engine.worker.pid
+        assert second not in (None, first)
 
-
-def test_an_idle_worker_leaves_and_its_engine_unloads_and_gives_its_lease_back(weights_dir: Path) -> None:
-    allocator = GpuAllocator([])
-    engine = KokoroTorchEngine(weights_dir, allocator)
-    engine.worker_idle_exit_s = 1.5
-    try:
-        assert len(list(engine.synthesize(TEXT, "xx_test"))) == 2
-        assert engine.is_loaded and len(allocator.leases()) == 1
-        assert engine.worker is not None
-        first = engine.worker.pid
+        # Idle: the worker leaves, the engine unloads and its lease goes back.
         deadline = time.monotonic() + 30
         while engine.is_loaded and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not engine.is_loaded and engine.worker is None and allocator.leases() == []
-        assert first is not None and _gone(first)
+        assert second is not None and _gone(second)
+        assert any("idle for 3 s" in record.getMessage() for record in caplog.records)  # its own word, logged
         assert len(list(engine.synthesize("Back again.", "xx_test"))) == 1  # loads again, a new lease
         assert engine.is_loaded and len(allocator.leases()) == 1
+        worker = engine.worker
+        assert worker is not None
+        engine.unload()
+        assert engine.worker is None and not worker.alive and not worker.scratch.exists()
     finally:
         engine.unload()
     assert allocator.leases() == []

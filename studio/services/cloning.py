@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from studio.services.speech import Speech, SpeechRequest, SpeechService
 from studio.services.voice_fit import (
     MODES,
     ClusterVoiceFitter,
+    FitMode,
     FitResult,
     ProgressCallback,
     VoiceFitter,
@@ -41,6 +43,7 @@ from studio.tasks.configs import TaskConfig
 from studio.tasks.runner import TaskContext, TaskKind
 
 CLONE_PREFIX = "clone-"  # zero-shot styles, cached by the clip's hash
+FITS_KEPT = 200  # fits cached by clip (half a megabyte each), the least recently used dropped first
 PREVIEW_TEXT = {  # by language family: a voice previews in its own language
     "en": "Hello! This is how I sound in the studio. I hope you like it.",
     "zh": "你好！这就是我在工作室里的声音，希望你喜欢。",
@@ -73,9 +76,11 @@ class CloningService:
         cache_dir: Path,
         max_upload_bytes: int,
         allow_thorough_fit: bool = True,
+        fit_modes: dict[str, FitMode] = MODES,
     ) -> None:
         self.library = library
         self.allow_thorough_fit = allow_thorough_fit
+        self.fit_modes = fit_modes
         self.speech = speech
         self.transcriber = transcriber
         self.cache_dir = cache_dir
@@ -92,10 +97,14 @@ class CloningService:
                 engine = self.speech.registry.engine("kokoro")
                 kokoro = engine.local if isinstance(engine, ClusterEngine) else engine
                 assert isinstance(kokoro, KokoroOnnxEngine)
-                self._fitter = VoiceFitter(kokoro, SpeakerEncoder(), self.transcriber)
+                self._fitter = VoiceFitter(kokoro, SpeakerEncoder(), self.transcriber, self.fit_modes)
                 if isinstance(engine, ClusterEngine):
                     self._fitter = ClusterVoiceFitter(
-                        engine.cluster, engine, self.cache_dir / "whisper", self._fitter.grid()
+                        engine.cluster,
+                        engine,
+                        self.cache_dir / "whisper",
+                        self._fitter.grid(),
+                        self.fit_modes,
                     )
             return self._fitter
 
@@ -113,13 +122,14 @@ class CloningService:
         language = reference_language(self.transcriber, reference, sample_rate, language)
         key = hashlib.sha256(
             np.ascontiguousarray(reference, np.float32).tobytes()
-            + f"|{sample_rate}|{MODES[mode]}|{language}".encode()
+            + f"|{sample_rate}|{self.fit_modes[mode]}|{language}".encode()
         ).hexdigest()[:24]
         path = self.cache_dir / "fits" / f"{key}.npz"
         if path.exists():
             with np.load(path) as stored:
                 meta = json.loads(str(stored["meta"]))
                 result = FitResult(style=stored["style"], **meta | {"reused": True})
+            os.utime(path)  # recently used
             result.curve = [(int(trial), float(sim)) for trial, sim in result.curve]
             if progress:
                 progress(100, f"fitted {mode} before: the same clip's result reused", result.curve)
@@ -127,9 +137,10 @@ class CloningService:
         result = self.fitter.fit(reference, sample_rate, mode, progress=progress, language=language)
         meta = {k: v for k, v in dataclasses.asdict(result).items() if k != "style"}
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial.npz")
+        partial = path.with_name(f"{key}.{os.getpid()}.{threading.get_ident()}.partial.npz")
         np.savez(partial, style=result.style, meta=np.array(json.dumps(meta)))
         partial.replace(path)
+        keep_newest(path.parent, "*[0-9a-f].npz", FITS_KEPT)
         return result
 
     def style_for(self, voice_id: str) -> np.ndarray | None:
@@ -169,8 +180,8 @@ class CloningService:
 
     # ---- library voices ----------------------------------------------------------------------
     def fit_voice(self, voice_id: str, mode: str, context: TaskContext | None = None) -> VoiceRecord:
-        if mode not in MODES:
-            raise BadInput(f"mode must be one of {', '.join(MODES)}", "bad_mode")
+        if mode not in self.fit_modes:
+            raise BadInput(f"mode must be one of {', '.join(self.fit_modes)}", "bad_mode")
         if mode == "thorough" and not self.allow_thorough_fit:
             raise BadInput(THOROUGH_OFF, "thorough_fit_disabled")
         record = self.library.require(voice_id)
@@ -329,3 +340,16 @@ def _describe(result: FitResult) -> str:
         f"held-out similarity {check['similarity']:.3f} (nearest built-in {result.baseline_voice}: "
         f"{check['baseline_similarity']:.3f}), WER {check['wer']:.2f} vs {check['baseline_wer']:.2f}"
     )
+
+
+def keep_newest(folder: Path, pattern: str, count: int) -> None:
+    """Remove all but the `count` most recently used files matching `pattern` in `folder`."""
+
+    def used(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except FileNotFoundError:  # removed meanwhile by another fit's cleanup
+            return float("inf")
+
+    for stale in sorted(folder.glob(pattern), key=used, reverse=True)[count:]:
+        stale.unlink(missing_ok=True)

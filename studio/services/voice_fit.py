@@ -12,6 +12,7 @@ shared/notes/voice-fitting.md.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
@@ -98,6 +99,11 @@ MODES = {
 }
 
 
+def fit_modes(quick_trials: int = MODES["quick"].max_trials) -> dict[str, FitMode]:
+    """MODES with the quick search `quick_trials` long (`Settings.fit_quick_trials`)."""
+    return MODES | {"quick": dataclasses.replace(MODES["quick"], max_trials=quick_trials)}
+
+
 @dataclass
 class FitResult:
     style: np.ndarray  # [510, 1, 256] float32, usable wherever Kokoro takes a style
@@ -127,10 +133,17 @@ ProgressCallback = Callable[[float, str, list[tuple[int, float]]], None]
 class VoiceFitter:
     """Fits Kokoro styles to references; also measures voices on held-out sentences, honestly."""
 
-    def __init__(self, kokoro: KokoroOnnxEngine, encoder: SpeakerEncoder, transcriber: Transcriber) -> None:
+    def __init__(
+        self,
+        kokoro: KokoroOnnxEngine,
+        encoder: SpeakerEncoder,
+        transcriber: Transcriber,
+        modes: dict[str, FitMode] = MODES,
+    ) -> None:
         self.kokoro = kokoro
         self.encoder = encoder
         self.transcriber = transcriber
+        self.modes = modes
         self._grid: dict[str, np.ndarray] | None = None
 
     def fit(
@@ -144,7 +157,7 @@ class VoiceFitter:
     ) -> FitResult:
         """A style like the reference's voice; `language` (a studio code) is the reference's, heard in
         it when None."""
-        settings = MODES[mode]
+        settings = self.modes[mode]
         started = time.monotonic()
         rng = np.random.default_rng(seed)
         language = reference_language(self.transcriber, reference, sample_rate, language)
@@ -270,13 +283,15 @@ class VoiceFitter:
         }
 
 
-def fitter_on_node(kokoro: dict[str, Any], whisper_cache: Path, grid: dict[str, np.ndarray]) -> VoiceFitter:
+def fitter_on_node(
+    kokoro: dict[str, Any], whisper_cache: Path, grid: dict[str, np.ndarray], modes: dict[str, FitMode]
+) -> VoiceFitter:
     """The fitter a cluster node builds (`ClusterVoiceFitter`): its own Kokoro (built with `kokoro`,
     as the node's Kokoro host is), speaker encoder and Whisper, on all of the node's cores; `grid` is
-    the studio's (assets/ does not travel with the code)."""
+    the studio's (assets/ does not travel with the code), `modes` the studio's fitter's."""
     threads = os.cpu_count() or 1
     engine = KokoroOnnxEngine(allocator=GpuAllocator([]), threads=threads, **kokoro)
-    fitter = VoiceFitter(engine, SpeakerEncoder(), Transcriber(threads, whisper_cache))
+    fitter = VoiceFitter(engine, SpeakerEncoder(), Transcriber(threads, whisper_cache), modes)
     fitter._grid = grid
     return fitter
 
@@ -288,12 +303,18 @@ class ClusterVoiceFitter:
     `progress`) kills it there, and a lost node runs the fit again on another."""
 
     def __init__(
-        self, cluster: RayCluster, kokoro: ClusterEngine, whisper_cache: Path, grid: dict[str, np.ndarray]
+        self,
+        cluster: RayCluster,
+        kokoro: ClusterEngine,
+        whisper_cache: Path,
+        grid: dict[str, np.ndarray],
+        modes: dict[str, FitMode] = MODES,
     ) -> None:
         self.cluster = cluster
+        self.modes = modes
         self.build = (
             f"{__name__}:fitter_on_node",
-            {"kokoro": kokoro.node_kwargs, "whisper_cache": whisper_cache, "grid": grid},
+            {"kokoro": kokoro.node_kwargs, "whisper_cache": whisper_cache, "grid": grid, "modes": modes},
         )
 
     def fit(
