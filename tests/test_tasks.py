@@ -159,6 +159,7 @@ def test_pending_tasks_cancel_at_once_and_queue_positions(tmp_path: Path) -> Non
     first, second, third = (runner.submit("slow", f"t{i}", {}) for i in range(3))
     time.sleep(0.1)
     assert runner.queue_position(second.task_id) == 1 and runner.queue_position(third.task_id) == 2
+    assert runner.queue_positions() == {second.task_id: 1, third.task_id: 2}  # the running one is not waiting
     assert runner.cancel(third.task_id).status == TaskStatus.CANCELLED
     assert runner.wait(second.task_id, timeout=5).status == TaskStatus.COMPLETED
     assert runner.store.get(third.task_id).status == TaskStatus.CANCELLED  # type: ignore[union-attr]

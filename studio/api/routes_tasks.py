@@ -34,10 +34,12 @@ CREATED_TASK_LINKS = links(
 )
 
 
-def task_out(studio: Studio, task: Task) -> TaskOut:
+def task_out(studio: Studio, task: Task, queue_positions: dict[str, int] | None = None) -> TaskOut:
+    """`queue_positions` (the runner's, read once) when listing many tasks."""
+    positions = studio.runner.queue_positions() if queue_positions is None else queue_positions
     return TaskOut(
         **{k: v for k, v in task.to_dict().items() if k in TaskOut.model_fields},
-        queue_position=studio.runner.queue_position(task.task_id),
+        queue_position=positions.get(task.task_id, 0),
         files=studio.store.files(task.task_id),
     )
 
@@ -72,7 +74,8 @@ def list_tasks(
     studio: Studio = Depends(get_studio), owner: str = Depends(caller)
 ) -> dict[str, list[TaskOut]]:
     """Your tasks, newest first."""
-    return {"tasks": [task_out(studio, task) for task in studio.store.list(owner=owner)]}
+    positions = studio.runner.queue_positions()
+    return {"tasks": [task_out(studio, task, positions) for task in studio.store.list(owner=owner)]}
 
 
 @router.get("/api/v1/task/{task_id:task_id}", responses=errors(404))

@@ -372,10 +372,12 @@ class TaskRunner:
             time.sleep(0.05)
 
     def queue_position(self, task_id: str) -> int:
-        pending = [
-            t.task_id for t in reversed(self.store.list(status=TaskStatus.PENDING)) if self._waits_to_run(t)
-        ]
-        return pending.index(task_id) + 1 if task_id in pending else 0
+        return self.queue_positions().get(task_id, 0)
+
+    def queue_positions(self) -> dict[str, int]:
+        """Each waiting task's place in the queue (1: next); tasks not waiting are absent."""
+        pending = [t for t in reversed(self.store.list(status=TaskStatus.PENDING)) if self._waits_to_run(t)]
+        return {task.task_id: place for place, task in enumerate(pending, 1)}
 
     # ---- internals -------------------------------------------------------------------------------
     def _waits_to_run(self, task: Task) -> bool:
