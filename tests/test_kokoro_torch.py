@@ -1,6 +1,7 @@
 """KokoroTorchEngine against a tiny random-weight Kokoro model laid out on disk like the real weights
-(tests/kokoro_tiny.py builds it). The model runs in the engine's worker process, so these tests
-exercise the worker too.
+(tests/kokoro_tiny.py builds it). The engine as the studio runs it speaks from its worker process;
+the model's own checks run it in this process (`in_process`: the worker's side of the engine), since
+a worker's start is seconds of imports and tests/test_workers.py shows its audio is the same.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from engines.base import EngineState, SynthesisOptions, UnknownVoice
 from engines.gpu import GpuAllocator
@@ -27,6 +29,14 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def engine(weights_dir: Path) -> Iterator[KokoroTorchEngine]:
     engine = KokoroTorchEngine(weights_dir, GpuAllocator(devices=[]))
+    yield engine
+    engine.unload()
+
+
+@pytest.fixture
+def model(weights_dir: Path) -> Iterator[KokoroTorchEngine]:
+    """The engine as its worker runs it: the model in this process."""
+    engine = KokoroTorchEngine(weights_dir, GpuAllocator(devices=[]), in_process=True)
     yield engine
     engine.unload()
 
@@ -65,24 +75,22 @@ def test_loads_lazily_and_speaks_sentence_by_sentence(engine: KokoroTorchEngine)
     assert engine.status().state == EngineState.READY
 
 
-def test_weights_come_from_the_file(engine: KokoroTorchEngine) -> None:
+def test_weights_come_from_the_file(model: KokoroTorchEngine) -> None:
     # A load that silently skipped the state dicts would leave a fresh random init each time.
     outputs = []
     for _ in range(2):
-        engine.ensure_loaded()
-        seeded = SynthesisOptions(extra={"seed": 0})  # the harmonic source adds random noise
-        outputs.append(
-            np.concatenate([c.audio for c in engine.synthesize("Hello world.", "yy_test", seeded)])
-        )
-        engine.unload()
+        model.ensure_loaded()
+        torch.manual_seed(0)  # the harmonic source adds random noise (a worker seeds for "seed" in extra)
+        outputs.append(np.concatenate([c.audio for c in model.synthesize("Hello world.", "yy_test")]))
+        model.unload()
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
-def test_british_english_and_no_other_language(engine: KokoroTorchEngine) -> None:
-    chunks = list(engine.synthesize("Good afternoon.", "xx_test", SynthesisOptions(language="en-gb")))
+def test_british_english_and_no_other_language(model: KokoroTorchEngine) -> None:
+    chunks = list(model.synthesize("Good afternoon.", "xx_test", SynthesisOptions(language="en-gb")))
     assert len(chunks) == 1 and len(chunks[0].audio) > 0
     with pytest.raises(ValueError, match="en-us and en-gb"):
-        list(engine.synthesize("Konnichiwa.", "xx_test", SynthesisOptions(language="ja")))
+        list(model.synthesize("Konnichiwa.", "xx_test", SynthesisOptions(language="ja")))
 
 
 def test_unknown_voice_lists_the_valid_ones(engine: KokoroTorchEngine) -> None:
@@ -93,16 +101,16 @@ def test_unknown_voice_lists_the_valid_ones(engine: KokoroTorchEngine) -> None:
     assert not engine.is_loaded
 
 
-def test_long_sentence_without_punctuation(engine: KokoroTorchEngine) -> None:
-    chunks = list(engine.synthesize(LONG_TEXT, "xx_test"))
+def test_long_sentence_without_punctuation(model: KokoroTorchEngine) -> None:
+    chunks = list(model.synthesize(LONG_TEXT, "xx_test"))
     assert len(chunks) > 1
     assert all(len(chunk.audio) > 0 and np.isfinite(chunk.audio).all() for chunk in chunks)
 
 
-def test_sentence_beyond_the_context_is_split_not_dropped(engine: KokoroTorchEngine) -> None:
+def test_sentence_beyond_the_context_is_split_not_dropped(model: KokoroTorchEngine) -> None:
     # Straight to the model call, past the sentence splitter: some 700 phonemes against a 510 context.
-    engine.ensure_loaded()
-    audio = engine._synthesize_sentence(LONG_TEXT[:800], "xx_test", SynthesisOptions())
+    model.ensure_loaded()
+    audio = model._synthesize_sentence(LONG_TEXT[:800], "xx_test", SynthesisOptions())
     assert audio.dtype == np.float32 and np.isfinite(audio).all()
     assert len(audio) > 512 * SAMPLES_PER_TOKEN  # more than one full context holds: nothing was dropped
 
