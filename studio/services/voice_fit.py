@@ -311,7 +311,6 @@ class ClusterVoiceFitter:
         modes: dict[str, FitMode] = MODES,
     ) -> None:
         self.cluster = cluster
-        self.modes = modes
         self.build = (
             f"{__name__}:fitter_on_node",
             {"kokoro": kokoro.node_kwargs, "whisper_cache": whisper_cache, "grid": grid, "modes": modes},
