@@ -172,6 +172,7 @@ def test_a_password_pdf_is_refused() -> None:
         read_book(b"words", "book.docx", LIMIT)
 
 
+@pytest.mark.slow
 def test_bad_uploads_answer_422_with_the_reason(made_book: MadeBook) -> None:
     for name, data, says in (
         ("book.epub", b"\x00\x13random bytes" * 50, "not an EPUB"),

@@ -30,6 +30,7 @@ def chapter_titles(m4b: Path) -> list[str]:
     return re.findall(r"^\[CHAPTER\][^\[]*?^title=(.*)$", meta, re.MULTILINE)
 
 
+@pytest.mark.slow
 def test_audiobook_tab_makes_its_example_book_and_cancel_stops_one(
     page: sync_api.Page, tmp_path: Path
 ) -> None:

@@ -34,6 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
         shutil.rmtree(envs, ignore_errors=True)  # several GB
 
 
+@pytest.mark.slow
 def test_install_moss_ttsd_from_the_engines_tab(browser, server: tuple[LiveServer, Path]) -> None:  # type: ignore[no-untyped-def]
     live, envs = server
     context = browser.new_context(viewport={"width": 1280, "height": 900})

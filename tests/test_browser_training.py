@@ -126,6 +126,7 @@ def open_step(page: sync_api.Page, name: str) -> None:
     sync_api.expect(tab).to_have_attribute("aria-selected", "true")
 
 
+@pytest.mark.slow
 def test_recordings_become_a_trained_voice_through_the_wizard(
     page: sync_api.Page, live_server: LiveServer, transcriber: Transcriber, tmp_path: Path
 ) -> None:

@@ -101,6 +101,7 @@ def test_video_tab_opens_with_an_example_that_generates_without_any_upload(
     generate_and_check(page, tmp_path, script=None)
 
 
+@pytest.mark.slow
 def test_video_tab_makes_a_two_person_video_whose_mouths_follow_the_turns(
     page: sync_api.Page, tmp_path: Path
 ) -> None:

@@ -58,6 +58,7 @@ def table_row(page: sync_api.Page) -> sync_api.Locator:
     return page.locator("#voices-table").get_by_role("row").filter(has_text=VOICE_ID)
 
 
+@pytest.mark.slow
 def test_a_clip_becomes_a_voice_that_is_closer_than_the_default_and_can_be_deleted(
     page: sync_api.Page, live_server: LiveServer, transcriber: Transcriber, tmp_path: Path
 ) -> None:

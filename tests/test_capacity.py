@@ -70,6 +70,7 @@ def test_waiting_callers_are_served_round_robin_by_requester() -> None:
     assert order == ["a1", "b1", "a2", "b2", "a3"]  # turn about, not first come first served
 
 
+@pytest.mark.slow
 def test_a_client_with_many_requests_does_not_hold_the_engine(one_slot: TestClient) -> None:
     """Alice sends three 3-sentence requests at once; Bob sends one just after. Bob gets every other
     turn, so his request finishes before any of hers (first come, first served: about together)."""
@@ -193,6 +194,7 @@ def test_a_long_first_sentence_is_cut_at_a_clause_never_inside_a_word(
         assert sentence.startswith(head) and (head[-1] in ",，" or sentence[len(head)] == " ")
 
 
+@pytest.mark.slow
 def test_the_first_streamed_audio_leaves_before_the_first_sentence_is_made(  # type: ignore[no-untyped-def]
     live_server, transcriber
 ) -> None:

@@ -141,6 +141,7 @@ def test_cancel_stops_a_dialogue_running_on_a_remote_node(cluster: Any, studio: 
     assert made_on(studio)[node_b.node_id] == settled  # nothing more is made on the node
 
 
+@pytest.mark.slow
 def test_voice_fits_run_on_nodes_for_them_survive_a_lost_node_and_cancel(
     cluster: Any, studio: LiveServer
 ) -> None:

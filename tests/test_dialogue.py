@@ -96,6 +96,7 @@ def test_one_track_with_subtitles_timing_and_stems(studio_client: TestClient, fi
         assert len(turns.namelist()) == 6 and turns.namelist()[1] == "0002_S2.wav"
 
 
+@pytest.mark.slow
 def test_each_turn_says_its_words_at_its_time(studio_client: TestClient, finished: dict, transcriber) -> None:  # type: ignore[no-untyped-def]
     mix, rate = sf.read(io.BytesIO(download(studio_client, finished, "dialogue.wav")), dtype="float32")
     for turn in json.loads(download(studio_client, finished, "timing.json")):
@@ -207,6 +208,7 @@ def test_cancel_stops_a_dialogue_promptly(tmp_path: Path) -> None:
     studio.stop()
 
 
+@pytest.mark.slow
 def test_batch_processes_mixed_lines_and_reports_failures(tmp_path: Path) -> None:
     moss_example = ROOT.parent / "shared" / "data" / "moss-ttsd-examples-only-text.jsonl"
     lines = [

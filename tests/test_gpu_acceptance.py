@@ -12,6 +12,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from engines.gpu import GpuAllocator
 from engines.moss_ttsd import MossTtsdEngine
 from tests.engine_checks import ready
@@ -20,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = ROOT.parent / "shared" / "upstream"
 
 
+@pytest.mark.slow
 def test_the_dry_run_passes_every_check_and_prints_one_table(tmp_path: Path) -> None:
     ready(MossTtsdEngine(ROOT / "weights", GpuAllocator([])).environment())
     rows_file = tmp_path / "rows.json"

@@ -84,6 +84,7 @@ def clone_file(client: TestClient, text: str, wav: Path, npy: Path) -> Any:
     )
 
 
+@pytest.mark.slow
 def test_the_tiny_weights_make_megatts3_usable(client: TestClient) -> None:
     engines = {e["name"]: e for e in client.get("/api/v1/engines").json()["engines"]}
     megatts3 = engines["megatts3"]
@@ -91,6 +92,7 @@ def test_the_tiny_weights_make_megatts3_usable(client: TestClient) -> None:
     assert megatts3["environment"] == "megatts3" and megatts3["environment_state"] == "ready"
 
 
+@pytest.mark.slow
 def test_a_clip_and_its_latent_are_cloned_in_english_and_chinese_in_its_worker(
     client: TestClient, tiny: dict[str, Any], environment: EngineEnvironment
 ) -> None:
@@ -110,6 +112,7 @@ def test_a_clip_and_its_latent_are_cloned_in_english_and_chinese_in_its_worker(
     assert engine.worker.load_result["device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_a_library_voice_with_a_latent_is_spoken_by_megatts3_from_its_clip(
     client: TestClient, tmp_path: Path
 ) -> None:

@@ -104,6 +104,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, environment: EngineEnvironmen
 
 
 # ---- XY_Tokenizer --------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_tiny_weights_are_upstreams_own_in_the_adapters_layout(tiny: dict[str, Any]) -> None:
     weights = tiny["weights"]
     assert tiny["transformers"] == "4.53.2" and tiny["torch"].startswith("2.9.1")

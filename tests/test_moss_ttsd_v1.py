@@ -187,6 +187,7 @@ def test_a_killed_worker_fails_that_task_and_the_next_one_starts_a_new_worker(cl
     assert engine.worker is not None and engine.worker.pid != first_pid
 
 
+@pytest.mark.slow
 def test_cancel_ends_a_long_generation_within_5_s(
     tmp_path_factory: pytest.TempPathFactory, environment: EngineEnvironment
 ) -> None:
@@ -229,6 +230,7 @@ def _file(client: TestClient, task: dict[str, Any], name: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_dialogue_tab_speaks_a_script_with_moss_ttsd(
     browser, tiny: dict[str, Any], tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -93,6 +93,7 @@ def run(client: TestClient, task_id: str, step: str, **params: object) -> dict:
     return wait_steps(client, task_id)
 
 
+@pytest.mark.slow
 def test_recordings_to_a_library_voice_step_by_step(studio_client: TestClient) -> None:
     client = studio_client
     task_id = create(client, "trained_joe")

@@ -307,3 +307,24 @@ def test_a_gpu_count_is_multitalks_and_must_exist_on_this_machine(studio_client:
     assert low.status_code == 422 and "low-vram preset runs on one GPU" in low.text
     odd = post_video(studio_client, two_portraits(), engine="multitalk", gpus=3)
     assert odd.status_code == 422 and "gpus" in odd.text
+
+
+def test_boxes_the_studio_draws_are_read_back_before_the_page_draws_them(tmp_path: Path) -> None:
+    """The box editor's page writes a box's colour as "rgb(r, g, b)" when it draws it; a value sent
+    back before that (its tab hidden, a busy machine) is the studio's own, and must be readable too."""
+    from gradio.data_classes import FileData
+    from gradio_image_annotation.image_annotator import AnnotatedImageData
+
+    from studio.ui.video_handlers import FACE_COLOR, with_boxes
+    from studio.ui.video_tab import portrait_editor
+
+    picture = tmp_path / "face.png"
+    Image.new("RGB", (120, 160), "white").save(picture)
+    shown = with_boxes({"image": str(picture), "boxes": []}, [Box(10, 20, 90, 120)])
+    assert shown is not None
+    echoed = AnnotatedImageData(image=FileData(path=str(picture), orig_name="face.png"), boxes=shown["boxes"])
+    read = portrait_editor("S1", "s1-test").preprocess(echoed)
+    assert read is not None
+    assert [(b["xmin"], b["ymin"], b["xmax"], b["ymax"], b["color"]) for b in read["boxes"]] == [
+        (10, 20, 90, 120, FACE_COLOR)
+    ]

@@ -59,6 +59,7 @@ def uploaded(studio_client: TestClient, clip: bytes) -> dict:
     return response.json()
 
 
+@pytest.mark.slow
 def test_upload_cleans_transcribes_and_fits(uploaded: dict) -> None:
     assert uploaded["id"] == "walker" and uploaded["usable"] and uploaded["tags"] == ["male", "test"]
     assert word_error_rate(REFERENCE_TEXT, uploaded["transcript"]) < 0.25
@@ -117,6 +118,7 @@ def test_a_fit_task_on_a_fitted_clip_reuses_that_fit_with_its_curve(
     assert "reused" in studio_client.get(f"/api/v1/task/{task['task_id']}/logs").text
 
 
+@pytest.mark.slow
 def test_synthesize_file_zero_shot_and_cached(studio_client: TestClient, clip: bytes, transcriber) -> None:  # type: ignore[no-untyped-def]
     def call(clip: bytes) -> object:
         return studio_client.post(

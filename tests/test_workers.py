@@ -158,6 +158,7 @@ def test_cancel_ends_a_long_call_within_5_s(worker: WorkerProcess) -> None:
     assert len(worker.call("synthesize", "Still here.", "xx_test")) == 1
 
 
+@pytest.mark.slow
 def test_engine_runs_in_a_worker_survives_its_death_and_idles_out_giving_its_lease_back(
     weights_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -32,6 +32,9 @@ FOUND_NOTES = {  # FaceLayout.found -> what the preview note says
     "given": "no face detected in the box: the box is used as drawn",
 }
 FACE_COLOR = (40, 200, 90)
+# A box's colour as the editor's page writes it: a value sent back before the page has drawn the
+# box (its tab hidden, a busy machine) must still be one the editor's preprocess can read.
+FACE_RGB = "rgb({}, {}, {})".format(*FACE_COLOR)
 CLOCKWISE = {1: Image.Transpose.ROTATE_270, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_90}
 
 # The box editor's value: {"image": path, "boxes": [{"xmin", "ymin", "xmax", "ymax", ...}],
@@ -65,7 +68,7 @@ def with_boxes(value: EditorValue, boxes: list[Box]) -> EditorValue:
     drawn = []
     for box in boxes:
         x0, y0, x1, y1 = box.as_list()
-        drawn.append({"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": FACE, "color": FACE_COLOR})
+        drawn.append({"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": FACE, "color": FACE_RGB})
     return {"image": image_of(value), "boxes": drawn, "orientation": value.get("orientation") or 0}
 
 
