@@ -19,9 +19,7 @@ prefetch_log=$(mktemp -t engine-envs.XXXX.log)
 prefetch=$!
 trap '{ pkill -P "$prefetch"; kill "$prefetch"; } 2>/dev/null || true' EXIT  # none left behind
 status=0
-# Two test processes, each given whole files (so module fixtures are made once). One process keeps
-# only ~1.4 of two cores busy (imports, process starts and waits are single-threaded); two keep ~1.8.
-.venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder || status=$?
+.venv/bin/python -m pytest || status=$?
 wait
 echo "engine environments installed in the background: log in $prefetch_log"
 exit "$status"

@@ -41,11 +41,13 @@ CHROMIUM_ARGS = [
 UI_TIMEOUT_MS = 30_000  # default wait for any element or assertion in a browser test
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules with a `slow` test first, each module's tests kept together and in order. ./test.sh
-    hands whole modules to two test processes in this order: the long ones start early and the short
-    ones even out the end (in file order, one process was left with the three longest for its last
-    20 minutes)."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `-n 2` (pytest-xdist, `--dist loadfile`): modules with a `slow` test first, each module's
+    tests kept together and in order, so the long ones start early and the short ones even out the end.
+    (xdist's own order, by test count, left one process the three longest modules for its last 20
+    minutes.) A run in one process keeps the file order."""
+    if not hasattr(config, "workerinput"):  # set on xdist's test processes only
+        return
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     first: dict[Path, int] = {}
     for index, item in enumerate(items):
