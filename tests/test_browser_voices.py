@@ -30,7 +30,7 @@ pytestmark = pytest.mark.browser
 
 VOICE_ID = "ui_walker"
 SENTENCE = "Please bring the blue folder to the office tomorrow morning."
-FIT_TIMEOUT_MS = 240_000
+FIT_TIMEOUT_MS = 600_000  # ~60 s on 2 idle cores; minutes on loaded ones
 SPEAK_TIMEOUT_MS = 120_000
 COMPARE = re.compile(r"fitted ([\d.]+) vs default `?([\w*+.]+)`? ([\d.]+)")
 

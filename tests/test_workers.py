@@ -38,7 +38,9 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def worker(weights_dir: Path) -> Iterator[WorkerProcess]:
     """One worker for the request tests (a start is seconds of imports): each test leaves it serving."""
-    worker = WorkerProcess(TARGET, weights_dir, name="kokoro-torch")
+    # A chunk can take seconds on loaded cores: the tests here are that a cancel is honoured at the
+    # next chunk, not that it comes within the default 3 s before the worker is stopped instead.
+    worker = WorkerProcess(TARGET, weights_dir, name="kokoro-torch", cancel_grace_s=15.0)
     yield worker
     worker.stop()
     assert not worker.scratch.exists()
